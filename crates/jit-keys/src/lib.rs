@@ -1,0 +1,15 @@
+//! Where keys come from and how a running process keeps them current.
+//!
+//! A [`KeySource`] loads a whole [`KeyRing`]; a [`RefreshingRing`] holds the last good ring,
+//! reloads it every `refresh_interval`, when a watched file changes, and (at most once per
+//! 10 s) when a request names a key id it does not know. A failed load never replaces a good
+//! ring. This is what removes the runbook's "restart the Lambda" steps.
+
+mod ring;
+mod source;
+
+pub use ring::{RefreshingRing, RingConfig, RingStatus};
+pub use source::{
+    EnvSource, FileSource, KeySource, LoadError, SecretsManagerSource, SourceFuture, SourceSpec,
+    aws_sdk_config,
+};

@@ -1,0 +1,267 @@
+//! The ring a running process verifies and signs with, kept current by reloading.
+
+use crate::source::{KeySource, LoadError};
+use arc_swap::ArcSwap;
+use jit_proto::Clock;
+use jit_proto::keyring::{KeyEntry, KeyId, KeyRing};
+use jit_proto::nonce::NonceStore;
+use jit_proto::sign::{HeaderLookup, Rejection, RequestParts, Verified, Verifier};
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// How a ring reloads.
+#[derive(Debug, Clone)]
+pub struct RingConfig {
+    /// A name for logs and metrics: `backend` or `callback`.
+    pub name: &'static str,
+    /// Full reload period (default 60 s).
+    pub refresh_interval: Duration,
+    /// How often a file source is checked for changes (default 2 s; a `stat`, not a read).
+    pub file_poll_interval: Duration,
+    /// Minimum time between reloads triggered by unknown key ids (default 10 s).
+    pub unknown_key_reload_interval: Duration,
+    /// The pinned signing key id, if configured (the runbook's "Signing Key ID").
+    pub signing_key_id: Option<KeyId>,
+}
+
+impl RingConfig {
+    /// Defaults for the ring called `name`.
+    pub fn new(name: &'static str) -> Self {
+        Self {
+            name,
+            refresh_interval: Duration::from_secs(60),
+            file_poll_interval: Duration::from_secs(2),
+            unknown_key_reload_interval: Duration::from_secs(10),
+            signing_key_id: None,
+        }
+    }
+}
+
+/// A snapshot of a ring's health, for `/readyz`, metrics and `jit keys status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RingStatus {
+    /// The ring's name.
+    pub name: &'static str,
+    /// Where it loads from.
+    pub source: String,
+    /// True once a load has succeeded.
+    pub loaded: bool,
+    /// Increments on every successful load.
+    pub generation: u64,
+    /// Keys in the ring in use.
+    pub key_count: usize,
+    /// Successful loads.
+    pub loads: u64,
+    /// Failed loads.
+    pub load_failures: u64,
+    /// Unix seconds of the last successful load (0 if none).
+    pub last_success_unix: i64,
+}
+
+/// A key ring that reloads itself and never replaces a good ring with a failed load.
+pub struct RefreshingRing {
+    config: RingConfig,
+    source: Arc<dyn KeySource>,
+    clock: Arc<dyn Clock>,
+    current: ArcSwap<KeyRing>,
+    loaded: AtomicBool,
+    loads: AtomicU64,
+    failures: AtomicU64,
+    last_success: AtomicI64,
+    last_unknown_reload_ms: AtomicI64,
+    reload_lock: tokio::sync::Mutex<()>,
+    generation: watch::Sender<u64>,
+    sibling: OnceLock<Weak<RefreshingRing>>,
+}
+
+impl fmt::Debug for RefreshingRing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RefreshingRing")
+            .field("status", &self.status())
+            .finish()
+    }
+}
+
+impl RefreshingRing {
+    /// A ring that has not loaded yet (it rejects everything with `no_keys` until it does).
+    pub fn new(config: RingConfig, source: Arc<dyn KeySource>, clock: Arc<dyn Clock>) -> Arc<Self> {
+        Arc::new(Self {
+            config,
+            source,
+            clock,
+            current: ArcSwap::from_pointee(KeyRing::empty()),
+            loaded: AtomicBool::new(false),
+            loads: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            last_success: AtomicI64::new(0),
+            last_unknown_reload_ms: AtomicI64::new(i64::MIN / 2),
+            reload_lock: tokio::sync::Mutex::new(()),
+            generation: watch::channel(0).0,
+            sibling: OnceLock::new(),
+        })
+    }
+
+    /// Declares that `self` and `other` must never share a secret (the bridge-to-backend and
+    /// the callback rings). A reload that would make them share one is refused.
+    pub fn must_not_share_with(self: &Arc<Self>, other: &Arc<Self>) {
+        let _ = self.sibling.set(Arc::downgrade(other));
+        let _ = other.sibling.set(Arc::downgrade(self));
+    }
+
+    /// The ring's settings.
+    pub fn config(&self) -> &RingConfig {
+        &self.config
+    }
+
+    /// The ring in use now.
+    pub fn current(&self) -> Arc<KeyRing> {
+        self.current.load_full()
+    }
+
+    /// The key that signs now, if any.
+    pub fn signing_key(&self) -> Option<Arc<KeyEntry>> {
+        self.current.load().signing_key(self.clock.now()).cloned()
+    }
+
+    /// Receives the generation number after every successful load.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+
+    /// A snapshot of counters and state.
+    pub fn status(&self) -> RingStatus {
+        RingStatus {
+            name: self.config.name,
+            source: self.source.describe(),
+            loaded: self.loaded.load(Ordering::SeqCst),
+            generation: *self.generation.borrow(),
+            key_count: self.current.load().len(),
+            loads: self.loads.load(Ordering::Relaxed),
+            load_failures: self.failures.load(Ordering::Relaxed),
+            last_success_unix: self.last_success.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Loads the ring once (the one-step function the loop and the tests call). On failure the
+    /// last good ring stays in use, and the failure is logged and counted.
+    pub async fn refresh(&self) -> Result<(), LoadError> {
+        let _guard = self.reload_lock.lock().await;
+        match self.load_checked().await {
+            Ok(ring) => {
+                for id in ring.short_keys() {
+                    tracing::warn!(ring = self.config.name, key_id = %id,
+                        "key is shorter than 32 bytes; rotate it with `jit keys rotate`");
+                }
+                let count = ring.len();
+                self.current.store(Arc::new(ring));
+                self.loaded.store(true, Ordering::SeqCst);
+                self.loads.fetch_add(1, Ordering::Relaxed);
+                self.last_success
+                    .store(self.clock.unix(), Ordering::Relaxed);
+                self.generation.send_modify(|g| *g += 1);
+                tracing::debug!(ring = self.config.name, keys = count, "key ring loaded");
+                Ok(())
+            }
+            Err(e) => {
+                self.failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(ring = self.config.name, error = %e,
+                    "key ring load failed; keeping the last good ring");
+                Err(e)
+            }
+        }
+    }
+
+    async fn load_checked(&self) -> Result<KeyRing, LoadError> {
+        let ring = self.source.load().await?;
+        let ring = ring
+            .with_signing_key(self.config.signing_key_id.clone())
+            .map_err(|error| LoadError::Parse {
+                source_name: self.source.describe(),
+                error,
+            })?;
+        if let Some(other) = self.sibling.get().and_then(Weak::upgrade)
+            && let Some((a, b)) = ring.shared_secret_with(&other.current())
+        {
+            return Err(LoadError::SharedSecret(format!(
+                "key {a} of the {} ring has the same secret as key {b} of the {} ring; \
+                 the two rings must use different secrets",
+                self.config.name, other.config.name
+            )));
+        }
+        Ok(ring)
+    }
+
+    /// Verifies a request. When the key id is unknown, reloads once (at most every
+    /// `unknown_key_reload_interval`) and tries again, so a freshly added key works at once.
+    pub async fn verify(
+        &self,
+        verifier: &Verifier,
+        headers: &(impl HeaderLookup + ?Sized),
+        req: &RequestParts<'_>,
+        nonces: &dyn NonceStore,
+    ) -> Result<Verified, Rejection> {
+        let ring = self.current.load_full();
+        let first = verifier
+            .verify(&ring, headers, req, self.clock.unix(), nonces)
+            .await;
+        if first != Err(Rejection::UnknownKey) || !self.may_reload_for_unknown_key() {
+            return first;
+        }
+        tracing::info!(
+            ring = self.config.name,
+            "unknown key id; reloading the ring once"
+        );
+        if self.refresh().await.is_err() {
+            return first;
+        }
+        let ring = self.current.load_full();
+        verifier
+            .verify(&ring, headers, req, self.clock.unix(), nonces)
+            .await
+    }
+
+    fn may_reload_for_unknown_key(&self) -> bool {
+        let now = self.clock.now().unix_timestamp_nanos() / 1_000_000;
+        let now = i64::try_from(now).unwrap_or(i64::MAX);
+        let min =
+            i64::try_from(self.config.unknown_key_reload_interval.as_millis()).unwrap_or(i64::MAX);
+        let last = self.last_unknown_reload_ms.load(Ordering::SeqCst);
+        now.saturating_sub(last) >= min
+            && self
+                .last_unknown_reload_ms
+                .compare_exchange(last, now, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+    }
+
+    /// Reloads every `refresh_interval`, and sooner when a file source changes, until
+    /// `shutdown` turns true.
+    pub fn spawn(
+        self: &Arc<Self>,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> tokio::task::JoinHandle<()> {
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut full = tokio::time::interval(this.config.refresh_interval);
+            full.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            full.tick().await;
+            let mut poll = tokio::time::interval(this.config.file_poll_interval);
+            poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = shutdown.changed() => {
+                        if *shutdown.borrow() { break; }
+                    }
+                    _ = full.tick() => { let _ = this.refresh().await; }
+                    _ = poll.tick() => {
+                        if this.source.changed() {
+                            let _ = this.refresh().await;
+                        }
+                    }
+                }
+            }
+        })
+    }
+}

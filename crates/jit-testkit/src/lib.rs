@@ -1,0 +1,110 @@
+//! Fixtures for tests that start the real thing: moto's AWS endpoint on a free loopback port,
+//! and helpers to find the workspace's tools. Nothing here is used outside tests.
+
+use anyhow::{Context, bail};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The workspace root (two levels above this crate).
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A free TCP port on 127.0.0.1 (bound, then released; the caller binds it next).
+pub fn free_port() -> anyhow::Result<u16> {
+    let l = TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
+
+/// Waits until something accepts TCP connections on `port`, polling a condition (not a timed
+/// sleep standing in for synchronisation), up to `limit`.
+pub fn wait_for_port(port: u16, limit: Duration) -> anyhow::Result<()> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    bail!("nothing listens on 127.0.0.1:{port} after {limit:?}")
+}
+
+fn moto_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("JIT_MOTO_SERVER") {
+        return PathBuf::from(p);
+    }
+    let venv = workspace_root().join(".venv/bin/moto_server");
+    if venv.exists() {
+        return venv;
+    }
+    PathBuf::from("moto_server")
+}
+
+/// A moto server for this test alone, killed on drop.
+#[derive(Debug)]
+pub struct Moto {
+    child: Option<Child>,
+    /// `http://127.0.0.1:PORT`.
+    pub endpoint: String,
+}
+
+impl Moto {
+    /// Starts `moto_server` on a free loopback port and waits until it accepts connections.
+    /// Install it with `scripts/test.sh` (a venv in `.venv/`) or set `JIT_MOTO_SERVER`.
+    pub fn start() -> anyhow::Result<Self> {
+        let port = free_port()?;
+        let bin = moto_binary();
+        let child = Command::new(&bin)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| {
+                format!(
+                    "starting {} (run scripts/test.sh to install moto)",
+                    bin.display()
+                )
+            })?;
+        let moto = Self {
+            child: Some(child),
+            endpoint: format!("http://127.0.0.1:{port}"),
+        };
+        wait_for_port(port, Duration::from_secs(30))?;
+        Ok(moto)
+    }
+
+    /// Kills the server (to test behaviour while AWS is unreachable).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SDK configuration pointing at this server with static test credentials.
+    pub async fn sdk_config(&self) -> aws_config::SdkConfig {
+        let creds =
+            aws_credential_types::Credentials::new("testing", "testing", None, None, "moto");
+        aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .endpoint_url(&self.endpoint)
+            .credentials_provider(creds)
+            .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(1))
+            .timeout_config(
+                aws_config::timeout::TimeoutConfig::builder()
+                    .operation_timeout(Duration::from_secs(5))
+                    .build(),
+            )
+            .load()
+            .await
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
