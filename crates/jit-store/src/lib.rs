@@ -1,1 +1,202 @@
-//! stub
+//! Storage. One [`Store`] trait; one SQL implementation ([`SqlStore`]) that runs on SQLite (the
+//! embedded default: WAL, one writer connection) and PostgreSQL (for several servers), with
+//! migrations per backend under `migrations/<backend>/` applied at start.
+//!
+//! Invariants kept here:
+//! - a state change and its audit events commit in one transaction, or nothing does;
+//! - every update is compare-and-set on the row's `version`, so two servers never both apply
+//!   the same transition (the loser gets [`StoreError::Conflict`]);
+//! - an `Idempotency-Key` record is written in the same transaction as the change it answers.
+
+mod rows;
+mod sql;
+
+pub use sql::{Dialect, SqlStore};
+
+use async_trait::async_trait;
+use jit_core::audit::{AuditDraft, AuditEvent, ChainError};
+use jit_core::policy::Binding;
+use jit_core::request::{Request, Status};
+use jit_core::types::{ChannelId, RequestId};
+use time::OffsetDateTime;
+
+/// Storage failures. `Conflict` and `NotFound` are expected outcomes; `Backend` is not.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Someone else changed the row first (compare-and-set lost).
+    #[error("conflict: the record was changed by someone else; reload and retry")]
+    Conflict,
+    /// The row does not exist.
+    #[error("not found")]
+    NotFound,
+    /// The same idempotency key was used with a different request body.
+    #[error("idempotency key reused with a different request")]
+    IdempotencyMismatch,
+    /// The database failed or is unreachable.
+    #[error("database error: {0}")]
+    Backend(String),
+    /// A stored value no longer parses (a hand edit, or a bug).
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Backend(e.to_string())
+    }
+}
+
+/// An idempotency record: the first answer to a POST with a given key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdemRecord {
+    /// Route and actor the key is scoped to.
+    pub scope: String,
+    /// The client's key.
+    pub key: String,
+    /// SHA-256 of the request body, to refuse a reused key with another body.
+    pub request_hash: String,
+    /// HTTP status of the first answer.
+    pub status: u16,
+    /// JSON body of the first answer.
+    pub response: String,
+}
+
+/// What accompanies every write: its audit events, its idempotency record, and the time.
+#[derive(Debug, Clone)]
+pub struct WriteCtx {
+    /// Events appended in the same transaction.
+    pub audit: Vec<AuditDraft>,
+    /// The answer to remember for the request's `Idempotency-Key`, if it had one.
+    pub idem: Option<IdemRecord>,
+    /// Now.
+    pub now: OffsetDateTime,
+}
+
+impl WriteCtx {
+    /// A write with one audit event.
+    pub fn new(audit: AuditDraft, now: OffsetDateTime) -> Self {
+        Self {
+            audit: vec![audit],
+            idem: None,
+            now,
+        }
+    }
+}
+
+/// Filters for listing requests (all optional; combined with AND).
+#[derive(Debug, Clone, Default)]
+pub struct RequestFilter {
+    /// Channel.
+    pub channel_id: Option<String>,
+    /// Account.
+    pub account_id: Option<String>,
+    /// Requester email (exact, case-insensitive).
+    pub requester_email: Option<String>,
+    /// Requester user id.
+    pub requester_id: Option<String>,
+    /// Statuses (any of).
+    pub statuses: Vec<Status>,
+    /// Created at or after (unix ms).
+    pub start_ms: Option<i64>,
+    /// Created before (unix ms).
+    pub end_ms: Option<i64>,
+    /// Page size (1-200).
+    pub limit: u32,
+    /// Resume after this position (from a previous page's `next_token`).
+    pub after: Option<(i64, String)>,
+}
+
+/// Filters for exporting audit events.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    /// Request.
+    pub request_id: Option<String>,
+    /// Account.
+    pub account_id: Option<String>,
+    /// Channel.
+    pub channel_id: Option<String>,
+    /// Actor (user id or email).
+    pub actor: Option<String>,
+    /// Event type.
+    pub kind: Option<String>,
+    /// At or after (unix ms).
+    pub since_ms: Option<i64>,
+    /// Before (unix ms).
+    pub until_ms: Option<i64>,
+    /// Page size (1-1000).
+    pub limit: u32,
+    /// Resume after this sequence number.
+    pub after_seq: Option<i64>,
+}
+
+/// The result of verifying the audit chain.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    /// The chain is broken.
+    #[error(transparent)]
+    Chain(#[from] ChainError),
+    /// Reading failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Everything the backend persists.
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// Cheap liveness check for `/readyz`.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// A channel's binding.
+    async fn get_binding(&self, channel: &ChannelId) -> Result<Option<Binding>, StoreError>;
+
+    /// Creates (`expected_version` = 0) or updates (compare-and-set) a binding. Returns the
+    /// stored binding with its new version.
+    async fn save_binding(
+        &self,
+        binding: &Binding,
+        expected_version: i64,
+        ctx: WriteCtx,
+    ) -> Result<Binding, StoreError>;
+
+    /// Removes a binding (compare-and-set).
+    async fn delete_binding(
+        &self,
+        channel: &ChannelId,
+        expected_version: i64,
+        ctx: WriteCtx,
+    ) -> Result<(), StoreError>;
+
+    /// Inserts a new request.
+    async fn create_request(&self, req: &Request, ctx: WriteCtx) -> Result<(), StoreError>;
+
+    /// One request.
+    async fn get_request(&self, id: &RequestId) -> Result<Option<Request>, StoreError>;
+
+    /// Stores `next` if the stored row still has version `next.version - 1`.
+    async fn update_request(&self, next: &Request, ctx: WriteCtx) -> Result<(), StoreError>;
+
+    /// Requests, newest first.
+    async fn list_requests(
+        &self,
+        filter: &RequestFilter,
+    ) -> Result<(Vec<Request>, Option<(i64, String)>), StoreError>;
+
+    /// The stored answer for an idempotency key.
+    async fn idempotency_get(
+        &self,
+        scope: &str,
+        key: &str,
+    ) -> Result<Option<IdemRecord>, StoreError>;
+
+    /// Audit events in sequence order.
+    async fn list_audit(
+        &self,
+        filter: &AuditFilter,
+    ) -> Result<(Vec<AuditEvent>, Option<i64>), StoreError>;
+
+    /// Walks the whole audit chain; returns the number of events.
+    async fn verify_audit(&self) -> Result<i64, VerifyError>;
+
+    /// Deletes expired nonces; returns how many.
+    async fn purge_nonces(&self, now_unix: i64) -> Result<u64, StoreError>;
+}

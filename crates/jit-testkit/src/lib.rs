@@ -108,3 +108,50 @@ impl Drop for Moto {
         self.stop();
     }
 }
+
+/// A fresh, empty PostgreSQL database for one test, created through `psql` with the role
+/// `scripts/test.sh` sets up (`JIT_TEST_PG_URL`, which must name a role allowed to create
+/// databases). Returns its URL. Fails loudly when PostgreSQL is not configured, so a run
+/// without it cannot pass by skipping.
+pub fn fresh_pg_database() -> anyhow::Result<String> {
+    let base = std::env::var("JIT_TEST_PG_URL").context(
+        "JIT_TEST_PG_URL is not set: run the suite with scripts/test.sh, which starts PostgreSQL",
+    )?;
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let name = format!("jit_t_{}_{}", std::process::id(), n);
+    let out = Command::new("psql")
+        .arg(&base)
+        .args([
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-q",
+            "-c",
+            &format!("CREATE DATABASE {name}"),
+        ])
+        .output()
+        .context("running psql")?;
+    if !out.status.success() {
+        bail!(
+            "creating database {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let (prefix, _) = base
+        .rsplit_once('/')
+        .context("JIT_TEST_PG_URL has no database part")?;
+    Ok(format!("{prefix}/{name}"))
+}
+
+/// Runs SQL against a PostgreSQL URL with `psql` (for tests that tamper with rows directly).
+pub fn psql(url: &str, sql: &str) -> anyhow::Result<String> {
+    let out = Command::new("psql")
+        .arg(url)
+        .args(["-v", "ON_ERROR_STOP=1", "-q", "-At", "-c", sql])
+        .output()
+        .context("running psql")?;
+    if !out.status.success() {
+        bail!("psql: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}

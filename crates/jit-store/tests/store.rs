@@ -1,0 +1,514 @@
+//! One behavioural suite, run against SQLite and PostgreSQL alike.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use jit_core::audit::{AuditDraft, ChainError};
+use jit_core::policy::{Binding, Policy};
+use jit_core::request::{NewRequest, Request, Status};
+use jit_core::types::{
+    AccountId, Actor, ChannelId, DurationMinutes, Email, Reason, RequestId, Ticket, UserId,
+};
+use jit_proto::nonce::{NonceError, NonceStore};
+use jit_store::{
+    AuditFilter, IdemRecord, RequestFilter, SqlStore, Store, StoreError, VerifyError, WriteCtx,
+};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use time::OffsetDateTime;
+use time::macros::datetime;
+
+const T0: OffsetDateTime = datetime!(2026-11-25 12:00 UTC);
+
+struct Db {
+    store: SqlStore,
+    url: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+async fn sqlite() -> Db {
+    let dir = tempfile::tempdir().unwrap();
+    let url = dir.path().join("jit.db").to_str().unwrap().to_owned();
+    let store = SqlStore::open(&url).await.unwrap();
+    Db {
+        store,
+        url,
+        _dir: Some(dir),
+    }
+}
+
+async fn postgres() -> Db {
+    let url = jit_testkit::fresh_pg_database().unwrap();
+    Db {
+        store: SqlStore::open(&url).await.unwrap(),
+        url,
+        _dir: None,
+    }
+}
+
+fn actor(id: &str) -> Actor {
+    Actor {
+        user_id: UserId::parse(id).unwrap(),
+        email: Some(Email::parse(&format!("{id}@example.com")).unwrap()),
+        roles: vec![],
+    }
+}
+
+fn binding(channel: &str) -> Binding {
+    Binding {
+        channel_id: ChannelId::parse(channel).unwrap(),
+        accounts: BTreeMap::from([(AccountId::parse("123456789012").unwrap(), vec![])]),
+        policy: Policy {
+            approvers: vec![UserId::parse("bob").unwrap()],
+            ..Policy::default()
+        },
+        version: 0,
+    }
+}
+
+fn audit(kind: &str, req: Option<&Request>) -> AuditDraft {
+    let mut d = AuditDraft::new(kind);
+    d.request_id = req.map(|r| r.id.as_str().to_owned());
+    d.channel_id = req.map(|r| r.channel_id.as_str().to_owned());
+    d.account_id = req.map(|r| r.account_id.as_str().to_owned());
+    d.actor_id = Some("alice".into());
+    d
+}
+
+fn new_request(b: &Binding, n: u8, at: OffsetDateTime) -> Request {
+    let mut id = [0u8; 16];
+    id[0] = n;
+    id[15] = 0xaa;
+    Request::create(
+        RequestId::from_random(id),
+        NewRequest {
+            channel_id: b.channel_id.clone(),
+            account_id: AccountId::parse("123456789012").unwrap(),
+            permission_set_arn: None,
+            ticket: Ticket::parse("OPS-1").unwrap(),
+            reason: Reason::parse("deploy").unwrap(),
+            duration: DurationMinutes::new(60).unwrap(),
+            break_glass: false,
+        },
+        &actor("alice"),
+        b,
+        at,
+    )
+    .unwrap()
+}
+
+async fn bound(db: &Db) -> Binding {
+    db.store
+        .save_binding(
+            &binding("ch1"),
+            0,
+            WriteCtx::new(AuditDraft::new("config.bound"), T0),
+        )
+        .await
+        .unwrap()
+}
+
+async fn binding_compare_and_set(db: Db) {
+    let b = bound(&db).await;
+    assert_eq!(b.version, 1);
+    let again = db
+        .store
+        .save_binding(
+            &binding("ch1"),
+            0,
+            WriteCtx::new(AuditDraft::new("config.bound"), T0),
+        )
+        .await;
+    assert!(matches!(again, Err(StoreError::Conflict)), "{again:?}");
+    let mut changed = b.clone();
+    changed.policy.required_approvals = 1;
+    changed.policy.max_request_hours = 2;
+    let b2 = db
+        .store
+        .save_binding(
+            &changed,
+            1,
+            WriteCtx::new(AuditDraft::new("config.policy_changed"), T0),
+        )
+        .await
+        .unwrap();
+    assert_eq!(b2.version, 2);
+    let stale = db
+        .store
+        .save_binding(
+            &changed,
+            1,
+            WriteCtx::new(AuditDraft::new("config.policy_changed"), T0),
+        )
+        .await;
+    assert!(matches!(stale, Err(StoreError::Conflict)));
+    let got = db.store.get_binding(&b.channel_id).await.unwrap().unwrap();
+    assert_eq!(got.policy.max_request_hours, 2);
+    assert_eq!(got, b2);
+    // The failed writes left no audit events behind.
+    assert_eq!(db.store.verify_audit().await.unwrap(), 2);
+    db.store
+        .delete_binding(
+            &b.channel_id,
+            2,
+            WriteCtx::new(AuditDraft::new("config.unbound"), T0),
+        )
+        .await
+        .unwrap();
+    assert!(db.store.get_binding(&b.channel_id).await.unwrap().is_none());
+}
+
+async fn request_round_trips_through_every_state(db: Db) {
+    let b = bound(&db).await;
+    let r = new_request(&b, 1, T0);
+    db.store
+        .create_request(&r, WriteCtx::new(audit("request.created", Some(&r)), T0))
+        .await
+        .unwrap();
+    assert_eq!(db.store.get_request(&r.id).await.unwrap().unwrap(), r);
+    let t1 = T0 + time::Duration::minutes(5);
+    let a = r.approve(&actor("bob"), &b.policy, t1).unwrap();
+    db.store
+        .update_request(&a, WriteCtx::new(audit("request.approved", Some(&a)), t1))
+        .await
+        .unwrap();
+    assert_eq!(db.store.get_request(&r.id).await.unwrap().unwrap(), a);
+    let g = a.grant(t1 + time::Duration::seconds(2)).unwrap();
+    db.store
+        .update_request(&g, WriteCtx::new(audit("request.granted", Some(&g)), t1))
+        .await
+        .unwrap();
+    assert_eq!(db.store.get_request(&r.id).await.unwrap().unwrap(), g);
+    let e = g.expire(g.ends_at().unwrap()).unwrap();
+    db.store
+        .update_request(&e, WriteCtx::new(audit("request.expired", Some(&e)), t1))
+        .await
+        .unwrap();
+    let got = db.store.get_request(&r.id).await.unwrap().unwrap();
+    assert_eq!(got, e);
+    assert_eq!(got.status(), Status::Expired);
+    // Denied with a reason, cancelled, error: all survive a round trip.
+    let d = new_request(&b, 2, T0);
+    db.store
+        .create_request(&d, WriteCtx::new(audit("request.created", Some(&d)), T0))
+        .await
+        .unwrap();
+    let d2 = d
+        .deny(&actor("bob"), Reason::parse("not now").unwrap(), t1)
+        .unwrap();
+    db.store
+        .update_request(&d2, WriteCtx::new(audit("request.denied", Some(&d2)), t1))
+        .await
+        .unwrap();
+    assert_eq!(db.store.get_request(&d.id).await.unwrap().unwrap(), d2);
+    assert!(
+        db.store
+            .get_request(&RequestId::from_random([9; 16]))
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+async fn concurrent_transitions_apply_once(db: Db) {
+    let b = bound(&db).await;
+    let r = new_request(&b, 1, T0);
+    db.store
+        .create_request(&r, WriteCtx::new(audit("request.created", Some(&r)), T0))
+        .await
+        .unwrap();
+    let store = Arc::new(db.store.clone());
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let store = store.clone();
+        let r = r.clone();
+        let b = b.clone();
+        tasks.push(tokio::spawn(async move {
+            let next = if i % 2 == 0 {
+                r.approve(&actor("bob"), &b.policy, T0).unwrap()
+            } else {
+                r.deny(&actor("bob"), None, T0).unwrap()
+            };
+            store
+                .update_request(
+                    &next,
+                    WriteCtx::new(audit("request.decided", Some(&next)), T0),
+                )
+                .await
+        }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(()) => ok += 1,
+            Err(StoreError::Conflict) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(ok, 1, "exactly one transition wins");
+    // One creation event + one decision event: the losers wrote nothing.
+    assert_eq!(store.verify_audit().await.unwrap(), 3);
+}
+
+async fn audit_chain_detects_edit_and_deletion(db: Db) {
+    let b = bound(&db).await;
+    for n in 1..=4 {
+        let r = new_request(&b, n, T0);
+        db.store
+            .create_request(&r, WriteCtx::new(audit("request.created", Some(&r)), T0))
+            .await
+            .unwrap();
+    }
+    assert_eq!(db.store.verify_audit().await.unwrap(), 5);
+    let (page, next) = db
+        .store
+        .list_audit(&AuditFilter {
+            limit: 2,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2]);
+    assert_eq!(next, Some(2));
+    let (page, next) = db
+        .store
+        .list_audit(&AuditFilter {
+            limit: 10,
+            after_seq: Some(2),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.len(), 3);
+    assert_eq!(next, None);
+    let (only, _) = db
+        .store
+        .list_audit(&AuditFilter {
+            limit: 10,
+            kind: Some("config.bound".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(only.len(), 1);
+    let (by_actor, _) = db
+        .store
+        .list_audit(&AuditFilter {
+            limit: 10,
+            actor: Some("alice".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(by_actor.len(), 4);
+
+    db.store
+        .raw_execute("UPDATE audit_events SET actor_id = 'mallory' WHERE seq = 3")
+        .await
+        .unwrap();
+    assert!(matches!(
+        db.store.verify_audit().await,
+        Err(VerifyError::Chain(ChainError::Tampered(3)))
+    ));
+    db.store
+        .raw_execute("UPDATE audit_events SET actor_id = 'alice' WHERE seq = 3")
+        .await
+        .unwrap();
+    assert_eq!(db.store.verify_audit().await.unwrap(), 5);
+    db.store
+        .raw_execute("DELETE FROM audit_events WHERE seq = 2")
+        .await
+        .unwrap();
+    assert!(matches!(
+        db.store.verify_audit().await,
+        Err(VerifyError::Chain(ChainError::Gap {
+            expected: 2,
+            found: 3
+        }))
+    ));
+}
+
+async fn audit_tail_deletion_is_detected(db: Db) {
+    let _ = bound(&db).await;
+    let _ = db
+        .store
+        .save_binding(
+            &binding("ch2"),
+            0,
+            WriteCtx::new(AuditDraft::new("config.bound"), T0),
+        )
+        .await
+        .unwrap();
+    db.store
+        .raw_execute("DELETE FROM audit_events WHERE seq = 2")
+        .await
+        .unwrap();
+    assert!(matches!(
+        db.store.verify_audit().await,
+        Err(VerifyError::Chain(ChainError::Truncated {
+            expected: 2,
+            found: 1
+        }))
+    ));
+}
+
+async fn list_filters_and_pages(db: Db) {
+    let b = bound(&db).await;
+    let mut ids = Vec::new();
+    for n in 0..7u8 {
+        let r = new_request(&b, n + 1, T0 + time::Duration::minutes(i64::from(n)));
+        db.store
+            .create_request(&r, WriteCtx::new(audit("request.created", Some(&r)), T0))
+            .await
+            .unwrap();
+        ids.push(r.id.as_str().to_owned());
+    }
+    ids.reverse();
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let (items, next) = db
+            .store
+            .list_requests(&RequestFilter {
+                limit: 3,
+                after: after.clone(),
+                channel_id: Some("ch1".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        seen.extend(items.iter().map(|r| r.id.as_str().to_owned()));
+        match next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ids, "newest first, every request exactly once");
+    let f = RequestFilter {
+        limit: 50,
+        statuses: vec![Status::Pending],
+        requester_email: Some("ALICE@example.com".into()),
+        start_ms: Some((T0 + time::Duration::minutes(2)).unix_timestamp() * 1000),
+        end_ms: Some((T0 + time::Duration::minutes(4)).unix_timestamp() * 1000),
+        ..Default::default()
+    };
+    assert_eq!(db.store.list_requests(&f).await.unwrap().0.len(), 2);
+    let none = RequestFilter {
+        limit: 50,
+        channel_id: Some("x' OR '1'='1".into()),
+        ..Default::default()
+    };
+    assert!(db.store.list_requests(&none).await.unwrap().0.is_empty());
+    let granted = RequestFilter {
+        limit: 50,
+        statuses: vec![Status::Granted],
+        ..Default::default()
+    };
+    assert!(db.store.list_requests(&granted).await.unwrap().0.is_empty());
+}
+
+async fn idempotency_record_commits_with_the_change(db: Db) {
+    let b = bound(&db).await;
+    let r = new_request(&b, 1, T0);
+    let idem = IdemRecord {
+        scope: "POST /requests u1".into(),
+        key: "k1".into(),
+        request_hash: "h".into(),
+        status: 201,
+        response: "{\"x\":1}".into(),
+    };
+    let mut ctx = WriteCtx::new(audit("request.created", Some(&r)), T0);
+    ctx.idem = Some(idem.clone());
+    db.store.create_request(&r, ctx.clone()).await.unwrap();
+    assert_eq!(
+        db.store
+            .idempotency_get("POST /requests u1", "k1")
+            .await
+            .unwrap(),
+        Some(idem)
+    );
+    // A second create under the same key fails as a whole: no second request, no event.
+    let r2 = new_request(&b, 2, T0);
+    assert!(matches!(
+        db.store.create_request(&r2, ctx).await,
+        Err(StoreError::Conflict)
+    ));
+    assert!(db.store.get_request(&r2.id).await.unwrap().is_none());
+    assert_eq!(db.store.verify_audit().await.unwrap(), 2);
+}
+
+async fn durable_nonces(db: Db) {
+    let s = &db.store;
+    assert_eq!(s.check_and_insert("n1", 1000, 1600).await, Ok(()));
+    assert_eq!(
+        s.check_and_insert("n1", 1599, 2199).await,
+        Err(NonceError::Replayed)
+    );
+    assert_eq!(
+        s.check_and_insert("n1", 1600, 2200).await,
+        Ok(()),
+        "expired nonce may be reused"
+    );
+    assert_eq!(s.check_and_insert("n2", 1000, 1600).await, Ok(()));
+    assert_eq!(s.purge_nonces(1700).await.unwrap(), 1);
+}
+
+async fn migrations_are_idempotent(db: Db) {
+    let _ = bound(&db).await;
+    // A second server starting on the same database: migrations already applied, data kept.
+    let second = SqlStore::open(&db.url).await.unwrap();
+    assert!(
+        second
+            .get_binding(&ChannelId::parse("ch1").unwrap())
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(second.verify_audit().await.unwrap(), 1);
+}
+
+macro_rules! both {
+    ($($name:ident),* $(,)?) => {
+        mod on_sqlite { use super::*; $( #[tokio::test] async fn $name() { super::$name(sqlite().await).await } )* }
+        mod on_postgres { use super::*; $( #[tokio::test] async fn $name() { super::$name(postgres().await).await } )* }
+    };
+}
+
+both!(
+    binding_compare_and_set,
+    request_round_trips_through_every_state,
+    concurrent_transitions_apply_once,
+    audit_chain_detects_edit_and_deletion,
+    audit_tail_deletion_is_detected,
+    list_filters_and_pages,
+    idempotency_record_commits_with_the_change,
+    durable_nonces,
+    migrations_are_idempotent,
+);
+
+#[tokio::test]
+async fn sqlite_reopen_keeps_data_and_applies_no_migration_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sub/dir/jit.db");
+    let p = path.to_str().unwrap();
+    let s = SqlStore::open(p).await.unwrap();
+    s.save_binding(
+        &binding("ch1"),
+        0,
+        WriteCtx::new(AuditDraft::new("config.bound"), T0),
+    )
+    .await
+    .unwrap();
+    drop(s);
+    let s = SqlStore::open(&format!("sqlite://{p}")).await.unwrap();
+    assert!(
+        s.get_binding(&ChannelId::parse("ch1").unwrap())
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(s.verify_audit().await.unwrap(), 1);
+}

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh machine or a developer's: installs what the tests need
+# (moto in .venv, PostgreSQL 15 and promtool through apt if missing), starts PostgreSQL,
+# creates the test role, then runs every test of the workspace.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '==> %s\n' "$*"; }
+
+need_apt=()
+command -v pg_ctlcluster >/dev/null 2>&1 || need_apt+=(postgresql-15 postgresql-client-15)
+command -v psql >/dev/null 2>&1 || need_apt+=(postgresql-client-15)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  say "installing ${need_apt[*]} with apt"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+# moto's server, for the AWS SDK tests (Secrets Manager, SSO Admin, Identity Store).
+if [ ! -x .venv/bin/moto_server ]; then
+  say "installing moto[server] into .venv"
+  python3 -m venv .venv
+  .venv/bin/pip install -q 'moto[server]'
+fi
+export JIT_MOTO_SERVER="$PWD/.venv/bin/moto_server"
+
+# PostgreSQL: start the cluster if it is down, create the test role (allowed to create the
+# per-test databases) and its database.
+if ! pg_lsclusters -h 2>/dev/null | grep -q '^15 *main .*online'; then
+  if ! pg_lsclusters -h 2>/dev/null | grep -q '^15 *main'; then
+    say "creating PostgreSQL cluster 15/main"
+    pg_createcluster 15 main >/dev/null
+  fi
+  say "starting PostgreSQL 15"
+  pg_ctlcluster 15 main start
+fi
+su postgres -c "psql -q -v ON_ERROR_STOP=1" <<'SQL'
+DO $$ BEGIN
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'jit_test') THEN
+    CREATE ROLE jit_test LOGIN CREATEDB PASSWORD 'jit_test';
+  END IF;
+END $$;
+SELECT 'CREATE DATABASE jit_test OWNER jit_test' WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'jit_test')\gexec
+SQL
+export JIT_TEST_PG_URL="postgres://jit_test:jit_test@127.0.0.1:5432/jit_test"
+# Drop databases left over by earlier runs.
+psql "$JIT_TEST_PG_URL" -At -c "SELECT datname FROM pg_database WHERE datname LIKE 'jit_t_%'" \
+  | while read -r db; do psql "$JIT_TEST_PG_URL" -q -c "DROP DATABASE IF EXISTS $db" || true; done
+
+say "cargo test --workspace"
+cargo test --workspace --all-targets "$@"
