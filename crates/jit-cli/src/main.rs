@@ -1,1 +1,100 @@
-fn main() {}
+//! `jit`: one binary for the backend server, key tools and the signed API client.
+
+mod keys;
+mod sign;
+
+use clap::{Parser, Subcommand};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+/// Just-in-time privileged access, driven from Mattermost.
+#[derive(Debug, Parser)]
+#[command(name = "jit", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the backend API. With no configuration: SQLite and generated keys under ./jit-data/.
+    Server {
+        /// TOML configuration file (then JIT_* environment variables override it).
+        #[arg(long, short, env = "JIT_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Key tools.
+    Keys {
+        #[command(subcommand)]
+        command: keys::KeysCommand,
+    },
+    /// Sign a request for the API and print its headers or a ready curl command.
+    Sign(sign::SignArgs),
+    /// Audit trail tools.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Walk the audit hash chain and report the first edit, deletion or truncation.
+    Verify {
+        /// Database to check directly (default: the embedded SQLite database).
+        #[arg(long, env = "JIT_DATABASE_URL", default_value = "sqlite://jit-data/jit.db")]
+        database_url: String,
+    },
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("JIT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let json = match std::env::var("JIT_LOG_FORMAT").as_deref() {
+        Ok("json") => true,
+        Ok("text") => false,
+        _ => !std::io::stderr().is_terminal(),
+    };
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().flatten_event(true).with_current_span(false).init();
+    } else {
+        builder.init();
+    }
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match run(cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
+    match cli.command {
+        Command::Server { config } => {
+            let config = jit_server::Config::load(config.as_deref(), &jit_server::config::ProcessEnv)?;
+            jit_server::run(config).await?;
+        }
+        Command::Keys { command } => keys::run(command).await?,
+        Command::Sign(args) => sign::run(args).await?,
+        Command::Audit { command: AuditCommand::Verify { database_url } } => {
+            use jit_store::Store;
+            let store = jit_store::SqlStore::open(&database_url).await?;
+            match store.verify_audit().await {
+                Ok(n) => println!("audit chain intact: {n} events"),
+                Err(e) => {
+                    eprintln!("audit chain BROKEN: {e}");
+                    return Ok(std::process::ExitCode::from(2));
+                }
+            }
+        }
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}

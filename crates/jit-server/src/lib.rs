@@ -1,1 +1,17 @@
-//! stub
+//! `jit server`: the backend. An axum API in front of the [`jit_store::Store`], every route but
+//! `/healthz` and `/readyz` behind the X-JIT signature check, and authorisation decided here
+//! from the proven actor.
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod embedded;
+pub mod error;
+pub mod idem;
+pub mod serve;
+pub mod state;
+pub mod views;
+
+pub use config::Config;
+pub use serve::{Server, run};
+pub use state::AppState;

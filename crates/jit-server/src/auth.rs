@@ -1,0 +1,65 @@
+//! The signature check in front of every API route but the health probes.
+
+use crate::error::ApiError;
+use crate::state::AppState;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use jit_proto::sign::{HEADER_KEY_ID, RequestParts};
+
+/// Largest accepted request body.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// The verified caller, available to handlers as an extension.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// Key id that verified the request.
+    pub key_id: String,
+}
+
+/// Reads the body (refusing more than [`MAX_BODY_BYTES`] with 413), verifies the X-JIT
+/// signature against the bridge-to-backend ring, and passes the request on with a [`Caller`].
+/// Refusals are a plain 401 `{"code": reason}` (503 if the nonce store is down); the reason and
+/// the claimed key id are logged, never the secret.
+pub async fn require_signature(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    let (mut parts, body) = req.into_parts();
+    let declared = parts
+        .headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES) {
+        return ApiError::too_large(MAX_BODY_BYTES).into_response();
+    }
+    let bytes = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+        Ok(b) => b,
+        Err(_) => return ApiError::too_large(MAX_BODY_BYTES).into_response(),
+    };
+    let pq = parts.uri.path_and_query().map_or_else(|| parts.uri.path().to_owned(), |p| p.as_str().to_owned());
+    let rp = RequestParts { method: parts.method.as_str(), path_and_query: &pq, body: &bytes };
+    match st.backend_ring.verify(&st.verifier, &parts.headers, &rp, st.nonces.as_ref()).await {
+        Ok(v) => {
+            parts.extensions.insert(Caller { key_id: v.key_id.as_str().to_owned() });
+            next.run(Request::from_parts(parts, Body::from(bytes))).await
+        }
+        Err(rejection) => {
+            let claimed = parts
+                .headers
+                .get(HEADER_KEY_ID)
+                .and_then(|v| v.to_str().ok())
+                .map(|s| s.chars().take(64).collect::<String>())
+                .unwrap_or_default();
+            tracing::warn!(
+                reason = rejection.code(),
+                key_id = %claimed,
+                method = %parts.method,
+                path = %parts.uri.path(),
+                "signature rejected"
+            );
+            let status = StatusCode::from_u16(rejection.http_status()).unwrap_or(StatusCode::UNAUTHORIZED);
+            (status, axum::Json(serde_json::json!({"code": rejection.code()}))).into_response()
+        }
+    }
+}

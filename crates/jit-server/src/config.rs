@@ -1,0 +1,344 @@
+//! Configuration: one typed struct, read from a TOML file, then overridden by `JIT_*`
+//! environment variables (`JIT_<NAME>_FILE` reads a value from a file, for secrets), then
+//! validated. Unknown keys are refused. With nothing configured the server runs on the
+//! embedded default: SQLite and generated key files under `./jit-data/`.
+
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+/// Server configuration.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: String,
+    /// Where the embedded default keeps its database and generated keys.
+    pub data_dir: PathBuf,
+    /// `sqlite://PATH` or `postgres://…`; default `sqlite://<data_dir>/jit.db`.
+    pub database_url: Option<String>,
+    /// Mattermost user ids or emails allowed to change bindings, approvers and policy
+    /// (Mattermost system admins always may).
+    pub admins: Vec<String>,
+    /// Key rings.
+    pub keys: KeysConfig,
+    /// Replay protection: `memory` (one process) or `database` (several servers). Default:
+    /// `memory` on SQLite, `database` on PostgreSQL.
+    pub nonce_store: Option<String>,
+    /// AWS region for Secrets Manager (and later the grant provider).
+    pub aws_region: Option<String>,
+    /// AWS endpoint override (VPC endpoints; moto in tests).
+    pub aws_endpoint_url: Option<String>,
+    /// Seconds a request may take before it is cut off with 503.
+    pub request_timeout_secs: u64,
+    /// Most connections served at once.
+    pub max_connections: usize,
+}
+
+/// The two key rings and how they are checked.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeysConfig {
+    /// Bridge-to-backend ring (verifies inbound calls): `file:PATH`, `env:VAR`,
+    /// `aws-sm:ID[#STAGE,…]` or a Secrets Manager ARN.
+    pub backend: Option<String>,
+    /// Backend-to-bridge ring (signs callbacks).
+    pub callback: Option<String>,
+    /// Pin the callback signing key (otherwise the newest key signs).
+    pub callback_signing_key_id: Option<String>,
+    /// Full reload period.
+    pub refresh_interval_secs: u64,
+    /// Allowed clock skew, both directions.
+    pub max_skew_secs: i64,
+    /// Refuse v1 signatures.
+    pub require_v2: bool,
+}
+
+impl Default for KeysConfig {
+    fn default() -> Self {
+        Self {
+            backend: None,
+            callback: None,
+            callback_signing_key_id: None,
+            refresh_interval_secs: 60,
+            max_skew_secs: 300,
+            require_v2: false,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            data_dir: PathBuf::from("jit-data"),
+            database_url: None,
+            admins: Vec::new(),
+            keys: KeysConfig::default(),
+            nonce_store: None,
+            aws_region: None,
+            aws_endpoint_url: None,
+            request_timeout_secs: 30,
+            max_connections: 1024,
+        }
+    }
+}
+
+/// A configuration problem, reported before anything starts.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown keys.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+    /// An environment variable has a bad value.
+    #[error("{var}: {message}")]
+    Env {
+        /// The variable.
+        var: String,
+        /// Why.
+        message: String,
+    },
+    /// A value is out of range or inconsistent.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// Where environment values come from (a trait so tests need not touch the process
+/// environment).
+pub trait Env {
+    /// The value of `name`, if set.
+    fn get(&self, name: &str) -> Option<String>;
+}
+
+/// The process environment.
+#[derive(Debug, Clone, Copy)]
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn get(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+}
+
+impl Env for std::collections::HashMap<String, String> {
+    fn get(&self, name: &str) -> Option<String> {
+        std::collections::HashMap::get(self, name).cloned()
+    }
+}
+
+/// Reads `VAR`, or the content of the file named by `VAR_FILE` (trailing newline trimmed).
+fn env_value(env: &dyn Env, var: &str) -> Result<Option<String>, ConfigError> {
+    if let Some(v) = env.get(var) {
+        return Ok(Some(v));
+    }
+    let file_var = format!("{var}_FILE");
+    match env.get(&file_var) {
+        None => Ok(None),
+        Some(path) => std::fs::read_to_string(&path)
+            .map(|s| Some(s.trim_end_matches(['\n', '\r']).to_owned()))
+            .map_err(|e| ConfigError::Env { var: file_var, message: format!("reading {path}: {e}") }),
+    }
+}
+
+fn parse_env<T: std::str::FromStr>(var: &str, v: &str) -> Result<T, ConfigError> {
+    v.trim()
+        .parse()
+        .map_err(|_| ConfigError::Env { var: var.into(), message: format!("cannot parse {v:?}") })
+}
+
+fn parse_bool(var: &str, v: &str) -> Result<bool, ConfigError> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(ConfigError::Env { var: var.into(), message: format!("expected true or false, got {v:?}") }),
+    }
+}
+
+impl Config {
+    /// Loads the file (if given), applies environment overrides, validates.
+    pub fn load(file: Option<&Path>, env: &dyn Env) -> Result<Self, ConfigError> {
+        let mut c = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|source| ConfigError::Read { path: path.into(), source })?;
+                toml::from_str(&text)
+                    .map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })?
+            }
+            None => Self::default(),
+        };
+        c.apply_env(env)?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    fn apply_env(&mut self, env: &dyn Env) -> Result<(), ConfigError> {
+        macro_rules! text {
+            ($var:literal, $field:expr) => {
+                if let Some(v) = env_value(env, $var)? {
+                    $field = v;
+                }
+            };
+        }
+        macro_rules! opt {
+            ($var:literal, $field:expr) => {
+                if let Some(v) = env_value(env, $var)? {
+                    $field = if v.is_empty() { None } else { Some(v) };
+                }
+            };
+        }
+        text!("JIT_LISTEN", self.listen);
+        if let Some(v) = env_value(env, "JIT_DATA_DIR")? {
+            self.data_dir = PathBuf::from(v);
+        }
+        opt!("JIT_DATABASE_URL", self.database_url);
+        if let Some(v) = env_value(env, "JIT_ADMINS")? {
+            self.admins = v.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect();
+        }
+        opt!("JIT_KEYS_BACKEND", self.keys.backend);
+        opt!("JIT_KEYS_CALLBACK", self.keys.callback);
+        opt!("JIT_KEYS_CALLBACK_SIGNING_KEY_ID", self.keys.callback_signing_key_id);
+        if let Some(v) = env_value(env, "JIT_KEYS_REFRESH_INTERVAL_SECS")? {
+            self.keys.refresh_interval_secs = parse_env("JIT_KEYS_REFRESH_INTERVAL_SECS", &v)?;
+        }
+        if let Some(v) = env_value(env, "JIT_KEYS_MAX_SKEW_SECS")? {
+            self.keys.max_skew_secs = parse_env("JIT_KEYS_MAX_SKEW_SECS", &v)?;
+        }
+        if let Some(v) = env_value(env, "JIT_KEYS_REQUIRE_V2")? {
+            self.keys.require_v2 = parse_bool("JIT_KEYS_REQUIRE_V2", &v)?;
+        }
+        opt!("JIT_NONCE_STORE", self.nonce_store);
+        opt!("JIT_AWS_REGION", self.aws_region);
+        opt!("JIT_AWS_ENDPOINT_URL", self.aws_endpoint_url);
+        if let Some(v) = env_value(env, "JIT_REQUEST_TIMEOUT_SECS")? {
+            self.request_timeout_secs = parse_env("JIT_REQUEST_TIMEOUT_SECS", &v)?;
+        }
+        if let Some(v) = env_value(env, "JIT_MAX_CONNECTIONS")? {
+            self.max_connections = parse_env("JIT_MAX_CONNECTIONS", &v)?;
+        }
+        Ok(())
+    }
+
+    /// Refuses values that cannot work.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.listen.parse::<std::net::SocketAddr>().is_err() {
+            return bad(format!("listen must be IP:PORT, got {:?}", self.listen));
+        }
+        if !(1..=86_400).contains(&self.keys.refresh_interval_secs) {
+            return bad("keys.refresh_interval_secs must be 1 to 86400".into());
+        }
+        if !(1..=3600).contains(&self.keys.max_skew_secs) {
+            return bad("keys.max_skew_secs must be 1 to 3600".into());
+        }
+        if !(1..=600).contains(&self.request_timeout_secs) {
+            return bad("request_timeout_secs must be 1 to 600".into());
+        }
+        if self.max_connections == 0 {
+            return bad("max_connections must be at least 1".into());
+        }
+        match self.nonce_store.as_deref() {
+            None | Some("memory") | Some("database") => {}
+            Some(other) => return bad(format!("nonce_store must be memory or database, got {other:?}")),
+        }
+        for (name, v) in [("keys.backend", &self.keys.backend), ("keys.callback", &self.keys.callback)] {
+            if let Some(v) = v {
+                jit_keys::SourceSpec::parse(v).map_err(|e| ConfigError::Invalid(format!("{name}: {e}")))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The database URL in use.
+    pub fn database_url(&self) -> String {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("jit.db").display()))
+    }
+
+    /// The database URL with any password replaced by `***`, for logs.
+    pub fn database_url_redacted(&self) -> String {
+        redact_url(&self.database_url())
+    }
+
+    /// Whether the nonce store is the database.
+    pub fn durable_nonces(&self) -> bool {
+        match self.nonce_store.as_deref() {
+            Some("database") => true,
+            Some(_) => false,
+            None => self.database_url().starts_with("postgres"),
+        }
+    }
+}
+
+/// Replaces the password of `scheme://user:password@host/…` with `***`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let Some((creds, host)) = rest.split_once('@') else { return url.to_owned() };
+    match creds.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    #[test]
+    fn defaults_are_the_embedded_setup() {
+        let c = Config::load(None, &env(&[])).unwrap();
+        assert_eq!(c.database_url(), "sqlite://jit-data/jit.db");
+        assert!(!c.durable_nonces());
+        assert_eq!(c.keys.refresh_interval_secs, 60);
+    }
+
+    #[test]
+    fn file_then_env_with_file_secrets() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("jit.toml");
+        std::fs::write(&f, "listen = \"127.0.0.1:9000\"\nadmins = [\"a@x.com\"]\n[keys]\nrequire_v2 = true\n").unwrap();
+        let secret = dir.path().join("db-url");
+        std::fs::write(&secret, "postgres://jit:s3cret@db/jit\n").unwrap();
+        let c = Config::load(
+            Some(&f),
+            &env(&[("JIT_LISTEN", "0.0.0.0:8443"), ("JIT_DATABASE_URL_FILE", secret.to_str().unwrap())]),
+        )
+        .unwrap();
+        assert_eq!(c.listen, "0.0.0.0:8443");
+        assert_eq!(c.admins, vec!["a@x.com"]);
+        assert!(c.keys.require_v2);
+        assert!(c.durable_nonces());
+        assert_eq!(c.database_url_redacted(), "postgres://jit:***@db/jit");
+        assert!(!format!("{:?}", c.database_url_redacted()).contains("s3cret"));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("jit.toml");
+        std::fs::write(&f, "listne = \"x\"\n").unwrap();
+        let e = Config::load(Some(&f), &env(&[])).unwrap_err().to_string();
+        assert!(e.contains("unknown field"), "{e}");
+        assert!(Config::load(None, &env(&[("JIT_LISTEN", "nope")])).is_err());
+        assert!(Config::load(None, &env(&[("JIT_KEYS_REQUIRE_V2", "maybe")])).is_err());
+        assert!(Config::load(None, &env(&[("JIT_NONCE_STORE", "redis")])).is_err());
+        assert!(Config::load(None, &env(&[("JIT_KEYS_BACKEND", "env:")])).is_err());
+    }
+}

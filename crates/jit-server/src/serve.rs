@@ -1,0 +1,247 @@
+//! Building and running the server: store, key rings (loaded before listening), router,
+//! connection limits, graceful shutdown.
+
+use crate::config::Config;
+use crate::state::AppState;
+use anyhow::Context;
+use jit_core::authz::Admins;
+use jit_keys::{FileSource, KeySource, RefreshingRing, RingConfig, SourceSpec};
+use jit_proto::keyring::KeyId;
+use jit_proto::nonce::{MemoryNonceStore, NonceStore};
+use jit_proto::sign::{Audience, Verifier, VerifierConfig};
+use jit_proto::{Clock, SystemClock};
+use jit_store::SqlStore;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// A server that is bound and ready to serve.
+#[derive(Debug)]
+pub struct Server {
+    /// Shared state (tests reach the store and rings through it).
+    pub state: AppState,
+    listener: tokio::net::TcpListener,
+    config: Config,
+    shutdown_tx: watch::Sender<bool>,
+}
+
+async fn key_source(spec: &str, config: &Config) -> anyhow::Result<Arc<dyn KeySource>> {
+    Ok(match SourceSpec::parse(spec).map_err(anyhow::Error::msg)? {
+        SourceSpec::File(p) => Arc::new(FileSource::new(p)),
+        SourceSpec::Env(v) => Arc::new(jit_keys::EnvSource::new(v)),
+        SourceSpec::SecretsManager { secret_id, extra_stages } => {
+            let sdk = jit_keys::aws_sdk_config(config.aws_region.clone(), config.aws_endpoint_url.clone()).await;
+            Arc::new(jit_keys::SecretsManagerSource::new(&sdk, secret_id, extra_stages))
+        }
+    })
+}
+
+impl Server {
+    /// Opens the store, loads the key rings, binds the listener. Refuses to start on a
+    /// configuration that cannot work (rings that share a secret, an unreachable database).
+    pub async fn build(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        let (backend_spec, callback_spec) = match (&config.keys.backend, &config.keys.callback) {
+            (Some(b), Some(c)) => (b.clone(), c.clone()),
+            (None, None) => {
+                let created = crate::embedded::ensure_key_files(&config.data_dir, clock.now())?;
+                let (b, c) = crate::embedded::key_paths(&config.data_dir);
+                if !created.is_empty() {
+                    tracing::info!(
+                        backend_ring = %b.display(),
+                        callback_ring = %c.display(),
+                        "generated key rings (mode 0600); point the bridge at them: \
+                         keys.backend = \"file:{}\" signs its calls, keys.callback = \"file:{}\" verifies callbacks",
+                        b.display(), c.display()
+                    );
+                }
+                (format!("file:{}", b.display()), format!("file:{}", c.display()))
+            }
+            _ => anyhow::bail!("configure both keys.backend and keys.callback, or neither (embedded default)"),
+        };
+        let store = SqlStore::open(&config.database_url())
+            .await
+            .with_context(|| format!("opening the database {}", config.database_url_redacted()))?;
+        let mut bcfg = RingConfig::new("backend");
+        bcfg.refresh_interval = Duration::from_secs(config.keys.refresh_interval_secs);
+        let mut ccfg = RingConfig::new("callback");
+        ccfg.refresh_interval = bcfg.refresh_interval;
+        ccfg.signing_key_id = config
+            .keys
+            .callback_signing_key_id
+            .as_deref()
+            .map(KeyId::parse)
+            .transpose()
+            .context("keys.callback_signing_key_id")?;
+        let backend_ring = RefreshingRing::new(bcfg, key_source(&backend_spec, &config).await?, clock.clone());
+        let callback_ring = RefreshingRing::new(ccfg, key_source(&callback_spec, &config).await?, clock.clone());
+        backend_ring.must_not_share_with(&callback_ring);
+        // A ring that fails to load now keeps rejecting everything (no_keys) until a reload
+        // succeeds; readiness says so. Sharing a secret is refused outright.
+        for ring in [&backend_ring, &callback_ring] {
+            if let Err(e) = ring.refresh().await {
+                if matches!(e, jit_keys::LoadError::SharedSecret(_)) {
+                    return Err(e.into());
+                }
+                tracing::error!(ring = ring.config().name, error = %e, "key ring did not load; requests are refused until it does");
+            }
+        }
+        if let Some((a, b)) = backend_ring.current().shared_secret_with(&callback_ring.current()) {
+            anyhow::bail!("key {a} of the backend ring and key {b} of the callback ring share a secret; use different secrets");
+        }
+        let mut vcfg = VerifierConfig::new(Audience::Backend);
+        vcfg.max_skew_secs = config.keys.max_skew_secs;
+        vcfg.require_v2 = config.keys.require_v2;
+        let store = Arc::new(store);
+        let nonces: Arc<dyn NonceStore> = if config.durable_nonces() {
+            store.clone()
+        } else {
+            Arc::new(MemoryNonceStore::default())
+        };
+        let state = AppState {
+            store,
+            nonces,
+            backend_ring,
+            callback_ring,
+            verifier: Verifier::new(vcfg),
+            clock,
+            admins: Admins::new(&config.admins),
+        };
+        let addr: SocketAddr = config.listen.parse().context("listen address")?;
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+        let (shutdown_tx, _) = watch::channel(false);
+        Ok(Self { state, listener, config, shutdown_tx })
+    }
+
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// A handle that stops the server when sent `true`.
+    pub fn shutdown_handle(&self) -> watch::Sender<bool> {
+        self.shutdown_tx.clone()
+    }
+
+    /// Serves until the shutdown handle fires, then drains in-flight requests.
+    pub async fn serve(self) -> anyhow::Result<()> {
+        let Self { state, listener, config, shutdown_tx } = self;
+        let mut tasks = vec![
+            state.backend_ring.spawn(shutdown_tx.subscribe()),
+            state.callback_ring.spawn(shutdown_tx.subscribe()),
+        ];
+        if config.durable_nonces() {
+            tasks.push(spawn_nonce_purge(state.clone(), shutdown_tx.subscribe()));
+        }
+        let app = crate::api::router(state)
+            .layer(axum::middleware::from_fn(crate::serve::log_requests))
+            .layer(
+                tower::ServiceBuilder::new()
+                    .layer(axum::error_handling::HandleErrorLayer::new(|_: tower::BoxError| async {
+                        crate::error::ApiError::new(
+                            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                            "timeout",
+                            "the request took too long",
+                        )
+                    }))
+                    .timeout(Duration::from_secs(config.request_timeout_secs))
+                    .concurrency_limit(config.max_connections),
+            );
+        let mut rx = shutdown_tx.subscribe();
+        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(async move {
+                let _ = rx.wait_for(|s| *s).await;
+            })
+            .await?;
+        let _ = shutdown_tx.send(true);
+        for t in tasks {
+            let _ = t.await;
+        }
+        Ok(())
+    }
+}
+
+fn spawn_nonce_purge(state: AppState, mut shutdown: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tokio::select! {
+                r = shutdown.changed() => {
+                    if r.is_err() || *shutdown.borrow() { break; }
+                }
+                _ = tick.tick() => {
+                    if let Err(e) = state.store.purge_nonces(state.clock.unix()).await {
+                        tracing::warn!(error = %e, "purging expired nonces failed");
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// One log line per request: method, path, status, latency, and a request id that is also
+/// returned in `x-request-id`.
+pub async fn log_requests(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    let start = std::time::Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let mut id = [0u8; 8];
+    let _ = getrandom::fill(&mut id);
+    let request_id = hex::encode(id);
+    let mut resp = next.run(req).await;
+    let status = resp.status().as_u16();
+    let ms = start.elapsed().as_secs_f64() * 1000.0;
+    if status >= 500 {
+        tracing::error!(request_id, %method, path, status, latency_ms = ms, "request");
+    } else {
+        tracing::info!(request_id, %method, path, status, latency_ms = ms, "request");
+    }
+    if let Ok(v) = axum::http::HeaderValue::from_str(&request_id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    resp
+}
+
+/// Runs the server until SIGTERM or ctrl-c.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    tracing::info!(
+        listen = %config.listen,
+        database = %config.database_url_redacted(),
+        durable_nonces = config.durable_nonces(),
+        require_v2 = config.keys.require_v2,
+        "starting jit server"
+    );
+    let server = Server::build(config, clock).await?;
+    let addr = server.local_addr()?;
+    let stop = server.shutdown_handle();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        let _ = stop.send(true);
+    });
+    tracing::info!(%addr, "listening");
+    server.serve().await
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,41 @@
+//! Shared state of the API handlers.
+
+use jit_core::authz::Admins;
+use jit_keys::RefreshingRing;
+use jit_proto::nonce::NonceStore;
+use jit_proto::sign::Verifier;
+use jit_proto::Clock;
+use jit_store::Store;
+use std::sync::Arc;
+
+/// Everything a handler needs; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// Persistence.
+    pub store: Arc<dyn Store>,
+    /// Replay protection for signed calls.
+    pub nonces: Arc<dyn NonceStore>,
+    /// Verifies bridge-to-backend calls.
+    pub backend_ring: Arc<RefreshingRing>,
+    /// Signs callbacks.
+    pub callback_ring: Arc<RefreshingRing>,
+    /// Signature policy (skew, v2 requirement, audience `backend`).
+    pub verifier: Verifier,
+    /// Time.
+    pub clock: Arc<dyn Clock>,
+    /// Configured administrators.
+    pub admins: Admins,
+}
+
+impl AppState {
+    /// 16 random bytes, for request ids. Falls back to time-derived bytes only if the OS
+    /// generator fails, which it does not on supported platforms.
+    pub fn random_id(&self) -> [u8; 16] {
+        let mut b = [0u8; 16];
+        if getrandom::fill(&mut b).is_err() {
+            let n = self.clock.now().unix_timestamp_nanos().to_le_bytes();
+            b = n;
+        }
+        b
+    }
+}
