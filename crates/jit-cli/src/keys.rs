@@ -25,9 +25,17 @@ pub async fn run(cmd: KeysCommand) -> anyhow::Result<()> {
             use jit_proto::Clock;
             let now = jit_proto::SystemClock.now();
             let d = now.date();
-            let id = id.unwrap_or_else(|| format!("{prefix}-{:04}{:02}{:02}", d.year(), u8::from(d.month()), d.day()));
+            let id = id.unwrap_or_else(|| {
+                format!(
+                    "{prefix}-{:04}{:02}{:02}",
+                    d.year(),
+                    u8::from(d.month()),
+                    d.day()
+                )
+            });
             let id = jit_proto::keyring::KeyId::parse(&id)?;
-            let secret = jit_proto::keyring::Secret::generate().map_err(|e| anyhow::anyhow!("random generator: {e}"))?;
+            let secret = jit_proto::keyring::Secret::generate()
+                .map_err(|e| anyhow::anyhow!("random generator: {e}"))?;
             let entry = jit_proto::keyring::KeyEntry::new(id, secret, rich.then_some(now), None)?;
             let ring = jit_proto::keyring::KeyRing::from_entries(vec![entry])?;
             let text = ring.to_secret_string()?;

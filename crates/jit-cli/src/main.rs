@@ -42,7 +42,11 @@ enum AuditCommand {
     /// Walk the audit hash chain and report the first edit, deletion or truncation.
     Verify {
         /// Database to check directly (default: the embedded SQLite database).
-        #[arg(long, env = "JIT_DATABASE_URL", default_value = "sqlite://jit-data/jit.db")]
+        #[arg(
+            long,
+            env = "JIT_DATABASE_URL",
+            default_value = "sqlite://jit-data/jit.db"
+        )]
         database_url: String,
     },
 }
@@ -55,9 +59,15 @@ fn init_logging() {
         Ok("text") => false,
         _ => !std::io::stderr().is_terminal(),
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
-        builder.json().flatten_event(true).with_current_span(false).init();
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init();
     } else {
         builder.init();
     }
@@ -79,12 +89,15 @@ async fn main() -> std::process::ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     match cli.command {
         Command::Server { config } => {
-            let config = jit_server::Config::load(config.as_deref(), &jit_server::config::ProcessEnv)?;
+            let config =
+                jit_server::Config::load(config.as_deref(), &jit_server::config::ProcessEnv)?;
             jit_server::run(config).await?;
         }
         Command::Keys { command } => keys::run(command).await?,
         Command::Sign(args) => sign::run(args).await?,
-        Command::Audit { command: AuditCommand::Verify { database_url } } => {
+        Command::Audit {
+            command: AuditCommand::Verify { database_url },
+        } => {
             use jit_store::Store;
             let store = jit_store::SqlStore::open(&database_url).await?;
             match store.verify_audit().await {

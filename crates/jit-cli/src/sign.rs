@@ -4,7 +4,9 @@
 use clap::Args;
 use jit_keys::{KeySource, SourceSpec};
 use jit_proto::keyring::KeyRing;
-use jit_proto::sign::{Audience, RequestParts, SignInput, SignatureVersion, canonical_string, new_nonce, sign};
+use jit_proto::sign::{
+    Audience, RequestParts, SignInput, SignatureVersion, canonical_string, new_nonce, sign,
+};
 use jit_proto::{Clock, SystemClock};
 use std::sync::Arc;
 
@@ -49,13 +51,24 @@ pub struct SignArgs {
 }
 
 /// Loads a ring once from a source specification.
-pub async fn load_ring(spec: &str, region: Option<String>, endpoint: Option<String>) -> anyhow::Result<KeyRing> {
+pub async fn load_ring(
+    spec: &str,
+    region: Option<String>,
+    endpoint: Option<String>,
+) -> anyhow::Result<KeyRing> {
     let source: Arc<dyn KeySource> = match SourceSpec::parse(spec).map_err(anyhow::Error::msg)? {
         SourceSpec::File(p) => Arc::new(jit_keys::FileSource::new(p)),
         SourceSpec::Env(v) => Arc::new(jit_keys::EnvSource::new(v)),
-        SourceSpec::SecretsManager { secret_id, extra_stages } => {
+        SourceSpec::SecretsManager {
+            secret_id,
+            extra_stages,
+        } => {
             let sdk = jit_keys::aws_sdk_config(region, endpoint).await;
-            Arc::new(jit_keys::SecretsManagerSource::new(&sdk, secret_id, extra_stages))
+            Arc::new(jit_keys::SecretsManagerSource::new(
+                &sdk,
+                secret_id,
+                extra_stages,
+            ))
         }
     };
     Ok(source.load().await?)
@@ -70,8 +83,14 @@ pub async fn run(a: SignArgs) -> anyhow::Result<()> {
     let ring = load_ring(&a.keys, a.aws_region.clone(), a.aws_endpoint_url.clone()).await?;
     let clock = SystemClock;
     let key = match &a.key_id {
-        Some(id) => ring.get(id).cloned().ok_or_else(|| anyhow::anyhow!("key {id:?} is not in the ring"))?,
-        None => ring.signing_key(clock.now()).cloned().ok_or_else(|| anyhow::anyhow!("no key in the ring may sign now"))?,
+        Some(id) => ring
+            .get(id)
+            .cloned()
+            .ok_or_else(|| anyhow::anyhow!("key {id:?} is not in the ring"))?,
+        None => ring
+            .signing_key(clock.now())
+            .cloned()
+            .ok_or_else(|| anyhow::anyhow!("no key in the ring may sign now"))?,
     };
     let body = match (&a.body, &a.body_file) {
         (Some(b), _) => b.clone().into_bytes(),
@@ -83,14 +102,37 @@ pub async fn run(a: SignArgs) -> anyhow::Result<()> {
         "bridge" => Audience::Bridge,
         other => anyhow::bail!("audience must be backend or bridge, got {other:?}"),
     };
-    let version = if a.v1 { SignatureVersion::V1 } else { SignatureVersion::V2 };
+    let version = if a.v1 {
+        SignatureVersion::V1
+    } else {
+        SignatureVersion::V2
+    };
     let method = a.method.to_ascii_uppercase();
     let nonce = new_nonce().map_err(|e| anyhow::anyhow!("random generator: {e}"))?;
-    let req = RequestParts { method: &method, path_and_query: &a.path, body: &body };
-    let input = SignInput { version, audience, request: req, timestamp: clock.unix(), nonce: &nonce };
+    let req = RequestParts {
+        method: &method,
+        path_and_query: &a.path,
+        body: &body,
+    };
+    let input = SignInput {
+        version,
+        audience,
+        request: req,
+        timestamp: clock.unix(),
+        nonce: &nonce,
+    };
     let headers = sign(&key, &input);
     if a.show_canonical {
-        eprintln!("canonical string:\n{}\n", canonical_string(version, audience, &input.timestamp.to_string(), &nonce, &req));
+        eprintln!(
+            "canonical string:\n{}\n",
+            canonical_string(
+                version,
+                audience,
+                &input.timestamp.to_string(),
+                &nonce,
+                &req
+            )
+        );
     }
     match &a.curl {
         None => {
@@ -99,13 +141,19 @@ pub async fn run(a: SignArgs) -> anyhow::Result<()> {
             }
         }
         Some(base) => {
-            let mut cmd = format!("curl -sS -X {method} {}", shell_quote(&format!("{}{}", base.trim_end_matches('/'), a.path)));
+            let mut cmd = format!(
+                "curl -sS -X {method} {}",
+                shell_quote(&format!("{}{}", base.trim_end_matches('/'), a.path))
+            );
             for (k, v) in headers {
                 cmd.push_str(&format!(" -H {}", shell_quote(&format!("{k}: {v}"))));
             }
             if !body.is_empty() {
                 cmd.push_str(" -H 'Content-Type: application/json'");
-                cmd.push_str(&format!(" --data-binary {}", shell_quote(&String::from_utf8_lossy(&body))));
+                cmd.push_str(&format!(
+                    " --data-binary {}",
+                    shell_quote(&String::from_utf8_lossy(&body))
+                ));
             }
             println!("{cmd}");
         }

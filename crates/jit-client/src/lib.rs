@@ -2,9 +2,9 @@
 //! bridge-to-backend ring (v2 with audience `backend` by default; v1 for the existing backend).
 
 use jit_keys::RefreshingRing;
+use jit_proto::Clock;
 use jit_proto::keyring::{KeyEntry, KeyRing};
 use jit_proto::sign::{Audience, RequestParts, SignInput, SignatureVersion, new_nonce, sign};
-use jit_proto::Clock;
 use reqwest::Method;
 use serde_json::Value;
 use std::sync::Arc;
@@ -87,7 +87,14 @@ impl Client {
             .timeout(Duration::from_secs(10))
             .connect_timeout(Duration::from_secs(3))
             .build()?;
-        Ok(Self { http, base, keys, clock, version: SignatureVersion::V2, audience: Audience::Backend })
+        Ok(Self {
+            http,
+            base,
+            keys,
+            clock,
+            version: SignatureVersion::V2,
+            audience: Audience::Backend,
+        })
     }
 
     /// Signs with `version` (v1 to talk to the existing backend).
@@ -110,19 +117,29 @@ impl Client {
         body: Option<&Value>,
         idempotency_key: Option<&str>,
     ) -> Result<Answer, ClientError> {
-        let url = self.base.join(path_and_query).map_err(|e| ClientError::Url(e.to_string()))?;
+        let url = self
+            .base
+            .join(path_and_query)
+            .map_err(|e| ClientError::Url(e.to_string()))?;
         // Sign exactly what goes on the wire, after the URL parser's normalisation.
         let pq = match url.query() {
             Some(q) => format!("{}?{q}", url.path()),
             None => url.path().to_owned(),
         };
         let bytes = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
-        let key = self.keys.signing_key(self.clock.as_ref()).ok_or(ClientError::NoSigningKey)?;
+        let key = self
+            .keys
+            .signing_key(self.clock.as_ref())
+            .ok_or(ClientError::NoSigningKey)?;
         let nonce = new_nonce().map_err(|e| ClientError::Random(e.to_string()))?;
         let input = SignInput {
             version: self.version,
             audience: self.audience,
-            request: RequestParts { method: method.as_str(), path_and_query: &pq, body: &bytes },
+            request: RequestParts {
+                method: method.as_str(),
+                path_and_query: &pq,
+                body: &bytes,
+            },
             timestamp: self.clock.unix(),
             nonce: &nonce,
         };
@@ -132,7 +149,9 @@ impl Client {
             rb = rb.header(k, v);
         }
         if body.is_some() {
-            rb = rb.header(reqwest::header::CONTENT_TYPE, "application/json").body(bytes);
+            rb = rb
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(bytes);
         }
         if let Some(k) = idempotency_key {
             rb = rb.header("Idempotency-Key", k);
@@ -141,7 +160,11 @@ impl Client {
         let status = resp.status().as_u16();
         let text = resp.bytes().await?;
         let body = serde_json::from_slice(&text).unwrap_or(Value::Null);
-        Ok(Answer { status, body, key_id: key.id().as_str().to_owned() })
+        Ok(Answer {
+            status,
+            body,
+            key_id: key.id().as_str().to_owned(),
+        })
     }
 
     /// Signed GET.

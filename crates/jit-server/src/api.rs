@@ -45,7 +45,10 @@ pub fn router(state: AppState) -> Router {
         .route("/config/accounts", get(get_accounts))
         .route("/audit", get(list_audit))
         .route("/audit/verify", get(verify_audit))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_signature));
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_signature,
+        ));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -72,16 +75,52 @@ async fn readyz(State(st): State<AppState>) -> Response {
         "backend_ring": {"loaded": ring.loaded, "keys": ring.key_count},
         "callback_ring": {"loaded": st.callback_ring.status().loaded},
     });
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, Json(body)).into_response()
 }
 
 // ---------------------------------------------------------------------------------------------
 // Input parsing
 
+/// The parts of a write request every handler needs.
+#[derive(Debug)]
+pub struct Incoming {
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for Incoming {
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
+        let (parts, body) = req.into_parts();
+        let body = Bytes::from_request(
+            axum::extract::Request::from_parts(parts.clone(), body),
+            state,
+        )
+        .await
+        .map_err(|_| ApiError::too_large(crate::auth::MAX_BODY_BYTES))?;
+        Ok(Self {
+            method: parts.method,
+            uri: parts.uri,
+            headers: parts.headers,
+            body,
+        })
+    }
+}
+
 /// The JSON object of a POST body. Refuses other content types (415) and non-objects (400).
 fn body_object(headers: &HeaderMap, body: &Bytes) -> Result<Map<String, Value>, ApiError> {
-    let ct = headers.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let ct = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     let mime = ct.split(';').next().unwrap_or("").trim();
     if !mime.eq_ignore_ascii_case("application/json") {
         return Err(ApiError::new(
@@ -92,8 +131,14 @@ fn body_object(headers: &HeaderMap, body: &Bytes) -> Result<Map<String, Value>, 
     }
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(m)) => Ok(m),
-        Ok(_) => Err(ApiError::bad("invalid_json", "the body must be a JSON object")),
-        Err(e) => Err(ApiError::bad("invalid_json", format!("the body is not valid JSON ({e})"))),
+        Ok(_) => Err(ApiError::bad(
+            "invalid_json",
+            "the body must be a JSON object",
+        )),
+        Err(e) => Err(ApiError::bad(
+            "invalid_json",
+            format!("the body is not valid JSON ({e})"),
+        )),
     }
 }
 
@@ -102,7 +147,12 @@ fn opt_str<'a>(m: &'a Map<String, Value>, names: &[&str]) -> Result<Option<&'a s
         match m.get(*n) {
             None | Some(Value::Null) => continue,
             Some(Value::String(s)) => return Ok(Some(s)),
-            Some(_) => return Err(ApiError::bad("invalid_field", format!("{n} must be a string"))),
+            Some(_) => {
+                return Err(ApiError::bad(
+                    "invalid_field",
+                    format!("{n} must be a string"),
+                ));
+            }
         }
     }
     Ok(None)
@@ -110,7 +160,10 @@ fn opt_str<'a>(m: &'a Map<String, Value>, names: &[&str]) -> Result<Option<&'a s
 
 fn req_str<'a>(m: &'a Map<String, Value>, names: &[&str]) -> Result<&'a str, ApiError> {
     opt_str(m, names)?.ok_or_else(|| {
-        ApiError::bad("missing_field", format!("{} is required", names.first().copied().unwrap_or("field")))
+        ApiError::bad(
+            "missing_field",
+            format!("{} is required", names.first().copied().unwrap_or("field")),
+        )
     })
 }
 
@@ -118,7 +171,10 @@ fn opt_bool(m: &Map<String, Value>, name: &str) -> Result<Option<bool>, ApiError
     match m.get(name) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Bool(b)) => Ok(Some(*b)),
-        Some(_) => Err(ApiError::bad("invalid_field", format!("{name} must be true or false"))),
+        Some(_) => Err(ApiError::bad(
+            "invalid_field",
+            format!("{name} must be true or false"),
+        )),
     }
 }
 
@@ -126,10 +182,14 @@ fn opt_u32(m: &Map<String, Value>, name: &str) -> Result<Option<u32>, ApiError> 
     match m.get(name) {
         None | Some(Value::Null) => Ok(None),
         Some(v) => {
-            let n = v.as_u64().or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()));
+            let n = v
+                .as_u64()
+                .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()));
             n.and_then(|n| u32::try_from(n).ok())
                 .map(Some)
-                .ok_or_else(|| ApiError::bad("invalid_field", format!("{name} must be a whole number")))
+                .ok_or_else(|| {
+                    ApiError::bad("invalid_field", format!("{name} must be a whole number"))
+                })
         }
     }
 }
@@ -142,9 +202,19 @@ fn str_list(m: &Map<String, Value>, name: &str) -> Result<Option<Vec<String>>, A
             .map(|v| v.as_str().map(str::to_owned))
             .collect::<Option<Vec<_>>>()
             .map(Some)
-            .ok_or_else(|| ApiError::bad("invalid_field", format!("{name} must be a list of strings"))),
-        Some(Value::String(s)) => Ok(Some(s.split(',').map(|x| x.trim().to_owned()).filter(|x| !x.is_empty()).collect())),
-        Some(_) => Err(ApiError::bad("invalid_field", format!("{name} must be a list of strings"))),
+            .ok_or_else(|| {
+                ApiError::bad("invalid_field", format!("{name} must be a list of strings"))
+            }),
+        Some(Value::String(s)) => Ok(Some(
+            s.split(',')
+                .map(|x| x.trim().to_owned())
+                .filter(|x| !x.is_empty())
+                .collect(),
+        )),
+        Some(_) => Err(ApiError::bad(
+            "invalid_field",
+            format!("{name} must be a list of strings"),
+        )),
     }
 }
 
@@ -157,8 +227,16 @@ fn actor(m: &Map<String, Value>, legacy_roles: &[&str]) -> Result<Actor, ApiErro
         };
         let user_id = UserId::parse(req_str(a, &["user_id", "mm_user_id"])?)?;
         let email = opt_str(a, &["email"])?.map(Email::parse).transpose()?;
-        let roles = str_list(a, "roles")?.unwrap_or_default().iter().filter_map(|r| Role::parse(r)).collect();
-        return Ok(Actor { user_id, email, roles });
+        let roles = str_list(a, "roles")?
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|r| Role::parse(r))
+            .collect();
+        return Ok(Actor {
+            user_id,
+            email,
+            roles,
+        });
     }
     for role in legacy_roles.iter().chain(["actor"].iter()) {
         let id_field = format!("{role}_mm_user_id");
@@ -167,8 +245,14 @@ fn actor(m: &Map<String, Value>, legacy_roles: &[&str]) -> Result<Actor, ApiErro
             let roles_field = format!("{role}_roles");
             return Ok(Actor {
                 user_id: UserId::parse(id)?,
-                email: opt_str(m, &[email_field.as_str()])?.map(Email::parse).transpose()?,
-                roles: str_list(m, &roles_field)?.unwrap_or_default().iter().filter_map(|r| Role::parse(r)).collect(),
+                email: opt_str(m, &[email_field.as_str()])?
+                    .map(Email::parse)
+                    .transpose()?,
+                roles: str_list(m, &roles_field)?
+                    .unwrap_or_default()
+                    .iter()
+                    .filter_map(|r| Role::parse(r))
+                    .collect(),
             });
         }
     }
@@ -176,7 +260,11 @@ fn actor(m: &Map<String, Value>, legacy_roles: &[&str]) -> Result<Actor, ApiErro
         "missing_actor",
         format!(
             "say who is acting: an \"actor\" object or {}",
-            legacy_roles.iter().map(|r| format!("{r}_mm_user_id")).collect::<Vec<_>>().join(" / ")
+            legacy_roles
+                .iter()
+                .map(|r| format!("{r}_mm_user_id"))
+                .collect::<Vec<_>>()
+                .join(" / ")
         ),
     ))
 }
@@ -212,32 +300,51 @@ struct Call {
 }
 
 impl Call {
-    fn new(st: &AppState, method: &Method, uri: &Uri, headers: &HeaderMap, body: &Bytes) -> Result<Self, ApiError> {
-        Ok(Self { idem: Idem::from_request(method, uri, headers, body)?, now: st.clock.now() })
+    fn new(st: &AppState, inc: &Incoming) -> Result<Self, ApiError> {
+        Ok(Self {
+            idem: Idem::from_request(&inc.method, &inc.uri, &inc.headers, &inc.body)?,
+            now: st.clock.now(),
+        })
     }
 
     /// The stored answer for a repeated `Idempotency-Key`, if there is one.
     async fn replay(&self, st: &AppState) -> Result<Option<Response>, ApiError> {
-        let Some(key) = &self.idem.key else { return Ok(None) };
+        let Some(key) = &self.idem.key else {
+            return Ok(None);
+        };
         match st.store.idempotency_get(&self.idem.scope, key).await? {
             None => Ok(None),
             Some(rec) if rec.request_hash == self.idem.body_hash => {
                 let status = StatusCode::from_u16(rec.status).unwrap_or(StatusCode::OK);
                 let body: Value = serde_json::from_str(&rec.response).unwrap_or(Value::Null);
                 let mut resp = (status, Json(body)).into_response();
-                resp.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+                resp.headers_mut()
+                    .insert("idempotent-replayed", HeaderValue::from_static("true"));
                 Ok(Some(resp))
             }
             Some(_) => Err(StoreError::IdempotencyMismatch.into()),
         }
     }
 
-    async fn commit(&self, st: &AppState, change: Change, audit: Vec<AuditDraft>, status: StatusCode, body: Value) -> Result<Response, ApiError> {
-        let ctx = WriteCtx { audit, idem: self.idem.record(status.as_u16(), &body), now: self.now };
+    async fn commit(
+        &self,
+        st: &AppState,
+        change: Change,
+        audit: Vec<AuditDraft>,
+        status: StatusCode,
+        body: Value,
+    ) -> Result<Response, ApiError> {
+        let ctx = WriteCtx {
+            audit,
+            idem: self.idem.record(status.as_u16(), &body),
+            now: self.now,
+        };
         let r = match change {
             Change::Create(req) => st.store.create_request(&req, ctx).await,
             Change::Update(req) => st.store.update_request(&req, ctx).await,
-            Change::SaveBinding(b, expected) => st.store.save_binding(&b, expected, ctx).await.map(|_| ()),
+            Change::SaveBinding(b, expected) => {
+                st.store.save_binding(&b, expected, ctx).await.map(|_| ())
+            }
         };
         match r {
             Ok(()) => Ok((status, Json(body)).into_response()),
@@ -253,46 +360,63 @@ impl Call {
 
 async fn load_request(st: &AppState, id: &str) -> Result<Request, ApiError> {
     let id = RequestId::parse(id)?;
-    st.store.get_request(&id).await?.ok_or_else(ApiError::request_not_found)
+    st.store
+        .get_request(&id)
+        .await?
+        .ok_or_else(ApiError::request_not_found)
 }
 
 async fn load_binding(st: &AppState, channel: &ChannelId) -> Result<Binding, ApiError> {
     st.store.get_binding(channel).await?.ok_or_else(|| {
-        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "channel_not_bound", "this channel has no bound accounts; an admin runs /jit bind first")
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "channel_not_bound",
+            "this channel has no bound accounts; an admin runs /jit bind first",
+        )
     })
 }
 
 // ---------------------------------------------------------------------------------------------
 // Requests
 
-async fn create_request(
-    State(st): State<AppState>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let call = Call::new(&st, &method, &uri, &headers, &body)?;
+async fn create_request(State(st): State<AppState>, inc: Incoming) -> Result<Response, ApiError> {
+    let call = Call::new(&st, &inc)?;
     if let Some(r) = call.replay(&st).await? {
         return Ok(r);
     }
-    let m = body_object(&headers, &body)?;
+    let m = body_object(&inc.headers, &inc.body)?;
     let actor = actor(&m, &["requester"])?;
-    let duration = match m.get("requested_duration_minutes").or_else(|| m.get("duration_minutes")) {
+    let duration = match m
+        .get("requested_duration_minutes")
+        .or_else(|| m.get("duration_minutes"))
+    {
         Some(v) => DurationMinutes::from_json(v)?,
-        None => return Err(ApiError::bad("missing_field", "requested_duration_minutes is required")),
+        None => {
+            return Err(ApiError::bad(
+                "missing_field",
+                "requested_duration_minutes is required",
+            ));
+        }
     };
     let new = NewRequest {
         channel_id: ChannelId::parse(req_str(&m, &["channel_id"])?)?,
         account_id: AccountId::parse(req_str(&m, &["account_id"])?)?,
-        permission_set_arn: opt_str(&m, &["permission_set_arn"])?.map(PermissionSetArn::parse).transpose()?,
+        permission_set_arn: opt_str(&m, &["permission_set_arn"])?
+            .map(PermissionSetArn::parse)
+            .transpose()?,
         ticket: Ticket::parse(opt_str(&m, &["jira", "ticket"])?.unwrap_or(""))?,
         reason: Reason::parse(opt_str(&m, &["reason"])?.unwrap_or(""))?,
         duration,
         break_glass: opt_bool(&m, "break_glass")?.unwrap_or(false),
     };
     let binding = load_binding(&st, &new.channel_id).await?;
-    let req = Request::create(RequestId::from_random(st.random_id()), new, &actor, &binding, call.now)?;
+    let req = Request::create(
+        RequestId::from_random(st.random_id()),
+        new,
+        &actor,
+        &binding,
+        call.now,
+    )?;
     let mut audit = vec![draft(
         "request.created",
         Some(&actor),
@@ -301,13 +425,22 @@ async fn create_request(
                "permission_set_arn": req.permission_set_arn, "break_glass": req.break_glass}),
     )];
     if req.break_glass {
-        audit.push(draft("request.break_glass", Some(&actor), Some(&req), json!({"review_pending": true})));
+        audit.push(draft(
+            "request.break_glass",
+            Some(&actor),
+            Some(&req),
+            json!({"review_pending": true}),
+        ));
     }
     let view = views::request(&req);
-    call.commit(&st, Change::Create(req), audit, StatusCode::CREATED, view).await
+    call.commit(&st, Change::Create(req), audit, StatusCode::CREATED, view)
+        .await
 }
 
-async fn get_request(State(st): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn get_request(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     Ok(Json(views::request(&load_request(&st, &id).await?)))
 }
 
@@ -315,28 +448,36 @@ async fn get_request(State(st): State<AppState>, Path(id): Path<String>) -> Resu
 async fn transition(
     st: AppState,
     id: String,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
+    inc: Incoming,
     roles: &[&str],
-    apply: impl FnOnce(&Request, &Binding, &Actor, &Map<String, Value>, OffsetDateTime) -> Result<(Request, Vec<AuditDraft>), ApiError>,
+    apply: impl FnOnce(
+        &Request,
+        &Binding,
+        &Actor,
+        &Map<String, Value>,
+        OffsetDateTime,
+    ) -> Result<(Request, Vec<AuditDraft>), ApiError>,
 ) -> Result<Response, ApiError> {
-    let call = Call::new(&st, &method, &uri, &headers, &body)?;
+    let call = Call::new(&st, &inc)?;
     if let Some(r) = call.replay(&st).await? {
         return Ok(r);
     }
-    let m = body_object(&headers, &body)?;
+    let m = body_object(&inc.headers, &inc.body)?;
     let actor = actor(&m, roles)?;
     let req = load_request(&st, &id).await?;
     let binding = load_binding(&st, &req.channel_id).await?;
     let (next, audit) = apply(&req, &binding, &actor, &m, call.now)?;
     let view = views::request(&next);
-    call.commit(&st, Change::Update(next), audit, StatusCode::OK, view).await
+    call.commit(&st, Change::Update(next), audit, StatusCode::OK, view)
+        .await
 }
 
-async fn approve(State(st): State<AppState>, Path(id): Path<String>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
-    transition(st, id, method, uri, headers, body, &["approver"], |req, b, actor, _m, now| {
+async fn approve(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    inc: Incoming,
+) -> Result<Response, ApiError> {
+    transition(st, id, inc, &["approver"], |req, b, actor, _m, now| {
         authz::may_decide(actor, &b.policy)?;
         let next = req.approve(actor, &b.policy, now)?;
         let mut audit = vec![draft(
@@ -346,50 +487,127 @@ async fn approve(State(st): State<AppState>, Path(id): Path<String>, method: Met
             json!({"approvals": next.approvals.len(), "required": next.required_approvals}),
         )];
         if next.status() == Status::Approved {
-            audit.push(draft("request.approved", Some(actor), Some(&next), json!({})));
+            audit.push(draft(
+                "request.approved",
+                Some(actor),
+                Some(&next),
+                json!({}),
+            ));
         }
         Ok((next, audit))
     })
     .await
 }
 
-async fn deny(State(st): State<AppState>, Path(id): Path<String>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
-    transition(st, id, method, uri, headers, body, &["approver", "denier"], |req, b, actor, m, now| {
-        authz::may_decide(actor, &b.policy)?;
-        let reason = Reason::parse(opt_str(m, &["reason", "denial_reason"])?.unwrap_or(""))?;
-        let next = req.deny(actor, reason.clone(), now)?;
-        Ok((next.clone(), vec![draft("request.denied", Some(actor), Some(&next), json!({"reason": reason}))]))
-    })
+async fn deny(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    inc: Incoming,
+) -> Result<Response, ApiError> {
+    transition(
+        st,
+        id,
+        inc,
+        &["approver", "denier"],
+        |req, b, actor, m, now| {
+            authz::may_decide(actor, &b.policy)?;
+            let reason = Reason::parse(opt_str(m, &["reason", "denial_reason"])?.unwrap_or(""))?;
+            let next = req.deny(actor, reason.clone(), now)?;
+            Ok((
+                next.clone(),
+                vec![draft(
+                    "request.denied",
+                    Some(actor),
+                    Some(&next),
+                    json!({"reason": reason}),
+                )],
+            ))
+        },
+    )
     .await
 }
 
-async fn revoke(State(st): State<AppState>, Path(id): Path<String>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+async fn revoke(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    inc: Incoming,
+) -> Result<Response, ApiError> {
     let admins = st.admins.clone();
-    transition(st, id, method, uri, headers, body, &["revoker", "approver", "requester"], move |req, b, actor, m, now| {
-        authz::may_revoke(actor, &b.policy, req, &admins)?;
-        let reason = Reason::parse(opt_str(m, &["reason"])?.unwrap_or(""))?;
-        let next = req.revoke(actor, reason.clone(), now)?;
-        Ok((next.clone(), vec![draft("request.revoked", Some(actor), Some(&next), json!({"reason": reason}))]))
-    })
+    transition(
+        st,
+        id,
+        inc,
+        &["revoker", "approver", "requester"],
+        move |req, b, actor, m, now| {
+            authz::may_revoke(actor, &b.policy, req, &admins)?;
+            let reason = Reason::parse(opt_str(m, &["reason"])?.unwrap_or(""))?;
+            let next = req.revoke(actor, reason.clone(), now)?;
+            Ok((
+                next.clone(),
+                vec![draft(
+                    "request.revoked",
+                    Some(actor),
+                    Some(&next),
+                    json!({"reason": reason}),
+                )],
+            ))
+        },
+    )
     .await
 }
 
-async fn cancel(State(st): State<AppState>, Path(id): Path<String>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
-    transition(st, id, method, uri, headers, body, &["requester", "approver"], |req, b, actor, _m, now| {
-        authz::may_cancel(actor, &b.policy, req)?;
-        let next = req.cancel(actor, now)?;
-        Ok((next.clone(), vec![draft("request.cancelled", Some(actor), Some(&next), json!({}))]))
-    })
+async fn cancel(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    inc: Incoming,
+) -> Result<Response, ApiError> {
+    transition(
+        st,
+        id,
+        inc,
+        &["requester", "approver"],
+        |req, b, actor, _m, now| {
+            authz::may_cancel(actor, &b.policy, req)?;
+            let next = req.cancel(actor, now)?;
+            Ok((
+                next.clone(),
+                vec![draft(
+                    "request.cancelled",
+                    Some(actor),
+                    Some(&next),
+                    json!({}),
+                )],
+            ))
+        },
+    )
     .await
 }
 
-async fn review(State(st): State<AppState>, Path(id): Path<String>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
-    transition(st, id, method, uri, headers, body, &["reviewer", "approver"], |req, b, actor, m, _now| {
-        authz::may_review(actor, &b.policy)?;
-        let note = Reason::parse(opt_str(m, &["note", "reason"])?.unwrap_or(""))?;
-        let next = req.review()?;
-        Ok((next.clone(), vec![draft("request.reviewed", Some(actor), Some(&next), json!({"note": note}))]))
-    })
+async fn review(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    inc: Incoming,
+) -> Result<Response, ApiError> {
+    transition(
+        st,
+        id,
+        inc,
+        &["reviewer", "approver"],
+        |req, b, actor, m, _now| {
+            authz::may_review(actor, &b.policy)?;
+            let note = Reason::parse(opt_str(m, &["note", "reason"])?.unwrap_or(""))?;
+            let next = req.review()?;
+            Ok((
+                next.clone(),
+                vec![draft(
+                    "request.reviewed",
+                    Some(actor),
+                    Some(&next),
+                    json!({"note": note}),
+                )],
+            ))
+        },
+    )
     .await
 }
 
@@ -403,32 +621,62 @@ async fn set_post(
 ) -> Result<Response, ApiError> {
     let m = body_object(&headers, &body)?;
     let post_id = req_str(&m, &["post_id"])?;
-    if post_id.is_empty() || post_id.len() > 64 || !post_id.bytes().all(|b| b.is_ascii_alphanumeric()) {
-        return Err(ApiError::bad("invalid_post_id", "post_id must be 1-64 letters or digits"));
+    if post_id.is_empty()
+        || post_id.len() > 64
+        || !post_id.bytes().all(|b| b.is_ascii_alphanumeric())
+    {
+        return Err(ApiError::bad(
+            "invalid_post_id",
+            "post_id must be 1-64 letters or digits",
+        ));
     }
     let req = load_request(&st, &id).await?;
     let mut next = req.clone();
     next.post_id = Some(post_id.to_owned());
     next.version += 1;
-    st.store.update_request(&next, WriteCtx { audit: vec![], idem: None, now: st.clock.now() }).await?;
+    st.store
+        .update_request(
+            &next,
+            WriteCtx {
+                audit: vec![],
+                idem: None,
+                now: st.clock.now(),
+            },
+        )
+        .await?;
     Ok(Json(views::request(&next)).into_response())
 }
 
 fn parse_time_param(name: &str, v: &str, end_of_day: bool) -> Result<i64, ApiError> {
-    let bad = || ApiError::bad("invalid_parameter", format!("{name} must be RFC 3339 or YYYY-MM-DD"));
+    let bad = || {
+        ApiError::bad(
+            "invalid_parameter",
+            format!("{name} must be RFC 3339 or YYYY-MM-DD"),
+        )
+    };
     if let Ok(t) = OffsetDateTime::parse(v, &Rfc3339) {
         return Ok(i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX));
     }
     let fmt = time::macros::format_description!("[year]-[month]-[day]");
     let d = time::Date::parse(v, &fmt).map_err(|_| bad())?;
-    let d = if end_of_day { d.next_day().ok_or_else(bad)? } else { d };
+    let d = if end_of_day {
+        d.next_day().ok_or_else(bad)?
+    } else {
+        d
+    };
     Ok(d.midnight().assume_utc().unix_timestamp() * 1000)
 }
 
 fn check_params(params: &[(String, String)], allowed: &[&str]) -> Result<(), ApiError> {
     for (k, _) in params {
         if !allowed.contains(&k.as_str()) {
-            return Err(ApiError::bad("unknown_parameter", format!("unknown query parameter {k:?}; allowed: {}", allowed.join(", "))));
+            return Err(ApiError::bad(
+                "unknown_parameter",
+                format!(
+                    "unknown query parameter {k:?}; allowed: {}",
+                    allowed.join(", ")
+                ),
+            ));
         }
     }
     Ok(())
@@ -441,9 +689,28 @@ fn limit_param(v: &str, max: u32) -> Result<u32, ApiError> {
         .ok_or_else(|| ApiError::bad("invalid_limit", format!("limit must be 1 to {max}")))
 }
 
-async fn list_requests(State(st): State<AppState>, Query(params): Query<Vec<(String, String)>>) -> Result<Json<Value>, ApiError> {
-    check_params(&params, &["channel_id", "account_id", "requester_email", "requester_mm_user_id", "status", "start_date", "end_date", "limit", "next_token"])?;
-    let mut f = RequestFilter { limit: 50, ..Default::default() };
+async fn list_requests(
+    State(st): State<AppState>,
+    Query(params): Query<Vec<(String, String)>>,
+) -> Result<Json<Value>, ApiError> {
+    check_params(
+        &params,
+        &[
+            "channel_id",
+            "account_id",
+            "requester_email",
+            "requester_mm_user_id",
+            "status",
+            "start_date",
+            "end_date",
+            "limit",
+            "next_token",
+        ],
+    )?;
+    let mut f = RequestFilter {
+        limit: 50,
+        ..Default::default()
+    };
     for (k, v) in &params {
         match k.as_str() {
             "channel_id" => f.channel_id = Some(ChannelId::parse(v)?.as_str().to_owned()),
@@ -471,7 +738,12 @@ async fn list_requests(State(st): State<AppState>, Query(params): Query<Vec<(Str
 }
 
 fn decode_token(v: &str) -> Result<(i64, String), ApiError> {
-    let bad = || ApiError::bad("invalid_next_token", "next_token is not one this server issued");
+    let bad = || {
+        ApiError::bad(
+            "invalid_next_token",
+            "next_token is not one this server issued",
+        )
+    };
     let (ms, id) = v.split_once('_').ok_or_else(bad)?;
     let ms: i64 = ms.parse().map_err(|_| bad())?;
     let id = RequestId::parse(id).map_err(|_| bad())?;
@@ -505,15 +777,22 @@ async fn config_change(
     let mut stored = b.clone();
     stored.version = expected + 1;
     let view = views::binding(&stored);
-    call.commit(st, Change::SaveBinding(b, expected), vec![d], StatusCode::OK, view).await
+    call.commit(
+        st,
+        Change::SaveBinding(b, expected),
+        vec![d],
+        StatusCode::OK,
+        view,
+    )
+    .await
 }
 
-async fn bind(State(st): State<AppState>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
-    let call = Call::new(&st, &method, &uri, &headers, &body)?;
+async fn bind(State(st): State<AppState>, inc: Incoming) -> Result<Response, ApiError> {
+    let call = Call::new(&st, &inc)?;
     if let Some(r) = call.replay(&st).await? {
         return Ok(r);
     }
-    let m = body_object(&headers, &body)?;
+    let m = body_object(&inc.headers, &inc.body)?;
     let actor = actor(&m, &["admin", "requester"])?;
     let channel = ChannelId::parse(req_str(&m, &["channel_id"])?)?;
     let account = AccountId::parse(req_str(&m, &["account_id"])?)?;
@@ -537,31 +816,35 @@ async fn bind(State(st): State<AppState>, method: Method, uri: Uri, headers: Hea
     .await
 }
 
-async fn unbind(State(st): State<AppState>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
-    let call = Call::new(&st, &method, &uri, &headers, &body)?;
+async fn unbind(State(st): State<AppState>, inc: Incoming) -> Result<Response, ApiError> {
+    let call = Call::new(&st, &inc)?;
     if let Some(r) = call.replay(&st).await? {
         return Ok(r);
     }
-    let m = body_object(&headers, &body)?;
+    let m = body_object(&inc.headers, &inc.body)?;
     let actor = actor(&m, &["admin"])?;
     let channel = ChannelId::parse(req_str(&m, &["channel_id"])?)?;
     let account = AccountId::parse(req_str(&m, &["account_id"])?)?;
     let data = json!({"account_id": account});
     config_change(&st, &call, &actor, channel, "config.unbound", data, |b| {
         if b.accounts.remove(&account).is_none() {
-            return Err(ApiError::new(StatusCode::NOT_FOUND, "account_not_bound", format!("account {account} is not bound to this channel")));
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "account_not_bound",
+                format!("account {account} is not bound to this channel"),
+            ));
         }
         Ok(())
     })
     .await
 }
 
-async fn set_approvers(State(st): State<AppState>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
-    let call = Call::new(&st, &method, &uri, &headers, &body)?;
+async fn set_approvers(State(st): State<AppState>, inc: Incoming) -> Result<Response, ApiError> {
+    let call = Call::new(&st, &inc)?;
     if let Some(r) = call.replay(&st).await? {
         return Ok(r);
     }
-    let m = body_object(&headers, &body)?;
+    let m = body_object(&inc.headers, &inc.body)?;
     let actor = actor(&m, &["admin", "requester"])?;
     let channel = ChannelId::parse(req_str(&m, &["channel_id"])?)?;
     let approvers = str_list(&m, "approvers")?
@@ -576,19 +859,27 @@ async fn set_approvers(State(st): State<AppState>, method: Method, uri: Uri, hea
         ..Default::default()
     };
     let data = json!({"approvers": approvers, "required_approvals": patch.required_approvals});
-    config_change(&st, &call, &actor, channel, "config.approvers_changed", data, |b| {
-        b.policy = b.policy.apply(&patch)?;
-        Ok(())
-    })
+    config_change(
+        &st,
+        &call,
+        &actor,
+        channel,
+        "config.approvers_changed",
+        data,
+        |b| {
+            b.policy = b.policy.apply(&patch)?;
+            Ok(())
+        },
+    )
     .await
 }
 
-async fn set_policy(State(st): State<AppState>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
-    let call = Call::new(&st, &method, &uri, &headers, &body)?;
+async fn set_policy(State(st): State<AppState>, inc: Incoming) -> Result<Response, ApiError> {
+    let call = Call::new(&st, &inc)?;
     if let Some(r) = call.replay(&st).await? {
         return Ok(r);
     }
-    let m = body_object(&headers, &body)?;
+    let m = body_object(&inc.headers, &inc.body)?;
     let actor = actor(&m, &["admin"])?;
     let channel = ChannelId::parse(req_str(&m, &["channel_id"])?)?;
     let patch = PolicyPatch {
@@ -602,17 +893,36 @@ async fn set_policy(State(st): State<AppState>, method: Method, uri: Uri, header
         break_glass_max_minutes: opt_u32(&m, "break_glass_max_minutes")?,
     };
     if patch == PolicyPatch::default() {
-        return Err(ApiError::bad("missing_field", "name at least one policy field to change"));
+        return Err(ApiError::bad(
+            "missing_field",
+            "name at least one policy field to change",
+        ));
     }
-    let data = Value::Object(m.iter().filter(|(k, _)| *k != "actor" && *k != "channel_id").map(|(k, v)| (k.clone(), v.clone())).collect());
-    config_change(&st, &call, &actor, channel, "config.policy_changed", data, |b| {
-        b.policy = b.policy.apply(&patch)?;
-        Ok(())
-    })
+    let data = Value::Object(
+        m.iter()
+            .filter(|(k, _)| *k != "actor" && *k != "channel_id")
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    );
+    config_change(
+        &st,
+        &call,
+        &actor,
+        channel,
+        "config.policy_changed",
+        data,
+        |b| {
+            b.policy = b.policy.apply(&patch)?;
+            Ok(())
+        },
+    )
     .await
 }
 
-async fn get_accounts(State(st): State<AppState>, Query(params): Query<Vec<(String, String)>>) -> Result<Json<Value>, ApiError> {
+async fn get_accounts(
+    State(st): State<AppState>,
+    Query(params): Query<Vec<(String, String)>>,
+) -> Result<Json<Value>, ApiError> {
     check_params(&params, &["channel_id"])?;
     let channel = params
         .iter()
@@ -622,17 +932,38 @@ async fn get_accounts(State(st): State<AppState>, Query(params): Query<Vec<(Stri
         .ok_or_else(|| ApiError::bad("missing_parameter", "channel_id is required"))?;
     match st.store.get_binding(&channel).await? {
         Some(b) => Ok(Json(views::binding(&b))),
-        None => Ok(Json(json!({"channel_id": channel, "accounts": [], "bindings": [], "approvers": [],
-                               "policy": views::policy(&jit_core::policy::Policy::default()), "version": 0}))),
+        None => Ok(Json(
+            json!({"channel_id": channel, "accounts": [], "bindings": [], "approvers": [],
+                               "policy": views::policy(&jit_core::policy::Policy::default()), "version": 0}),
+        )),
     }
 }
 
 // ---------------------------------------------------------------------------------------------
 // Audit
 
-async fn list_audit(State(st): State<AppState>, Query(params): Query<Vec<(String, String)>>) -> Result<Json<Value>, ApiError> {
-    check_params(&params, &["request_id", "account_id", "channel_id", "actor", "type", "since", "until", "limit", "next_token"])?;
-    let mut f = AuditFilter { limit: 500, ..Default::default() };
+async fn list_audit(
+    State(st): State<AppState>,
+    Query(params): Query<Vec<(String, String)>>,
+) -> Result<Json<Value>, ApiError> {
+    check_params(
+        &params,
+        &[
+            "request_id",
+            "account_id",
+            "channel_id",
+            "actor",
+            "type",
+            "since",
+            "until",
+            "limit",
+            "next_token",
+        ],
+    )?;
+    let mut f = AuditFilter {
+        limit: 500,
+        ..Default::default()
+    };
     for (k, v) in &params {
         match k.as_str() {
             "request_id" => f.request_id = Some(RequestId::parse(v)?.as_str().to_owned()),
@@ -640,13 +971,24 @@ async fn list_audit(State(st): State<AppState>, Query(params): Query<Vec<(String
             "channel_id" => f.channel_id = Some(ChannelId::parse(v)?.as_str().to_owned()),
             "actor" => {
                 if v.is_empty() || v.len() > 254 || v.chars().any(char::is_control) {
-                    return Err(ApiError::bad("invalid_parameter", "actor must be a user id or email"));
+                    return Err(ApiError::bad(
+                        "invalid_parameter",
+                        "actor must be a user id or email",
+                    ));
                 }
                 f.actor = Some(v.clone());
             }
             "type" => {
-                if v.is_empty() || v.len() > 64 || !v.bytes().all(|b| b.is_ascii_lowercase() || b == b'.' || b == b'_') {
-                    return Err(ApiError::bad("invalid_parameter", "type must look like request.approved"));
+                if v.is_empty()
+                    || v.len() > 64
+                    || !v
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b == b'.' || b == b'_')
+                {
+                    return Err(ApiError::bad(
+                        "invalid_parameter",
+                        "type must look like request.approved",
+                    ));
                 }
                 f.kind = Some(v.clone());
             }
@@ -654,7 +996,12 @@ async fn list_audit(State(st): State<AppState>, Query(params): Query<Vec<(String
             "until" => f.until_ms = Some(parse_time_param(k, v, true)?),
             "limit" => f.limit = limit_param(v, 1000)?,
             "next_token" => {
-                f.after_seq = Some(v.parse().map_err(|_| ApiError::bad("invalid_next_token", "next_token is not one this server issued"))?);
+                f.after_seq = Some(v.parse().map_err(|_| {
+                    ApiError::bad(
+                        "invalid_next_token",
+                        "next_token is not one this server issued",
+                    )
+                })?);
             }
             _ => {}
         }
@@ -672,7 +1019,11 @@ async fn verify_audit(State(st): State<AppState>) -> Result<Response, ApiError> 
         Ok(n) => Ok(Json(json!({"ok": true, "events": n})).into_response()),
         Err(jit_store::VerifyError::Chain(e)) => {
             tracing::error!(target: "audit", error = %e, "audit chain verification failed");
-            Err(ApiError::new(StatusCode::CONFLICT, "audit_chain_broken", e.to_string()))
+            Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "audit_chain_broken",
+                e.to_string(),
+            ))
         }
         Err(jit_store::VerifyError::Store(e)) => Err(e.into()),
     }

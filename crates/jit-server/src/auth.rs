@@ -37,12 +37,26 @@ pub async fn require_signature(State(st): State<AppState>, req: Request, next: N
         Ok(b) => b,
         Err(_) => return ApiError::too_large(MAX_BODY_BYTES).into_response(),
     };
-    let pq = parts.uri.path_and_query().map_or_else(|| parts.uri.path().to_owned(), |p| p.as_str().to_owned());
-    let rp = RequestParts { method: parts.method.as_str(), path_and_query: &pq, body: &bytes };
-    match st.backend_ring.verify(&st.verifier, &parts.headers, &rp, st.nonces.as_ref()).await {
+    let pq = parts
+        .uri
+        .path_and_query()
+        .map_or_else(|| parts.uri.path().to_owned(), |p| p.as_str().to_owned());
+    let rp = RequestParts {
+        method: parts.method.as_str(),
+        path_and_query: &pq,
+        body: &bytes,
+    };
+    match st
+        .backend_ring
+        .verify(&st.verifier, &parts.headers, &rp, st.nonces.as_ref())
+        .await
+    {
         Ok(v) => {
-            parts.extensions.insert(Caller { key_id: v.key_id.as_str().to_owned() });
-            next.run(Request::from_parts(parts, Body::from(bytes))).await
+            parts.extensions.insert(Caller {
+                key_id: v.key_id.as_str().to_owned(),
+            });
+            next.run(Request::from_parts(parts, Body::from(bytes)))
+                .await
         }
         Err(rejection) => {
             let claimed = parts
@@ -58,8 +72,13 @@ pub async fn require_signature(State(st): State<AppState>, req: Request, next: N
                 path = %parts.uri.path(),
                 "signature rejected"
             );
-            let status = StatusCode::from_u16(rejection.http_status()).unwrap_or(StatusCode::UNAUTHORIZED);
-            (status, axum::Json(serde_json::json!({"code": rejection.code()}))).into_response()
+            let status =
+                StatusCode::from_u16(rejection.http_status()).unwrap_or(StatusCode::UNAUTHORIZED);
+            (
+                status,
+                axum::Json(serde_json::json!({"code": rejection.code()})),
+            )
+                .into_response()
         }
     }
 }

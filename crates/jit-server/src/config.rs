@@ -148,21 +148,28 @@ fn env_value(env: &dyn Env, var: &str) -> Result<Option<String>, ConfigError> {
         None => Ok(None),
         Some(path) => std::fs::read_to_string(&path)
             .map(|s| Some(s.trim_end_matches(['\n', '\r']).to_owned()))
-            .map_err(|e| ConfigError::Env { var: file_var, message: format!("reading {path}: {e}") }),
+            .map_err(|e| ConfigError::Env {
+                var: file_var,
+                message: format!("reading {path}: {e}"),
+            }),
     }
 }
 
 fn parse_env<T: std::str::FromStr>(var: &str, v: &str) -> Result<T, ConfigError> {
-    v.trim()
-        .parse()
-        .map_err(|_| ConfigError::Env { var: var.into(), message: format!("cannot parse {v:?}") })
+    v.trim().parse().map_err(|_| ConfigError::Env {
+        var: var.into(),
+        message: format!("cannot parse {v:?}"),
+    })
 }
 
 fn parse_bool(var: &str, v: &str) -> Result<bool, ConfigError> {
     match v.trim().to_ascii_lowercase().as_str() {
         "1" | "true" | "yes" | "on" => Ok(true),
         "0" | "false" | "no" | "off" => Ok(false),
-        _ => Err(ConfigError::Env { var: var.into(), message: format!("expected true or false, got {v:?}") }),
+        _ => Err(ConfigError::Env {
+            var: var.into(),
+            message: format!("expected true or false, got {v:?}"),
+        }),
     }
 }
 
@@ -171,10 +178,14 @@ impl Config {
     pub fn load(file: Option<&Path>, env: &dyn Env) -> Result<Self, ConfigError> {
         let mut c = match file {
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|source| ConfigError::Read { path: path.into(), source })?;
-                toml::from_str(&text)
-                    .map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })?
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.into(),
+                    source,
+                })?;
+                toml::from_str(&text).map_err(|e| ConfigError::Parse {
+                    path: path.into(),
+                    message: e.to_string(),
+                })?
             }
             None => Self::default(),
         };
@@ -204,11 +215,18 @@ impl Config {
         }
         opt!("JIT_DATABASE_URL", self.database_url);
         if let Some(v) = env_value(env, "JIT_ADMINS")? {
-            self.admins = v.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect();
+            self.admins = v
+                .split(',')
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect();
         }
         opt!("JIT_KEYS_BACKEND", self.keys.backend);
         opt!("JIT_KEYS_CALLBACK", self.keys.callback);
-        opt!("JIT_KEYS_CALLBACK_SIGNING_KEY_ID", self.keys.callback_signing_key_id);
+        opt!(
+            "JIT_KEYS_CALLBACK_SIGNING_KEY_ID",
+            self.keys.callback_signing_key_id
+        );
         if let Some(v) = env_value(env, "JIT_KEYS_REFRESH_INTERVAL_SECS")? {
             self.keys.refresh_interval_secs = parse_env("JIT_KEYS_REFRESH_INTERVAL_SECS", &v)?;
         }
@@ -250,11 +268,19 @@ impl Config {
         }
         match self.nonce_store.as_deref() {
             None | Some("memory") | Some("database") => {}
-            Some(other) => return bad(format!("nonce_store must be memory or database, got {other:?}")),
+            Some(other) => {
+                return bad(format!(
+                    "nonce_store must be memory or database, got {other:?}"
+                ));
+            }
         }
-        for (name, v) in [("keys.backend", &self.keys.backend), ("keys.callback", &self.keys.callback)] {
+        for (name, v) in [
+            ("keys.backend", &self.keys.backend),
+            ("keys.callback", &self.keys.callback),
+        ] {
             if let Some(v) = v {
-                jit_keys::SourceSpec::parse(v).map_err(|e| ConfigError::Invalid(format!("{name}: {e}")))?;
+                jit_keys::SourceSpec::parse(v)
+                    .map_err(|e| ConfigError::Invalid(format!("{name}: {e}")))?;
             }
         }
         Ok(())
@@ -284,8 +310,12 @@ impl Config {
 
 /// Replaces the password of `scheme://user:password@host/…` with `***`.
 pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
-    let Some((creds, host)) = rest.split_once('@') else { return url.to_owned() };
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let Some((creds, host)) = rest.split_once('@') else {
+        return url.to_owned();
+    };
     match creds.split_once(':') {
         Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
         None => url.to_owned(),
@@ -298,7 +328,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
     }
 
     #[test]
@@ -313,12 +346,19 @@ mod tests {
     fn file_then_env_with_file_secrets() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("jit.toml");
-        std::fs::write(&f, "listen = \"127.0.0.1:9000\"\nadmins = [\"a@x.com\"]\n[keys]\nrequire_v2 = true\n").unwrap();
+        std::fs::write(
+            &f,
+            "listen = \"127.0.0.1:9000\"\nadmins = [\"a@x.com\"]\n[keys]\nrequire_v2 = true\n",
+        )
+        .unwrap();
         let secret = dir.path().join("db-url");
         std::fs::write(&secret, "postgres://jit:s3cret@db/jit\n").unwrap();
         let c = Config::load(
             Some(&f),
-            &env(&[("JIT_LISTEN", "0.0.0.0:8443"), ("JIT_DATABASE_URL_FILE", secret.to_str().unwrap())]),
+            &env(&[
+                ("JIT_LISTEN", "0.0.0.0:8443"),
+                ("JIT_DATABASE_URL_FILE", secret.to_str().unwrap()),
+            ]),
         )
         .unwrap();
         assert_eq!(c.listen, "0.0.0.0:8443");

@@ -28,9 +28,17 @@ pub fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
 }
 
 /// A ring with one fresh key `<prefix>-YYYYMMDD`, as `SecretString` JSON.
-pub fn generate_ring_text(prefix: &str, now: OffsetDateTime) -> anyhow::Result<zeroize::Zeroizing<String>> {
+pub fn generate_ring_text(
+    prefix: &str,
+    now: OffsetDateTime,
+) -> anyhow::Result<zeroize::Zeroizing<String>> {
     let d = now.date();
-    let id = KeyId::parse(&format!("{prefix}-{:04}{:02}{:02}", d.year(), u8::from(d.month()), d.day()))?;
+    let id = KeyId::parse(&format!(
+        "{prefix}-{:04}{:02}{:02}",
+        d.year(),
+        u8::from(d.month()),
+        d.day()
+    ))?;
     let secret = Secret::generate().map_err(|e| anyhow::anyhow!("random generator: {e}"))?;
     let ring = KeyRing::from_entries(vec![KeyEntry::new(id, secret, Some(now), None)?])?;
     Ok(ring.to_secret_string()?)
@@ -69,13 +77,19 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            assert_eq!(std::fs::metadata(&b).unwrap().permissions().mode() & 0o777, 0o600);
+            assert_eq!(
+                std::fs::metadata(&b).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
         }
         let rb = KeyRing::parse(&std::fs::read_to_string(&b).unwrap()).unwrap();
         let rc = KeyRing::parse(&std::fs::read_to_string(&c).unwrap()).unwrap();
         assert!(rb.get("key-20261125").is_some());
         assert!(rc.get("cb-20261125").is_some());
         assert!(rb.shared_secret_with(&rc).is_none());
-        assert!(ensure_key_files(dir.path(), now).unwrap().is_empty(), "existing files are kept");
+        assert!(
+            ensure_key_files(dir.path(), now).unwrap().is_empty(),
+            "existing files are kept"
+        );
     }
 }

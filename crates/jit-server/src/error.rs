@@ -21,7 +21,11 @@ pub struct ApiError {
 impl ApiError {
     /// A new error.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into() }
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
     }
 
     /// 400.
@@ -31,18 +35,30 @@ impl ApiError {
 
     /// 404 for a request id.
     pub fn request_not_found() -> Self {
-        Self::new(StatusCode::NOT_FOUND, "request_not_found", "no request has this id")
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "request_not_found",
+            "no request has this id",
+        )
     }
 
     /// 413.
     pub fn too_large(limit: usize) -> Self {
-        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", format!("request bodies are limited to {limit} bytes"))
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("request bodies are limited to {limit} bytes"),
+        )
     }
 
     /// 500 without details; the cause is logged here.
     pub fn internal(cause: &dyn std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "internal error");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the server log")
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error; see the server log",
+        )
     }
 }
 
@@ -55,7 +71,11 @@ impl From<DomainError> for ApiError {
             ErrorKind::NotFound => StatusCode::NOT_FOUND,
             ErrorKind::Conflict => StatusCode::CONFLICT,
         };
-        Self { status, code: e.code, message: e.message }
+        Self {
+            status,
+            code: e.code,
+            message: e.message,
+        }
     }
 }
 
@@ -75,7 +95,11 @@ impl From<StoreError> for ApiError {
             ),
             StoreError::Backend(m) => {
                 tracing::error!(error = %m, "database error");
-                Self::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", "the database is unavailable; retry later")
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_unavailable",
+                    "the database is unavailable; retry later",
+                )
             }
             StoreError::Corrupt(m) => Self::internal(&format!("corrupt row: {m}")),
         }
@@ -84,6 +108,10 @@ impl From<StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(serde_json::json!({"code": self.code, "message": self.message}))).into_response()
+        (
+            self.status,
+            Json(serde_json::json!({"code": self.code, "message": self.message})),
+        )
+            .into_response()
     }
 }

@@ -24,7 +24,12 @@ pub struct Idem {
 
 impl Idem {
     /// Reads the header; refuses a malformed key.
-    pub fn from_request(method: &Method, uri: &Uri, headers: &HeaderMap, body: &Bytes) -> Result<Self, ApiError> {
+    pub fn from_request(
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+        body: &Bytes,
+    ) -> Result<Self, ApiError> {
         let mut values = headers.get_all(HEADER).iter();
         let key = match (values.next(), values.next()) {
             (None, _) => None,
@@ -39,7 +44,10 @@ impl Idem {
                 Some(k.to_owned())
             }
             (Some(_), Some(_)) => {
-                return Err(ApiError::bad("invalid_idempotency_key", "send Idempotency-Key once"));
+                return Err(ApiError::bad(
+                    "invalid_idempotency_key",
+                    "send Idempotency-Key once",
+                ));
             }
         };
         Ok(Self {

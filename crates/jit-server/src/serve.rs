@@ -30,9 +30,20 @@ async fn key_source(spec: &str, config: &Config) -> anyhow::Result<Arc<dyn KeySo
     Ok(match SourceSpec::parse(spec).map_err(anyhow::Error::msg)? {
         SourceSpec::File(p) => Arc::new(FileSource::new(p)),
         SourceSpec::Env(v) => Arc::new(jit_keys::EnvSource::new(v)),
-        SourceSpec::SecretsManager { secret_id, extra_stages } => {
-            let sdk = jit_keys::aws_sdk_config(config.aws_region.clone(), config.aws_endpoint_url.clone()).await;
-            Arc::new(jit_keys::SecretsManagerSource::new(&sdk, secret_id, extra_stages))
+        SourceSpec::SecretsManager {
+            secret_id,
+            extra_stages,
+        } => {
+            let sdk = jit_keys::aws_sdk_config(
+                config.aws_region.clone(),
+                config.aws_endpoint_url.clone(),
+            )
+            .await;
+            Arc::new(jit_keys::SecretsManagerSource::new(
+                &sdk,
+                secret_id,
+                extra_stages,
+            ))
         }
     })
 }
@@ -55,9 +66,14 @@ impl Server {
                         b.display(), c.display()
                     );
                 }
-                (format!("file:{}", b.display()), format!("file:{}", c.display()))
+                (
+                    format!("file:{}", b.display()),
+                    format!("file:{}", c.display()),
+                )
             }
-            _ => anyhow::bail!("configure both keys.backend and keys.callback, or neither (embedded default)"),
+            _ => anyhow::bail!(
+                "configure both keys.backend and keys.callback, or neither (embedded default)"
+            ),
         };
         let store = SqlStore::open(&config.database_url())
             .await
@@ -73,8 +89,16 @@ impl Server {
             .map(KeyId::parse)
             .transpose()
             .context("keys.callback_signing_key_id")?;
-        let backend_ring = RefreshingRing::new(bcfg, key_source(&backend_spec, &config).await?, clock.clone());
-        let callback_ring = RefreshingRing::new(ccfg, key_source(&callback_spec, &config).await?, clock.clone());
+        let backend_ring = RefreshingRing::new(
+            bcfg,
+            key_source(&backend_spec, &config).await?,
+            clock.clone(),
+        );
+        let callback_ring = RefreshingRing::new(
+            ccfg,
+            key_source(&callback_spec, &config).await?,
+            clock.clone(),
+        );
         backend_ring.must_not_share_with(&callback_ring);
         // A ring that fails to load now keeps rejecting everything (no_keys) until a reload
         // succeeds; readiness says so. Sharing a secret is refused outright.
@@ -86,8 +110,13 @@ impl Server {
                 tracing::error!(ring = ring.config().name, error = %e, "key ring did not load; requests are refused until it does");
             }
         }
-        if let Some((a, b)) = backend_ring.current().shared_secret_with(&callback_ring.current()) {
-            anyhow::bail!("key {a} of the backend ring and key {b} of the callback ring share a secret; use different secrets");
+        if let Some((a, b)) = backend_ring
+            .current()
+            .shared_secret_with(&callback_ring.current())
+        {
+            anyhow::bail!(
+                "key {a} of the backend ring and key {b} of the callback ring share a secret; use different secrets"
+            );
         }
         let mut vcfg = VerifierConfig::new(Audience::Backend);
         vcfg.max_skew_secs = config.keys.max_skew_secs;
@@ -108,9 +137,16 @@ impl Server {
             admins: Admins::new(&config.admins),
         };
         let addr: SocketAddr = config.listen.parse().context("listen address")?;
-        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding {addr}"))?;
         let (shutdown_tx, _) = watch::channel(false);
-        Ok(Self { state, listener, config, shutdown_tx })
+        Ok(Self {
+            state,
+            listener,
+            config,
+            shutdown_tx,
+        })
     }
 
     /// The bound address (useful with port 0).
@@ -125,7 +161,12 @@ impl Server {
 
     /// Serves until the shutdown handle fires, then drains in-flight requests.
     pub async fn serve(self) -> anyhow::Result<()> {
-        let Self { state, listener, config, shutdown_tx } = self;
+        let Self {
+            state,
+            listener,
+            config,
+            shutdown_tx,
+        } = self;
         let mut tasks = vec![
             state.backend_ring.spawn(shutdown_tx.subscribe()),
             state.callback_ring.spawn(shutdown_tx.subscribe()),
@@ -137,22 +178,27 @@ impl Server {
             .layer(axum::middleware::from_fn(crate::serve::log_requests))
             .layer(
                 tower::ServiceBuilder::new()
-                    .layer(axum::error_handling::HandleErrorLayer::new(|_: tower::BoxError| async {
-                        crate::error::ApiError::new(
-                            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                            "timeout",
-                            "the request took too long",
-                        )
-                    }))
+                    .layer(axum::error_handling::HandleErrorLayer::new(
+                        |_: tower::BoxError| async {
+                            crate::error::ApiError::new(
+                                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                                "timeout",
+                                "the request took too long",
+                            )
+                        },
+                    ))
                     .timeout(Duration::from_secs(config.request_timeout_secs))
                     .concurrency_limit(config.max_connections),
             );
         let mut rx = shutdown_tx.subscribe();
-        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(async move {
-                let _ = rx.wait_for(|s| *s).await;
-            })
-            .await?;
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = rx.wait_for(|s| *s).await;
+        })
+        .await?;
         let _ = shutdown_tx.send(true);
         for t in tasks {
             let _ = t.await;
@@ -161,7 +207,10 @@ impl Server {
     }
 }
 
-fn spawn_nonce_purge(state: AppState, mut shutdown: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+fn spawn_nonce_purge(
+    state: AppState,
+    mut shutdown: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
         loop {
@@ -181,7 +230,10 @@ fn spawn_nonce_purge(state: AppState, mut shutdown: watch::Receiver<bool>) -> to
 
 /// One log line per request: method, path, status, latency, and a request id that is also
 /// returned in `x-request-id`.
-pub async fn log_requests(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+pub async fn log_requests(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
     let start = std::time::Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();

@@ -2,9 +2,9 @@
 
 use jit_core::authz::Admins;
 use jit_keys::RefreshingRing;
+use jit_proto::Clock;
 use jit_proto::nonce::NonceStore;
 use jit_proto::sign::Verifier;
-use jit_proto::Clock;
 use jit_store::Store;
 use std::sync::Arc;
 

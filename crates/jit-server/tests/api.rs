@@ -1,0 +1,661 @@
+//! The API over real HTTP: a server on port 0 with a fresh database (SQLite and PostgreSQL),
+//! called through the signed client as the bridge and the existing plugin would call it.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use jit_client::{Answer, Client, Keys};
+use jit_proto::keyring::KeyRing;
+use jit_proto::sign::SignatureVersion;
+use jit_proto::{Clock, ManualClock};
+use jit_server::config::Config;
+use jit_server::serve::Server;
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+struct App {
+    base: String,
+    client: Client,
+    v1: Client,
+    clock: ManualClock,
+    state: jit_server::AppState,
+    db_url: String,
+    stop: tokio::sync::watch::Sender<bool>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+async fn spawn_app(pg: bool) -> App {
+    let dir = tempfile::tempdir().unwrap();
+    let db_url = if pg {
+        jit_testkit::fresh_pg_database().unwrap()
+    } else {
+        format!("sqlite://{}", dir.path().join("jit.db").display())
+    };
+    let config = Config {
+        listen: "127.0.0.1:0".into(),
+        data_dir: dir.path().to_path_buf(),
+        database_url: Some(db_url.clone()),
+        admins: vec!["admin1".into(), "boss@example.com".into()],
+        ..Config::default()
+    };
+    let clock = ManualClock::at(1_764_072_000);
+    let server = Server::build(config, Arc::new(clock.clone()))
+        .await
+        .unwrap();
+    let addr = server.local_addr().unwrap();
+    let stop = server.shutdown_handle();
+    let state = server.state.clone();
+    tokio::spawn(server.serve());
+    let base = format!("http://{addr}");
+    let ring =
+        KeyRing::parse(&std::fs::read_to_string(dir.path().join("keys/backend.json")).unwrap())
+            .unwrap();
+    let keys = Keys::Fixed(Arc::new(ring));
+    let client = Client::new(&base, keys.clone(), Arc::new(clock.clone())).unwrap();
+    let v1 = client.clone().with_version(SignatureVersion::V1);
+    App {
+        base,
+        client,
+        v1,
+        clock,
+        state,
+        db_url,
+        stop,
+        _dir: dir,
+    }
+}
+
+fn actor(id: &str) -> Value {
+    json!({"user_id": id, "email": format!("{id}@example.com"), "roles": []})
+}
+
+const ACCOUNT: &str = "123456789012";
+
+impl App {
+    async fn post(&self, path: &str, body: Value) -> Answer {
+        self.client.post(path, &body).await.unwrap()
+    }
+
+    async fn get(&self, pq: &str) -> Answer {
+        self.client.get(pq).await.unwrap()
+    }
+
+    /// Binds ch1 to the account and sets approvers, as an admin.
+    async fn setup_channel(&self, approvers: &[&str], required: u32) {
+        let a = self
+            .post(
+                "/config/bind",
+                json!({"actor": actor("admin1"), "channel_id": "ch1", "account_id": ACCOUNT}),
+            )
+            .await;
+        assert_eq!(a.status, 200, "{:?}", a.body);
+        let a = self
+            .post("/config/approvers", json!({"actor": actor("admin1"), "channel_id": "ch1", "approvers": approvers, "required_approvals": required}))
+            .await;
+        assert_eq!(a.status, 200, "{:?}", a.body);
+    }
+
+    async fn create(&self, requester: &str) -> String {
+        let a = self
+            .post(
+                "/requests",
+                json!({"actor": actor(requester), "channel_id": "ch1", "account_id": ACCOUNT, "jira": "OPS-1",
+                       "reason": "deploy", "requested_duration_minutes": 60}),
+            )
+            .await;
+        assert_eq!(a.status, 201, "{:?}", a.body);
+        a.body["request_id"].as_str().unwrap().to_owned()
+    }
+
+    async fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> (u16, Value) {
+        let c = reqwest::Client::new();
+        let mut rb = c.request(method.parse().unwrap(), format!("{}{path}", self.base));
+        for (k, v) in headers {
+            rb = rb.header(*k, *v);
+        }
+        let r = rb.body(body).send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+}
+
+async fn health_is_open_and_everything_else_is_signed(app: App) {
+    assert_eq!(
+        app.raw("GET", "/healthz", &[], vec![]).await,
+        (200, json!({"status": "ok"}))
+    );
+    let (s, body) = app.raw("GET", "/readyz", &[], vec![]).await;
+    assert_eq!(s, 200);
+    assert_eq!(body["ready"], true);
+    for (m, p) in [
+        ("GET", "/requests"),
+        ("POST", "/requests"),
+        ("GET", "/config/accounts?channel_id=ch1"),
+        ("GET", "/audit"),
+        ("POST", "/config/bind"),
+    ] {
+        let (s, body) = app.raw(m, p, &[], vec![]).await;
+        assert_eq!(
+            (s, body),
+            (401, json!({"code": "missing_header"})),
+            "{m} {p}"
+        );
+    }
+    assert_eq!(app.get("/nope").await.status, 404);
+}
+
+async fn legacy_plugin_flow_with_v1_signatures_and_its_field_names(app: App) {
+    // The existing plugin: v1 signatures, <role>_mm_user_id / <role>_email fields, `jira`.
+    let bind = app
+        .v1
+        .post(
+            "/config/bind",
+            &json!({"channel_id": "ch1", "account_id": ACCOUNT, "admin_mm_user_id": "admin1"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(bind.status, 200, "{:?}", bind.body);
+    let appr = app
+        .v1
+        .post("/config/approvers", &json!({"channel_id": "ch1", "approvers": ["u2"], "admin_mm_user_id": "admin1", "admin_email": "admin1@example.com"}))
+        .await
+        .unwrap();
+    assert_eq!(appr.status, 200, "{:?}", appr.body);
+    let accounts = app.v1.get("/config/accounts?channel_id=ch1").await.unwrap();
+    assert_eq!(accounts.body["accounts"], json!([ACCOUNT]));
+    let created = app
+        .v1
+        .post(
+            "/requests",
+            &json!({"account_id": ACCOUNT, "channel_id": "ch1", "requester_mm_user_id": "u1", "requester_email": "alice@example.com",
+                    "jira": "OPS-42", "reason": "deploy hotfix", "requested_duration_minutes": 60}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    let id = created.body["request_id"].as_str().unwrap().to_owned();
+    assert_eq!(created.body["status"], "PENDING");
+    assert_eq!(created.body["jira"], "OPS-42");
+    assert_eq!(created.body["requester_email"], "alice@example.com");
+    assert_eq!(created.body["requested_duration_minutes"], 60);
+    let approved = app
+        .v1
+        .post(
+            &format!("/requests/{id}/approve"),
+            &json!({"approver_mm_user_id": "u2", "approver_email": "bob@example.com"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(approved.status, 200, "{:?}", approved.body);
+    assert_eq!(approved.body["status"], "APPROVED");
+    let listed = app
+        .v1
+        .get("/requests?channel_id=ch1&status=APPROVED&limit=10")
+        .await
+        .unwrap();
+    assert_eq!(listed.body["requests"][0]["request_id"], id.as_str());
+}
+
+async fn authorisation_rules(app: App) {
+    // Non-admins cannot bind or change approvers.
+    let a = app
+        .post(
+            "/config/bind",
+            json!({"actor": actor("mallory"), "channel_id": "ch1", "account_id": ACCOUNT}),
+        )
+        .await;
+    assert_eq!((a.status, a.code()), (403, Some("admin_required")));
+    let a = app
+        .post(
+            "/config/approvers",
+            json!({"actor": actor("mallory"), "channel_id": "ch1", "approvers": ["mallory"]}),
+        )
+        .await;
+    assert_eq!((a.status, a.code()), (403, Some("admin_required")));
+    // A system admin (role from the bridge) and an admin by email may.
+    let a = app
+        .post("/config/bind", json!({"actor": {"user_id": "root", "roles": ["system_admin"]}, "channel_id": "ch1", "account_id": ACCOUNT}))
+        .await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    let a = app
+        .post("/config/approvers", json!({"actor": {"user_id": "x9", "email": "Boss@Example.com"}, "channel_id": "ch1", "approvers": ["alice", "bob", "carol"], "required_approvals": 2}))
+        .await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+
+    let id = app.create("alice").await;
+    let approve = |who: &str| json!({"actor": actor(who)});
+    let a = app
+        .post(&format!("/requests/{id}/approve"), approve("mallory"))
+        .await;
+    assert_eq!((a.status, a.code()), (403, Some("not_an_approver")));
+    let a = app
+        .post(&format!("/requests/{id}/approve"), approve("alice"))
+        .await;
+    assert_eq!((a.status, a.code()), (403, Some("self_approval_forbidden")));
+    let a = app
+        .post(&format!("/requests/{id}/approve"), approve("bob"))
+        .await;
+    assert_eq!((a.status, &a.body["status"]), (200, &json!("PENDING")));
+    let a = app
+        .post(&format!("/requests/{id}/approve"), approve("bob"))
+        .await;
+    assert_eq!((a.status, a.code()), (409, Some("already_approved")));
+    let a = app
+        .post(&format!("/requests/{id}/approve"), approve("carol"))
+        .await;
+    assert_eq!((a.status, &a.body["status"]), (200, &json!("APPROVED")));
+    assert_eq!(a.body["approvals"].as_array().unwrap().len(), 2);
+
+    // Revoke: not by a bystander; by the requester, yes.
+    let a = app
+        .post(
+            &format!("/requests/{id}/revoke"),
+            json!({"actor": actor("mallory")}),
+        )
+        .await;
+    assert_eq!((a.status, a.code()), (403, Some("not_allowed_to_revoke")));
+    let a = app
+        .post(
+            &format!("/requests/{id}/revoke"),
+            json!({"actor": actor("alice"), "reason": "done early"}),
+        )
+        .await;
+    assert_eq!((a.status, &a.body["status"]), (200, &json!("REVOKED")));
+
+    // Cancel: requester or approver only, pending only.
+    let id2 = app.create("alice").await;
+    let a = app
+        .post(
+            &format!("/requests/{id2}/cancel"),
+            json!({"actor": actor("mallory")}),
+        )
+        .await;
+    assert_eq!((a.status, a.code()), (403, Some("not_allowed_to_cancel")));
+    let a = app
+        .post(
+            &format!("/requests/{id2}/cancel"),
+            json!({"actor": actor("alice")}),
+        )
+        .await;
+    assert_eq!((a.status, &a.body["status"]), (200, &json!("CANCELLED")));
+    let a = app
+        .post(
+            &format!("/requests/{id2}/cancel"),
+            json!({"actor": actor("alice")}),
+        )
+        .await;
+    assert_eq!((a.status, a.code()), (409, Some("invalid_state")));
+
+    // Deny needs an approver.
+    let id3 = app.create("alice").await;
+    let a = app
+        .post(
+            &format!("/requests/{id3}/deny"),
+            json!({"actor": actor("mallory")}),
+        )
+        .await;
+    assert_eq!((a.status, a.code()), (403, Some("not_an_approver")));
+    let a = app
+        .post(
+            &format!("/requests/{id3}/deny"),
+            json!({"actor": actor("bob"), "reason": "not during the freeze"}),
+        )
+        .await;
+    assert_eq!(
+        (a.status, &a.body["close_reason"]),
+        (200, &json!("not during the freeze"))
+    );
+}
+
+async fn policy_limits_and_pending_timeout(app: App) {
+    app.setup_channel(&["bob"], 1).await;
+    let a = app
+        .post("/requests", json!({"actor": actor("alice"), "channel_id": "ch1", "account_id": ACCOUNT, "jira": "OPS-1", "reason": "x", "requested_duration_minutes": 241}))
+        .await;
+    assert_eq!((a.status, a.code()), (422, Some("duration_exceeds_policy")));
+    let a = app.post("/requests", json!({"actor": actor("alice"), "channel_id": "ch1", "account_id": ACCOUNT, "reason": "x", "requested_duration_minutes": 30})).await;
+    assert_eq!((a.status, a.code()), (422, Some("ticket_required")));
+    let a = app
+        .post("/config/policy", json!({"actor": actor("admin1"), "channel_id": "ch1", "require_ticket": false, "pending_timeout_minutes": 10}))
+        .await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    assert_eq!(a.body["policy"]["pending_timeout_minutes"], 10);
+    let a = app.post("/requests", json!({"actor": actor("alice"), "channel_id": "ch1", "account_id": ACCOUNT, "reason": "x", "requested_duration_minutes": "30"})).await;
+    assert_eq!(a.status, 201, "{:?}", a.body);
+    let id = a.body["request_id"].as_str().unwrap().to_owned();
+    app.clock.advance_secs(10 * 60);
+    let a = app
+        .post(
+            &format!("/requests/{id}/approve"),
+            json!({"actor": actor("bob")}),
+        )
+        .await;
+    assert_eq!((a.status, a.code()), (409, Some("request_timed_out")));
+    let a = app.post("/requests", json!({"actor": actor("alice"), "channel_id": "zz", "account_id": ACCOUNT, "reason": "x", "requested_duration_minutes": 30})).await;
+    assert_eq!((a.status, a.code()), (422, Some("channel_not_bound")));
+}
+
+async fn break_glass_is_self_granted_and_marked_for_review(app: App) {
+    app.setup_channel(&["bob"], 1).await;
+    let a = app
+        .post("/config/policy", json!({"actor": actor("admin1"), "channel_id": "ch1", "break_glass_enabled": true, "break_glass_max_minutes": 30}))
+        .await;
+    assert_eq!(a.status, 200);
+    let a = app
+        .post("/requests", json!({"actor": actor("alice"), "channel_id": "ch1", "account_id": ACCOUNT, "jira": "INC-9", "reason": "prod down", "requested_duration_minutes": 30, "break_glass": true}))
+        .await;
+    assert_eq!(
+        (a.status, &a.body["status"], &a.body["review_pending"]),
+        (201, &json!("APPROVED"), &json!(true))
+    );
+    let id = a.body["request_id"].as_str().unwrap().to_owned();
+    let a = app
+        .post(
+            &format!("/requests/{id}/review"),
+            json!({"actor": actor("alice")}),
+        )
+        .await;
+    assert_eq!(a.code(), Some("not_an_approver"));
+    let a = app
+        .post(
+            &format!("/requests/{id}/review"),
+            json!({"actor": actor("bob"), "note": "checked"}),
+        )
+        .await;
+    assert_eq!((a.status, &a.body["review_pending"]), (200, &json!(false)));
+    let ev = app.get(&format!("/audit?request_id={id}")).await;
+    let kinds: Vec<&str> = ev.body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        vec!["request.created", "request.break_glass", "request.reviewed"]
+    );
+}
+
+async fn idempotent_create(app: App) {
+    app.setup_channel(&["bob"], 1).await;
+    let body = json!({"actor": actor("alice"), "channel_id": "ch1", "account_id": ACCOUNT, "jira": "OPS-1", "reason": "x", "requested_duration_minutes": 30});
+    let first = app
+        .client
+        .send(
+            reqwest::Method::POST,
+            "/requests",
+            Some(&body),
+            Some("retry-1"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(first.status, 201);
+    let again = app
+        .client
+        .send(
+            reqwest::Method::POST,
+            "/requests",
+            Some(&body),
+            Some("retry-1"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(again.status, 201);
+    assert_eq!(
+        again.body, first.body,
+        "a retried create returns the first result"
+    );
+    let listed = app.get("/requests?channel_id=ch1").await;
+    assert_eq!(listed.body["count"], 1);
+    let mut other = body.clone();
+    other["reason"] = json!("different");
+    let reused = app
+        .client
+        .send(
+            reqwest::Method::POST,
+            "/requests",
+            Some(&other),
+            Some("retry-1"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (reused.status, reused.code()),
+        (422, Some("idempotency_key_reused"))
+    );
+}
+
+async fn bad_input_gets_a_coded_error_and_changes_nothing(app: App) {
+    app.setup_channel(&["bob"], 1).await;
+    let base = json!({"actor": actor("alice"), "channel_id": "ch1", "account_id": ACCOUNT, "jira": "OPS-1", "reason": "x", "requested_duration_minutes": 30});
+    let cases: Vec<(Value, u16, &str)> = vec![
+        (json!({"account_id": "12345"}), 400, "invalid_account_id"),
+        (
+            json!({"requested_duration_minutes": 0}),
+            400,
+            "invalid_duration",
+        ),
+        (
+            json!({"requested_duration_minutes": "soon"}),
+            400,
+            "invalid_duration",
+        ),
+        (json!({"jira": "x".repeat(257)}), 400, "invalid_ticket"),
+        (json!({"reason": "x".repeat(2001)}), 400, "invalid_reason"),
+        (json!({"channel_id": "ch 1"}), 400, "invalid_channel_id"),
+        (
+            json!({"actor": {"user_id": "a", "email": "not-an-email"}}),
+            400,
+            "invalid_email",
+        ),
+        (json!({"actor": null}), 400, "missing_actor"),
+        (json!({"channel_id": 7}), 400, "invalid_field"),
+        (
+            json!({"permission_set_arn": "ps-1"}),
+            400,
+            "invalid_permission_set_arn",
+        ),
+    ];
+    for (patch, status, code) in cases {
+        let mut b = base.clone();
+        for (k, v) in patch.as_object().unwrap() {
+            if v.is_null() {
+                b.as_object_mut().unwrap().remove(k);
+            } else {
+                b[k] = v.clone();
+            }
+        }
+        let a = app.post("/requests", b).await;
+        assert_eq!((a.status, a.code()), (status, Some(code)), "{patch}");
+        assert!(a.body["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+    let bad_query = [
+        ("/requests?limit=201", "invalid_limit"),
+        ("/requests?limit=0", "invalid_limit"),
+        ("/requests?status=GRANTED%27%20OR%201%3D1", "invalid_status"),
+        (
+            "/requests?channel_id=x%27%20OR%20%271%27%3D%271",
+            "invalid_channel_id",
+        ),
+        ("/requests?colour=red", "unknown_parameter"),
+        ("/requests?next_token=garbage", "invalid_next_token"),
+        ("/requests?start_date=yesterday", "invalid_parameter"),
+        ("/requests/not-a-uuid", "invalid_request_id"),
+        ("/audit?limit=1001", "invalid_limit"),
+    ];
+    for (pq, code) in bad_query {
+        let a = app.get(pq).await;
+        assert_eq!((a.status, a.code()), (400, Some(code)), "{pq}");
+    }
+    let a = app
+        .get("/requests/00000000-0000-4000-8000-000000000000")
+        .await;
+    assert_eq!((a.status, a.code()), (404, Some("request_not_found")));
+    // Nothing above created a request or an audit event beyond the set-up.
+    assert_eq!(app.get("/requests").await.body["count"], 0);
+    assert_eq!(app.get("/audit").await.body["count"], 2);
+}
+
+async fn body_limits_and_content_types(app: App) {
+    // Oversized: refused before the signature is even checked.
+    let big = vec![b'x'; 64 * 1024 + 1];
+    let (s, body) = app
+        .raw(
+            "POST",
+            "/requests",
+            &[("content-type", "application/json")],
+            big,
+        )
+        .await;
+    assert_eq!((s, body["code"].as_str()), (413, Some("body_too_large")));
+    // Wrong content type, signed.
+    let ring = KeyRing::parse(
+        &std::fs::read_to_string(app._dir.path().join("keys/backend.json")).unwrap(),
+    )
+    .unwrap();
+    let key = ring.signing_key(app.clock.now()).unwrap().clone();
+    let body = b"channel_id=ch1".to_vec();
+    let input = jit_proto::sign::SignInput {
+        version: SignatureVersion::V2,
+        audience: jit_proto::sign::Audience::Backend,
+        request: jit_proto::sign::RequestParts {
+            method: "POST",
+            path_and_query: "/requests",
+            body: &body,
+        },
+        timestamp: app.clock.unix(),
+        nonce: "n-form",
+    };
+    let mut headers: Vec<(&str, String)> = jit_proto::sign::sign(&key, &input);
+    headers.push(("content-type", "application/x-www-form-urlencoded".into()));
+    let hs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (s, b) = app.raw("POST", "/requests", &hs, body.clone()).await;
+    assert_eq!(
+        (s, b["code"].as_str()),
+        (415, Some("unsupported_media_type"))
+    );
+    // The same nonce again is a replay.
+    let (s, b) = app.raw("POST", "/requests", &hs, body.clone()).await;
+    assert_eq!((s, b["code"].as_str()), (401, Some("replayed_nonce")));
+    // Malformed JSON.
+    let input = jit_proto::sign::SignInput {
+        nonce: "n-json",
+        request: jit_proto::sign::RequestParts {
+            method: "POST",
+            path_and_query: "/requests",
+            body: b"{nope",
+        },
+        ..input
+    };
+    let mut headers: Vec<(&str, String)> = jit_proto::sign::sign(&key, &input);
+    headers.push(("content-type", "application/json".into()));
+    let hs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (s, b) = app.raw("POST", "/requests", &hs, b"{nope".to_vec()).await;
+    assert_eq!((s, b["code"].as_str()), (400, Some("invalid_json")));
+}
+
+async fn audit_export_pages_and_verification(app: App) {
+    app.setup_channel(&["bob"], 1).await;
+    for _ in 0..3 {
+        let id = app.create("alice").await;
+        let a = app
+            .post(
+                &format!("/requests/{id}/approve"),
+                json!({"actor": actor("bob")}),
+            )
+            .await;
+        assert_eq!(a.status, 200);
+    }
+    // 2 config + 3 × (created, approval_added, approved) = 11 events.
+    let mut seen = Vec::new();
+    let mut next: Option<String> = None;
+    loop {
+        let pq = match &next {
+            Some(t) => format!("/audit?limit=4&next_token={t}"),
+            None => "/audit?limit=4".into(),
+        };
+        let page = app.get(&pq).await;
+        assert_eq!(page.status, 200);
+        for e in page.body["events"].as_array().unwrap() {
+            seen.push(e["seq"].as_i64().unwrap());
+        }
+        match page.body["next_token"].as_str() {
+            Some(t) => next = Some(t.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(seen, (1..=11).collect::<Vec<_>>());
+    let by_type = app.get("/audit?type=request.approved&actor=bob").await;
+    assert_eq!(by_type.body["count"], 3);
+    let v = app.get("/audit/verify").await;
+    assert_eq!((v.status, &v.body["events"]), (200, &json!(11)));
+    if app.db_url.starts_with("postgres") {
+        jit_testkit::psql(
+            &app.db_url,
+            "UPDATE audit_events SET actor_id = 'mallory' WHERE seq = 5",
+        )
+        .unwrap();
+    } else {
+        let store = jit_store::SqlStore::open(&app.db_url).await.unwrap();
+        store
+            .raw_execute("UPDATE audit_events SET actor_id = 'mallory' WHERE seq = 5")
+            .await
+            .unwrap();
+    }
+    let v = app.get("/audit/verify").await;
+    assert_eq!((v.status, v.code()), (409, Some("audit_chain_broken")));
+    let _ = &app.state;
+}
+
+async fn concurrent_approvals_apply_once(app: App) {
+    app.setup_channel(&["bob", "carol"], 1).await;
+    let id = app.create("alice").await;
+    let path = format!("/requests/{id}/approve");
+    let (a, b) = tokio::join!(
+        app.post(&path, json!({"actor": actor("bob")})),
+        app.post(&path, json!({"actor": actor("carol")})),
+    );
+    let mut statuses = vec![a.status, b.status];
+    statuses.sort_unstable();
+    assert!(
+        statuses == vec![200, 409],
+        "{statuses:?}: one approval applies, the other sees a conflict or the new state"
+    );
+    let r = app.get(&format!("/requests/{id}")).await;
+    assert_eq!(r.body["approvals"].as_array().unwrap().len(), 1);
+}
+
+macro_rules! both {
+    ($($name:ident),* $(,)?) => {
+        mod on_sqlite { $( #[tokio::test] async fn $name() { super::$name(super::spawn_app(false).await).await } )* }
+        mod on_postgres { $( #[tokio::test] async fn $name() { super::$name(super::spawn_app(true).await).await } )* }
+    };
+}
+
+both!(
+    health_is_open_and_everything_else_is_signed,
+    legacy_plugin_flow_with_v1_signatures_and_its_field_names,
+    authorisation_rules,
+    policy_limits_and_pending_timeout,
+    break_glass_is_self_granted_and_marked_for_review,
+    idempotent_create,
+    bad_input_gets_a_coded_error_and_changes_nothing,
+    body_limits_and_content_types,
+    audit_export_pages_and_verification,
+    concurrent_approvals_apply_once,
+);
