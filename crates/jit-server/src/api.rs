@@ -366,14 +366,19 @@ async fn load_request(st: &AppState, id: &str) -> Result<Request, ApiError> {
         .ok_or_else(ApiError::request_not_found)
 }
 
+fn channel_not_bound() -> ApiError {
+    ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "channel_not_bound",
+        "this channel has no bound accounts; an admin runs /jit bind first",
+    )
+}
+
 async fn load_binding(st: &AppState, channel: &ChannelId) -> Result<Binding, ApiError> {
-    st.store.get_binding(channel).await?.ok_or_else(|| {
-        ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "channel_not_bound",
-            "this channel has no bound accounts; an admin runs /jit bind first",
-        )
-    })
+    st.store
+        .get_binding(channel)
+        .await?
+        .ok_or_else(channel_not_bound)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -464,8 +469,13 @@ async fn transition(
     }
     let m = body_object(&inc.headers, &inc.body)?;
     let actor = actor(&m, roles)?;
-    let req = load_request(&st, &id).await?;
-    let binding = load_binding(&st, &req.channel_id).await?;
+    let id = RequestId::parse(&id)?;
+    let (req, binding) = st
+        .store
+        .get_request_with_binding(&id)
+        .await?
+        .ok_or_else(ApiError::request_not_found)?;
+    let binding = binding.ok_or_else(channel_not_bound)?;
     let (next, audit) = apply(&req, &binding, &actor, &m, call.now)?;
     let view = views::request(&next);
     call.commit(&st, Change::Update(next), audit, StatusCode::OK, view)

@@ -172,6 +172,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// One request.
     async fn get_request(&self, id: &RequestId) -> Result<Option<Request>, StoreError>;
 
+    /// One request with its channel's binding (one round trip; transitions need both).
+    async fn get_request_with_binding(
+        &self,
+        id: &RequestId,
+    ) -> Result<Option<(Request, Option<Binding>)>, StoreError>;
+
     /// Stores `next` if the stored row still has version `next.version - 1`.
     async fn update_request(&self, next: &Request, ctx: WriteCtx) -> Result<(), StoreError>;
 

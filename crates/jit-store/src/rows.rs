@@ -78,11 +78,19 @@ pub(crate) fn binding_from_row(row: &AnyRow) -> Result<Binding, StoreError> {
     let channel: String = row.try_get("channel_id")?;
     let accounts: String = row.try_get("accounts")?;
     let policy: String = row.try_get("policy")?;
-    let version: i64 = row.try_get("version")?;
-    let accounts: BTreeMap<String, Vec<String>> = serde_json::from_str(&accounts)
+    binding_from_parts(&channel, &accounts, &policy, row.try_get("version")?)
+}
+
+pub(crate) fn binding_from_parts(
+    channel: &str,
+    accounts: &str,
+    policy: &str,
+    version: i64,
+) -> Result<Binding, StoreError> {
+    let accounts: BTreeMap<String, Vec<String>> = serde_json::from_str(accounts)
         .map_err(|e| StoreError::Corrupt(format!("accounts: {e}")))?;
     let p: PolicyRow =
-        serde_json::from_str(&policy).map_err(|e| StoreError::Corrupt(format!("policy: {e}")))?;
+        serde_json::from_str(policy).map_err(|e| StoreError::Corrupt(format!("policy: {e}")))?;
     let mut out = BTreeMap::new();
     for (a, sets) in accounts {
         let a = AccountId::parse(&a).map_err(corrupt("account"))?;
@@ -93,7 +101,7 @@ pub(crate) fn binding_from_row(row: &AnyRow) -> Result<Binding, StoreError> {
         out.insert(a, sets);
     }
     Ok(Binding {
-        channel_id: ChannelId::parse(&channel).map_err(corrupt("channel"))?,
+        channel_id: ChannelId::parse(channel).map_err(corrupt("channel"))?,
         accounts: out,
         policy: Policy {
             approvers: p

@@ -3,8 +3,8 @@
 //! (row locks, advisory locks, connection set-up).
 
 use crate::rows::{
-    REQUEST_COLUMNS, RequestRow, accounts_json, audit_from_row, binding_from_row, ms, policy_json,
-    request_from_row, request_to_row,
+    REQUEST_COLUMNS, RequestRow, accounts_json, audit_from_row, binding_from_parts,
+    binding_from_row, ms, policy_json, request_from_row, request_to_row,
 };
 use crate::{AuditFilter, IdemRecord, RequestFilter, Store, StoreError, VerifyError, WriteCtx};
 use async_trait::async_trait;
@@ -17,7 +17,7 @@ use sqlx::any::{AnyArguments, AnyPoolOptions, AnyRow};
 use sqlx::query::Query;
 use sqlx::{Any, AnyConnection, AnyPool, AssertSqlSafe, Connection, Executor, Row};
 use std::path::Path;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 /// Which database is behind the store.
@@ -35,12 +35,48 @@ pub struct SqlStore {
     write: AnyPool,
     read: AnyPool,
     dialect: Dialect,
+    /// SQLite only: the audit chain's head, cached by the single writer and held locked for the
+    /// length of each write transaction (saves a round trip to the writer thread per write).
+    head: Arc<tokio::sync::Mutex<Option<(i64, String)>>>,
 }
 
-const SQLITE_MIGRATIONS: &[(i64, &str)] =
-    &[(1, include_str!("../migrations/sqlite/0001_init.sql"))];
-const POSTGRES_MIGRATIONS: &[(i64, &str)] =
-    &[(1, include_str!("../migrations/postgres/0001_init.sql"))];
+const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/sqlite/0001_init.sql")),
+    (
+        2,
+        include_str!("../migrations/sqlite/0002_audit_head_trigger.sql"),
+    ),
+];
+const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/postgres/0001_init.sql")),
+    (
+        2,
+        include_str!("../migrations/postgres/0002_audit_head_trigger.sql"),
+    ),
+];
+
+/// Splits a migration file into statements: a statement ends with `;` at the end of a line
+/// (so trigger and function bodies keep their inner `;` on one line).
+fn statements(text: &str) -> impl Iterator<Item = String> + '_ {
+    let mut cur = String::new();
+    let mut out = Vec::new();
+    for line in text.lines() {
+        cur.push_str(line);
+        cur.push('\n');
+        if line.trim_end().ends_with(';') {
+            let stmt = cur.trim().trim_end_matches(';').trim().to_owned();
+            if !stmt.is_empty() {
+                out.push(stmt);
+            }
+            cur.clear();
+        }
+    }
+    let rest = cur.trim().to_owned();
+    if !rest.is_empty() {
+        out.push(rest);
+    }
+    out.into_iter()
+}
 
 /// Advisory lock id that serialises migrations when several servers start at once.
 const MIGRATION_LOCK: i64 = 0x6a69_7461;
@@ -147,6 +183,7 @@ impl SqlStore {
                 write: pool.clone(),
                 read: pool,
                 dialect: Dialect::Postgres,
+                head: Arc::default(),
             }
         } else {
             let path = url
@@ -181,6 +218,7 @@ impl SqlStore {
                 write,
                 read,
                 dialect: Dialect::Sqlite,
+                head: Arc::default(),
             }
         };
         store.migrate().await?;
@@ -218,8 +256,8 @@ impl SqlStore {
                     continue;
                 }
                 let mut tx = conn.begin().await?;
-                for stmt in text.split(';').map(str::trim).filter(|s| !s.is_empty()) {
-                    tx.execute(stmt).await?;
+                for stmt in statements(text) {
+                    tx.execute(AssertSqlSafe(stmt)).await?;
                 }
                 sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)")
                     .bind(*version)
@@ -241,26 +279,63 @@ impl SqlStore {
         result.map_err(StoreError::from)
     }
 
-    /// Appends audit events and writes the idempotency record inside `tx`.
-    async fn finish_write(&self, tx: &mut AnyConnection, ctx: &WriteCtx) -> Result<(), StoreError> {
-        append_audit(tx, self.dialect, &ctx.audit, ms(ctx.now)).await?;
-        if let Some(idem) = &ctx.idem {
-            sqlx::query(
-                "INSERT INTO idempotency (scope, key, request_hash, status, response, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(idem.scope.clone())
-            .bind(idem.key.clone())
-            .bind(idem.request_hash.clone())
-            .bind(i64::from(idem.status))
-            .bind(idem.response.clone())
-            .bind(ms(ctx.now))
-            .execute(&mut *tx)
-            .await
-            .map_err(map_write_err)?;
+    /// Runs one write transaction: `body` makes the change, then the audit events and the
+    /// idempotency record are appended, then it commits. On SQLite the cached chain head is held
+    /// locked throughout (there is one writer); on PostgreSQL the head row is locked with
+    /// `FOR UPDATE` inside the transaction instead.
+    async fn write_tx<T>(
+        &self,
+        ctx: &WriteCtx,
+        body: impl for<'c> FnOnce(&'c mut AnyConnection) -> WriteFuture<'c, T>,
+    ) -> Result<T, StoreError> {
+        let mut cache = match self.dialect {
+            Dialect::Sqlite => Some(self.head.lock().await),
+            Dialect::Postgres => None,
+        };
+        let cached = cache.as_ref().and_then(|c| (**c).clone());
+        let result: Result<(T, Option<(i64, String)>), StoreError> = async {
+            let mut tx = self.write.begin().await?;
+            let out = body(&mut tx).await?;
+            let head = append_audit(&mut tx, self.dialect, cached, &ctx.audit, ms(ctx.now)).await?;
+            if let Some(idem) = &ctx.idem {
+                sqlx::query(
+                    "INSERT INTO idempotency (scope, key, request_hash, status, response, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(idem.scope.clone())
+                .bind(idem.key.clone())
+                .bind(idem.request_hash.clone())
+                .bind(i64::from(idem.status))
+                .bind(idem.response.clone())
+                .bind(ms(ctx.now))
+                .execute(&mut *tx)
+                .await
+                .map_err(map_write_err)?;
+            }
+            tx.commit().await?;
+            Ok((out, head))
         }
-        Ok(())
+        .await;
+        match result {
+            Ok((out, head)) => {
+                if let (Some(c), Some(h)) = (cache.as_mut(), head) {
+                    **c = Some(h);
+                }
+                Ok(out)
+            }
+            Err(e) => {
+                // The transaction rolled back (or its outcome is unknown): read the head afresh.
+                if let Some(c) = cache.as_mut() {
+                    **c = None;
+                }
+                Err(e)
+            }
+        }
     }
 }
+
+/// The future a write body returns.
+type WriteFuture<'c, T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, StoreError>> + Send + 'c>>;
 
 type PragmaFuture<'c> =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), sqlx::Error>> + Send + 'c>>;
@@ -277,51 +352,62 @@ fn sqlite_pragmas(
     })
 }
 
+const AUDIT_COLUMNS: usize = 11;
+
+/// Appends `drafts` to the chain in one multi-row INSERT (a trigger advances `audit_head`).
+/// Returns the new head, or `None` when there was nothing to append.
 async fn append_audit(
     tx: &mut AnyConnection,
     dialect: Dialect,
+    cached: Option<(i64, String)>,
     drafts: &[AuditDraft],
     now_ms: i64,
-) -> Result<(), StoreError> {
+) -> Result<Option<(i64, String)>, StoreError> {
     if drafts.is_empty() {
-        return Ok(());
+        return Ok(cached);
     }
-    let head_sql = match dialect {
-        Dialect::Postgres => "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE",
-        Dialect::Sqlite => "SELECT seq, hash FROM audit_head WHERE id = 1",
+    let (mut seq, mut prev) = match cached {
+        Some(h) => h,
+        None => {
+            let head_sql = match dialect {
+                Dialect::Postgres => "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE",
+                Dialect::Sqlite => "SELECT seq, hash FROM audit_head WHERE id = 1",
+            };
+            let head = sqlx::query(head_sql).fetch_one(&mut *tx).await?;
+            (head.try_get("seq")?, head.try_get("hash")?)
+        }
     };
-    let head = sqlx::query(head_sql).fetch_one(&mut *tx).await?;
-    let mut seq: i64 = head.try_get("seq")?;
-    let mut prev: String = head.try_get("hash")?;
+    let mut rows = Vec::with_capacity(drafts.len());
+    for (i, _) in drafts.iter().enumerate() {
+        let params: Vec<String> = (1..=AUDIT_COLUMNS)
+            .map(|c| format!("${}", i * AUDIT_COLUMNS + c))
+            .collect();
+        rows.push(format!("({})", params.join(", ")));
+    }
+    let sql = format!(
+        "INSERT INTO audit_events (seq, at_ms, type, actor_id, actor_email, request_id, channel_id, account_id, data, prev_hash, hash) VALUES {}",
+        rows.join(", ")
+    );
+    let mut q = sqlx::query(AssertSqlSafe(sql));
     for d in drafts {
         seq += 1;
         let hash = event_hash(&prev, seq, now_ms, d);
-        sqlx::query(
-            "INSERT INTO audit_events (seq, at_ms, type, actor_id, actor_email, request_id, channel_id, account_id, data, prev_hash, hash) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-        )
-        .bind(seq)
-        .bind(now_ms)
-        .bind(d.kind.clone())
-        .bind(d.actor_id.clone())
-        .bind(d.actor_email.clone())
-        .bind(d.request_id.clone())
-        .bind(d.channel_id.clone())
-        .bind(d.account_id.clone())
-        .bind(d.data.to_string())
-        .bind(prev.clone())
-        .bind(hash.clone())
-        .execute(&mut *tx)
-        .await
-        .map_err(map_write_err)?;
+        q = q
+            .bind(seq)
+            .bind(now_ms)
+            .bind(d.kind.clone())
+            .bind(d.actor_id.clone())
+            .bind(d.actor_email.clone())
+            .bind(d.request_id.clone())
+            .bind(d.channel_id.clone())
+            .bind(d.account_id.clone())
+            .bind(d.data.to_string())
+            .bind(prev.clone())
+            .bind(hash.clone());
         prev = hash;
     }
-    sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
-        .bind(seq)
-        .bind(prev)
-        .execute(&mut *tx)
-        .await?;
-    Ok(())
+    q.execute(&mut *tx).await.map_err(map_write_err)?;
+    Ok(Some((seq, prev)))
 }
 
 #[async_trait]
@@ -347,40 +433,46 @@ impl Store for SqlStore {
         expected_version: i64,
         ctx: WriteCtx,
     ) -> Result<Binding, StoreError> {
-        let mut tx = self.write.begin().await?;
         let new_version = expected_version + 1;
-        let affected = if expected_version == 0 {
-            sqlx::query(
-                "INSERT INTO bindings (channel_id, accounts, policy, version, updated_at) VALUES ($1, $2, $3, $4, $5)",
-            )
-            .bind(b.channel_id.as_str().to_owned())
-            .bind(accounts_json(b))
-            .bind(policy_json(&b.policy))
-            .bind(new_version)
-            .bind(ms(ctx.now))
-            .execute(&mut *tx)
-            .await
-            .map_err(map_write_err)?
-            .rows_affected()
-        } else {
-            sqlx::query(
-                "UPDATE bindings SET accounts = $1, policy = $2, version = $3, updated_at = $4 WHERE channel_id = $5 AND version = $6",
-            )
-            .bind(accounts_json(b))
-            .bind(policy_json(&b.policy))
-            .bind(new_version)
-            .bind(ms(ctx.now))
-            .bind(b.channel_id.as_str().to_owned())
-            .bind(expected_version)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected()
-        };
-        if affected != 1 {
-            return Err(StoreError::Conflict);
-        }
-        self.finish_write(&mut tx, &ctx).await?;
-        tx.commit().await?;
+        let (channel, accounts, policy, now) = (
+            b.channel_id.as_str().to_owned(),
+            accounts_json(b),
+            policy_json(&b.policy),
+            ms(ctx.now),
+        );
+        self.write_tx(&ctx, move |tx| {
+            Box::pin(async move {
+                let affected = if expected_version == 0 {
+                    sqlx::query(
+                        "INSERT INTO bindings (channel_id, accounts, policy, version, updated_at) VALUES ($1, $2, $3, $4, $5)",
+                    )
+                    .bind(channel)
+                    .bind(accounts)
+                    .bind(policy)
+                    .bind(new_version)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_write_err)?
+                    .rows_affected()
+                } else {
+                    sqlx::query(
+                        "UPDATE bindings SET accounts = $1, policy = $2, version = $3, updated_at = $4 WHERE channel_id = $5 AND version = $6",
+                    )
+                    .bind(accounts)
+                    .bind(policy)
+                    .bind(new_version)
+                    .bind(now)
+                    .bind(channel)
+                    .bind(expected_version)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected()
+                };
+                if affected == 1 { Ok(()) } else { Err(StoreError::Conflict) }
+            })
+        })
+        .await?;
         Ok(Binding {
             version: new_version,
             ..b.clone()
@@ -393,31 +485,38 @@ impl Store for SqlStore {
         expected_version: i64,
         ctx: WriteCtx,
     ) -> Result<(), StoreError> {
-        let mut tx = self.write.begin().await?;
-        let affected = sqlx::query("DELETE FROM bindings WHERE channel_id = $1 AND version = $2")
-            .bind(channel.as_str().to_owned())
-            .bind(expected_version)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        if affected != 1 {
-            return Err(StoreError::Conflict);
-        }
-        self.finish_write(&mut tx, &ctx).await?;
-        tx.commit().await?;
-        Ok(())
+        let channel = channel.as_str().to_owned();
+        self.write_tx(&ctx, move |tx| {
+            Box::pin(async move {
+                let affected =
+                    sqlx::query("DELETE FROM bindings WHERE channel_id = $1 AND version = $2")
+                        .bind(channel)
+                        .bind(expected_version)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                if affected == 1 {
+                    Ok(())
+                } else {
+                    Err(StoreError::Conflict)
+                }
+            })
+        })
+        .await
     }
 
     async fn create_request(&self, req: &Request, ctx: WriteCtx) -> Result<(), StoreError> {
-        let mut tx = self.write.begin().await?;
         let row = request_to_row(req, ctx.now);
-        bind_request_row(sqlx::query(INSERT_REQUEST.as_str()), row, true)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_write_err)?;
-        self.finish_write(&mut tx, &ctx).await?;
-        tx.commit().await?;
-        Ok(())
+        self.write_tx(&ctx, move |tx| {
+            Box::pin(async move {
+                bind_request_row(sqlx::query(INSERT_REQUEST.as_str()), row, true)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_write_err)?;
+                Ok(())
+            })
+        })
+        .await
     }
 
     async fn get_request(&self, id: &RequestId) -> Result<Option<Request>, StoreError> {
@@ -430,28 +529,62 @@ impl Store for SqlStore {
     }
 
     async fn update_request(&self, next: &Request, ctx: WriteCtx) -> Result<(), StoreError> {
-        let mut tx = self.write.begin().await?;
         let row = request_to_row(next, ctx.now);
-        let affected = bind_request_row(sqlx::query(UPDATE_REQUEST.as_str()), row, false)
-            .bind(next.version - 1)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_write_err)?
-            .rows_affected();
-        if affected != 1 {
-            let exists = sqlx::query("SELECT version FROM requests WHERE id = $1")
-                .bind(next.id.as_str().to_owned())
-                .fetch_optional(&mut *tx)
-                .await?;
-            return Err(if exists.is_some() {
-                StoreError::Conflict
-            } else {
-                StoreError::NotFound
-            });
-        }
-        self.finish_write(&mut tx, &ctx).await?;
-        tx.commit().await?;
-        Ok(())
+        let (id, expected) = (next.id.as_str().to_owned(), next.version - 1);
+        self.write_tx(&ctx, move |tx| {
+            Box::pin(async move {
+                let affected = bind_request_row(sqlx::query(UPDATE_REQUEST.as_str()), row, false)
+                    .bind(expected)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_write_err)?
+                    .rows_affected();
+                if affected == 1 {
+                    return Ok(());
+                }
+                let exists = sqlx::query("SELECT version FROM requests WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                Err(if exists.is_some() {
+                    StoreError::Conflict
+                } else {
+                    StoreError::NotFound
+                })
+            })
+        })
+        .await
+    }
+
+    async fn get_request_with_binding(
+        &self,
+        id: &RequestId,
+    ) -> Result<Option<(Request, Option<Binding>)>, StoreError> {
+        let sql = format!(
+            "SELECT {}, b.channel_id AS b_channel_id, b.accounts AS b_accounts, b.policy AS b_policy, b.version AS b_version \
+             FROM requests r LEFT JOIN bindings b ON b.channel_id = r.channel_id WHERE r.id = $1",
+            REQUEST_COLUMNS
+                .split(',')
+                .map(|c| format!("r.{}", c.trim()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(id.as_str().to_owned())
+            .fetch_optional(&self.read)
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let req = request_from_row(&row)?;
+        let binding = match row.try_get::<Option<String>, _>("b_channel_id")? {
+            Some(channel) => Some(binding_from_parts(
+                &channel,
+                &row.try_get::<String, _>("b_accounts")?,
+                &row.try_get::<String, _>("b_policy")?,
+                row.try_get("b_version")?,
+            )?),
+            None => None,
+        };
+        Ok(Some((req, binding)))
     }
 
     async fn list_requests(
