@@ -35,9 +35,8 @@ pub struct SqlStore {
     write: AnyPool,
     read: AnyPool,
     dialect: Dialect,
-    /// SQLite only: the audit chain's head, cached by the single writer and held locked for the
-    /// length of each write transaction (saves a round trip to the writer thread per write).
-    head: Arc<tokio::sync::Mutex<Option<(i64, String)>>>,
+    /// The single writer task's queue (see [`writer`]).
+    jobs: tokio::sync::mpsc::Sender<WriteJob>,
 }
 
 const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
@@ -179,12 +178,7 @@ impl SqlStore {
                 .acquire_timeout(Duration::from_secs(5))
                 .connect(url)
                 .await?;
-            Self {
-                write: pool.clone(),
-                read: pool,
-                dialect: Dialect::Postgres,
-                head: Arc::default(),
-            }
+            Self::with_writer(pool.clone(), pool, Dialect::Postgres)
         } else {
             let path = url
                 .strip_prefix("sqlite://")
@@ -214,12 +208,7 @@ impl SqlStore {
                 .after_connect(pragmas)
                 .connect(&url)
                 .await?;
-            Self {
-                write,
-                read,
-                dialect: Dialect::Sqlite,
-                head: Arc::default(),
-            }
+            Self::with_writer(write, read, Dialect::Sqlite)
         };
         store.migrate().await?;
         Ok(store)
@@ -279,58 +268,177 @@ impl SqlStore {
         result.map_err(StoreError::from)
     }
 
-    /// Runs one write transaction: `body` makes the change, then the audit events and the
-    /// idempotency record are appended, then it commits. On SQLite the cached chain head is held
-    /// locked throughout (there is one writer); on PostgreSQL the head row is locked with
-    /// `FOR UPDATE` inside the transaction instead.
-    async fn write_tx<T>(
+    fn with_writer(write: AnyPool, read: AnyPool, dialect: Dialect) -> Self {
+        let (jobs, rx) = tokio::sync::mpsc::channel(1024);
+        tokio::spawn(writer(write.clone(), dialect, rx));
+        Self {
+            write,
+            read,
+            dialect,
+            jobs,
+        }
+    }
+
+    /// Queues one write for the writer task and waits for its outcome. `body` makes the change;
+    /// the writer then appends the audit events and the idempotency record in the same
+    /// transaction.
+    async fn write_tx(
         &self,
         ctx: &WriteCtx,
-        body: impl for<'c> FnOnce(&'c mut AnyConnection) -> WriteFuture<'c, T>,
-    ) -> Result<T, StoreError> {
-        let mut cache = match self.dialect {
-            Dialect::Sqlite => Some(self.head.lock().await),
-            Dialect::Postgres => None,
+        body: impl for<'c> FnOnce(&'c mut AnyConnection) -> WriteFuture<'c, ()> + Send + 'static,
+    ) -> Result<(), StoreError> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        let job = WriteJob {
+            ctx: ctx.clone(),
+            body: Some(Box::new(body)),
+            reset_head: false,
+            reply,
         };
-        let cached = cache.as_ref().and_then(|c| (**c).clone());
-        let result: Result<(T, Option<(i64, String)>), StoreError> = async {
-            let mut tx = self.write.begin().await?;
-            let out = body(&mut tx).await?;
-            let head = append_audit(&mut tx, self.dialect, cached, &ctx.audit, ms(ctx.now)).await?;
-            if let Some(idem) = &ctx.idem {
-                sqlx::query(
-                    "INSERT INTO idempotency (scope, key, request_hash, status, response, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
-                )
-                .bind(idem.scope.clone())
-                .bind(idem.key.clone())
-                .bind(idem.request_hash.clone())
-                .bind(i64::from(idem.status))
-                .bind(idem.response.clone())
-                .bind(ms(ctx.now))
-                .execute(&mut *tx)
-                .await
-                .map_err(map_write_err)?;
+        self.jobs
+            .send(job)
+            .await
+            .map_err(|_| StoreError::Backend("the writer has stopped".into()))?;
+        rx.await
+            .map_err(|_| StoreError::Backend("the writer dropped the write".into()))?
+    }
+}
+
+type WriteBody = Box<dyn for<'c> FnOnce(&'c mut AnyConnection) -> WriteFuture<'c, ()> + Send>;
+
+/// One queued write.
+struct WriteJob {
+    ctx: WriteCtx,
+    body: Option<WriteBody>,
+    /// Forget the cached chain head after this job (raw statements may have changed it).
+    reset_head: bool,
+    reply: tokio::sync::oneshot::Sender<Result<(), StoreError>>,
+}
+
+/// Most writes committed in one transaction.
+const MAX_BATCH: usize = 64;
+
+/// The writer: one task per store that commits queued writes in batches. Every write of a batch
+/// is applied in one transaction with its audit events (group commit), so the chain head is
+/// read once per batch and the commit (an fsync on PostgreSQL) is shared. A write that fails
+/// in an expected way (compare-and-set lost, unique key taken) is undone alone (savepoint);
+/// anything unexpected rolls the whole batch back and fails its writes.
+async fn writer(pool: AnyPool, dialect: Dialect, mut rx: tokio::sync::mpsc::Receiver<WriteJob>) {
+    // SQLite has this single writer, so the head can be cached between batches; PostgreSQL
+    // may have other servers appending, so it is read (and locked) in every batch.
+    let mut cached: Option<(i64, String)> = None;
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(j) => batch.push(j),
+                Err(_) => break,
             }
-            tx.commit().await?;
-            Ok((out, head))
         }
-        .await;
-        match result {
-            Ok((out, head)) => {
-                if let (Some(c), Some(h)) = (cache.as_mut(), head) {
-                    **c = Some(h);
+        let start_head = if dialect == Dialect::Sqlite {
+            cached.take()
+        } else {
+            None
+        };
+        let reset = batch.iter().any(|j| j.reset_head);
+        match run_batch(&pool, dialect, start_head, &mut batch).await {
+            Ok((results, head)) => {
+                cached = if reset { None } else { head };
+                for (job, r) in batch.drain(..).zip(results) {
+                    let _ = job.reply.send(r);
                 }
-                Ok(out)
             }
             Err(e) => {
-                // The transaction rolled back (or its outcome is unknown): read the head afresh.
-                if let Some(c) = cache.as_mut() {
-                    **c = None;
+                tracing::error!(error = %e, writes = batch.len(), "write batch failed and was rolled back");
+                cached = None;
+                for job in batch.drain(..) {
+                    let _ = job.reply.send(Err(StoreError::Backend(e.to_string())));
                 }
-                Err(e)
             }
         }
     }
+}
+
+async fn run_batch(
+    pool: &AnyPool,
+    dialect: Dialect,
+    mut head: Option<(i64, String)>,
+    batch: &mut [WriteJob],
+) -> Result<(Vec<Result<(), StoreError>>, Option<(i64, String)>), StoreError> {
+    let mut tx = pool.begin().await?;
+    let mut results = Vec::with_capacity(batch.len());
+    for job in batch.iter_mut() {
+        // SQLite undoes a failed statement by itself and keeps the transaction usable, so a
+        // savepoint is needed only where a later statement of the same write can fail (the
+        // idempotency record). PostgreSQL aborts the whole transaction on any error.
+        let savepoint = dialect == Dialect::Postgres || job.ctx.idem.is_some();
+        if savepoint {
+            tx.execute("SAVEPOINT w").await?;
+        }
+        let outcome = match job.body.take() {
+            Some(body) => body(&mut tx).await,
+            None => Ok(()),
+        };
+        if let Err(e) = outcome {
+            if savepoint {
+                tx.execute("ROLLBACK TO SAVEPOINT w").await?;
+            }
+            if matches!(e, StoreError::Backend(_)) {
+                return Err(e);
+            }
+            results.push(Err(e));
+            continue;
+        }
+        if head.is_none() && !job.ctx.audit.is_empty() {
+            head = Some(read_head(&mut tx, dialect).await?);
+        }
+        let next_head = match &head {
+            Some(h) => {
+                Some(append_audit(&mut tx, h.clone(), &job.ctx.audit, ms(job.ctx.now)).await?)
+            }
+            None => None,
+        };
+        if let Some(idem) = &job.ctx.idem {
+            let r = sqlx::query(
+                "INSERT INTO idempotency (scope, key, request_hash, status, response, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(idem.scope.clone())
+            .bind(idem.key.clone())
+            .bind(idem.request_hash.clone())
+            .bind(i64::from(idem.status))
+            .bind(idem.response.clone())
+            .bind(ms(job.ctx.now))
+            .execute(&mut *tx)
+            .await;
+            if let Err(e) = r {
+                let e = map_write_err(e);
+                tx.execute("ROLLBACK TO SAVEPOINT w").await?;
+                if matches!(e, StoreError::Backend(_)) {
+                    return Err(e);
+                }
+                results.push(Err(e));
+                continue;
+            }
+        }
+        if savepoint {
+            tx.execute("RELEASE SAVEPOINT w").await?;
+        }
+        if next_head.is_some() {
+            head = next_head;
+        }
+        results.push(Ok(()));
+    }
+    tx.commit().await?;
+    Ok((results, head))
+}
+
+async fn read_head(tx: &mut AnyConnection, dialect: Dialect) -> Result<(i64, String), StoreError> {
+    let head_sql = match dialect {
+        Dialect::Postgres => "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE",
+        Dialect::Sqlite => "SELECT seq, hash FROM audit_head WHERE id = 1",
+    };
+    let head = sqlx::query(head_sql).fetch_one(&mut *tx).await?;
+    Ok((head.try_get("seq")?, head.try_get("hash")?))
 }
 
 /// The future a write body returns.
@@ -354,29 +462,18 @@ fn sqlite_pragmas(
 
 const AUDIT_COLUMNS: usize = 11;
 
-/// Appends `drafts` to the chain in one multi-row INSERT (a trigger advances `audit_head`).
-/// Returns the new head, or `None` when there was nothing to append.
+/// Appends `drafts` after `head` in one multi-row INSERT (a trigger advances `audit_head`).
+/// Returns the new head.
 async fn append_audit(
     tx: &mut AnyConnection,
-    dialect: Dialect,
-    cached: Option<(i64, String)>,
+    head: (i64, String),
     drafts: &[AuditDraft],
     now_ms: i64,
-) -> Result<Option<(i64, String)>, StoreError> {
+) -> Result<(i64, String), StoreError> {
+    let (mut seq, mut prev) = head;
     if drafts.is_empty() {
-        return Ok(cached);
+        return Ok((seq, prev));
     }
-    let (mut seq, mut prev) = match cached {
-        Some(h) => h,
-        None => {
-            let head_sql = match dialect {
-                Dialect::Postgres => "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE",
-                Dialect::Sqlite => "SELECT seq, hash FROM audit_head WHERE id = 1",
-            };
-            let head = sqlx::query(head_sql).fetch_one(&mut *tx).await?;
-            (head.try_get("seq")?, head.try_get("hash")?)
-        }
-    };
     let mut rows = Vec::with_capacity(drafts.len());
     for (i, _) in drafts.iter().enumerate() {
         let params: Vec<String> = (1..=AUDIT_COLUMNS)
@@ -406,8 +503,8 @@ async fn append_audit(
             .bind(hash.clone());
         prev = hash;
     }
-    q.execute(&mut *tx).await.map_err(map_write_err)?;
-    Ok(Some((seq, prev)))
+    q.execute(&mut *tx).await?;
+    Ok((seq, prev))
 }
 
 #[async_trait]
@@ -672,7 +769,7 @@ impl Store for SqlStore {
         let row = sqlx::query("SELECT scope, key, request_hash, status, response FROM idempotency WHERE scope = $1 AND key = $2")
             .bind(scope.to_owned())
             .bind(key.to_owned())
-            .fetch_optional(&self.write)
+            .fetch_optional(&self.read)
             .await?;
         row.map(|r| {
             Ok(IdemRecord {
@@ -825,6 +922,33 @@ impl SqlStore {
     /// with audit rows and prove that verification notices); never reachable from the API.
     #[doc(hidden)]
     pub async fn raw_execute(&self, sql: &'static str) -> Result<u64, StoreError> {
-        Ok(sqlx::query(sql).execute(&self.write).await?.rows_affected())
+        let affected = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let out = affected.clone();
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        let body: WriteBody = Box::new(move |tx| {
+            Box::pin(async move {
+                let n = sqlx::query(sql).execute(&mut *tx).await?.rows_affected();
+                out.store(n, std::sync::atomic::Ordering::SeqCst);
+                Ok(())
+            })
+        });
+        let ctx = WriteCtx {
+            audit: vec![],
+            idem: None,
+            now: time::OffsetDateTime::UNIX_EPOCH,
+        };
+        let job = WriteJob {
+            ctx,
+            body: Some(body),
+            reset_head: true,
+            reply,
+        };
+        self.jobs
+            .send(job)
+            .await
+            .map_err(|_| StoreError::Backend("the writer has stopped".into()))?;
+        rx.await
+            .map_err(|_| StoreError::Backend("the writer dropped the write".into()))??;
+        Ok(affected.load(std::sync::atomic::Ordering::SeqCst))
     }
 }

@@ -470,6 +470,61 @@ async fn migrations_are_idempotent(db: Db) {
     assert_eq!(second.verify_audit().await.unwrap(), 1);
 }
 
+async fn batched_writes_fail_alone(db: Db) {
+    let b = bound(&db).await;
+    let store = Arc::new(db.store.clone());
+    let mut tasks = Vec::new();
+    for n in 0..50u8 {
+        let store = store.clone();
+        let r = new_request(&b, n + 1, T0);
+        tasks.push(tokio::spawn(async move {
+            let mut ctx = WriteCtx::new(audit("request.created", Some(&r)), T0);
+            if n % 5 == 0 {
+                // Ten writes race for one idempotency key: one wins, nine fail, others unharmed.
+                ctx.idem = Some(IdemRecord {
+                    scope: "s".into(),
+                    key: "same".into(),
+                    request_hash: "h".into(),
+                    status: 201,
+                    response: "{}".into(),
+                });
+            }
+            (n, store.create_request(&r, ctx).await)
+        }));
+    }
+    let mut ok = 0;
+    let mut idem_ok = 0;
+    for t in tasks {
+        let (n, r) = t.await.unwrap();
+        match r {
+            Ok(()) => {
+                ok += 1;
+                if n % 5 == 0 {
+                    idem_ok += 1;
+                }
+            }
+            Err(StoreError::Conflict) => {
+                assert_eq!(n % 5, 0, "only the idempotency racers may fail")
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!((ok, idem_ok), (41, 1));
+    let (all, _) = store
+        .list_requests(&RequestFilter {
+            limit: 200,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 41, "failed writes left no request behind");
+    assert_eq!(
+        store.verify_audit().await.unwrap(),
+        42,
+        "and no audit event"
+    );
+}
+
 macro_rules! both {
     ($($name:ident),* $(,)?) => {
         mod on_sqlite { use super::*; $( #[tokio::test] async fn $name() { super::$name(sqlite().await).await } )* }
@@ -487,6 +542,7 @@ both!(
     idempotency_record_commits_with_the_change,
     durable_nonces,
     migrations_are_idempotent,
+    batched_writes_fail_alone,
 );
 
 #[tokio::test]
