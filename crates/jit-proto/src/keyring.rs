@@ -151,6 +151,14 @@ fn trim_zeros(d: &[u8]) -> &[u8] {
     d.get(n..).unwrap_or_default()
 }
 
+/// Lets a ring be queried by the header's `&str` without allocating (the ordering of `KeyId`
+/// is the ordering of its text, as `Borrow` requires).
+impl std::borrow::Borrow<str> for KeyId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl fmt::Debug for KeyId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(&self.0, f)
@@ -452,9 +460,7 @@ impl KeyRing {
 
     /// The key a verifier must use for `id`; there is no fallback to other keys.
     pub fn get(&self, id: &str) -> Option<&Arc<KeyEntry>> {
-        // BTreeMap<KeyId, _> cannot be queried by &str without a Borrow impl that would let
-        // any string compare as an id; the ids are few, so build the key once.
-        self.keys.get(&KeyId(id.to_owned()))
+        self.keys.get(id)
     }
 
     /// Number of keys.

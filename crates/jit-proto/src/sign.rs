@@ -17,6 +17,7 @@ use crate::nonce::{NonceError, NonceStore};
 use hmac::Mac;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, percent_encode};
 use sha2::{Digest, Sha256};
+use std::borrow::Cow;
 use std::fmt;
 
 /// Header names as the existing plugin writes them (HTTP header names are case-insensitive).
@@ -154,16 +155,68 @@ pub enum Lookup<'a> {
 pub trait HeaderLookup {
     /// Looks up `name` (given in any case).
     fn lookup(&self, name: &str) -> Lookup<'_>;
+
+    /// The five headers of the scheme (key id, timestamp, nonce, signature, version), in that
+    /// order. Implementations may find them in one pass.
+    fn scheme_headers(&self) -> [Lookup<'_>; 5] {
+        SCHEME_HEADERS.map(|n| self.lookup(n))
+    }
 }
+
+/// Lowercase names of the scheme's headers, in [`HeaderLookup::scheme_headers`] order.
+const SCHEME_HEADERS: [&str; 5] =
+    ["x-jit-keyid", "x-jit-timestamp", "x-jit-nonce", "x-jit-signature", "x-jit-signature-version"];
+
+fn found<'a>(slot: &mut Lookup<'a>, v: &'a [u8]) {
+    *slot = match slot {
+        Lookup::Missing => Lookup::One(v),
+        _ => Lookup::Many,
+    };
+}
+
+static H_KEY_ID: http::HeaderName = http::HeaderName::from_static("x-jit-keyid");
+static H_TIMESTAMP: http::HeaderName = http::HeaderName::from_static("x-jit-timestamp");
+static H_NONCE: http::HeaderName = http::HeaderName::from_static("x-jit-nonce");
+static H_SIGNATURE: http::HeaderName = http::HeaderName::from_static("x-jit-signature");
+static H_VERSION: http::HeaderName = http::HeaderName::from_static("x-jit-signature-version");
 
 impl HeaderLookup for http::HeaderMap {
     fn lookup(&self, name: &str) -> Lookup<'_> {
-        let mut it = self.get_all(name).iter();
+        // Prebuilt names for the scheme's headers skip parsing the name on every request.
+        let all = match name {
+            "x-jit-keyid" => self.get_all(&H_KEY_ID),
+            "x-jit-timestamp" => self.get_all(&H_TIMESTAMP),
+            "x-jit-nonce" => self.get_all(&H_NONCE),
+            "x-jit-signature" => self.get_all(&H_SIGNATURE),
+            "x-jit-signature-version" => self.get_all(&H_VERSION),
+            other => self.get_all(other),
+        };
+        let mut it = all.iter();
         match (it.next(), it.next()) {
             (None, _) => Lookup::Missing,
             (Some(v), None) => Lookup::One(v.as_bytes()),
             (Some(_), Some(_)) => Lookup::Many,
         }
+    }
+
+    /// One pass over the headers (names are stored lowercase) instead of five hash lookups.
+    fn scheme_headers(&self) -> [Lookup<'_>; 5] {
+        let mut out = [Lookup::Missing; 5];
+        for (name, value) in self {
+            let Some(rest) = name.as_str().strip_prefix("x-jit-") else { continue };
+            let i = match rest {
+                "keyid" => 0,
+                "timestamp" => 1,
+                "nonce" => 2,
+                "signature" => 3,
+                "signature-version" => 4,
+                _ => continue,
+            };
+            if let Some(slot) = out.get_mut(i) {
+                found(slot, value.as_bytes());
+            }
+        }
+        out
     }
 }
 
@@ -199,8 +252,8 @@ pub struct SignedHeaders<'a> {
     pub signature: [u8; 32],
 }
 
-fn header<'a>(h: &'a (impl HeaderLookup + ?Sized), name: &str) -> Result<&'a str, Rejection> {
-    match h.lookup(name) {
+fn header(found: Lookup<'_>) -> Result<&str, Rejection> {
+    match found {
         Lookup::Missing => Err(Rejection::MissingHeader),
         Lookup::Many => Err(Rejection::MalformedHeader),
         Lookup::One(v) => std::str::from_utf8(v).map_err(|_| Rejection::MalformedHeader),
@@ -215,11 +268,12 @@ impl<'a> SignedHeaders<'a> {
     /// Parses the signature headers. Missing ones give `missing_header`; duplicated or garbled
     /// ones `malformed_header`; an unknown version `unsupported_version`.
     pub fn parse(h: &'a (impl HeaderLookup + ?Sized)) -> Result<Self, Rejection> {
-        let key_id = header(h, HEADER_KEY_ID)?;
-        let timestamp_raw = header(h, HEADER_TIMESTAMP)?;
-        let nonce = header(h, HEADER_NONCE)?;
-        let sig = header(h, HEADER_SIGNATURE)?;
-        let version = match h.lookup(HEADER_VERSION) {
+        let [kid, ts, nonce, sig, ver] = h.scheme_headers();
+        let key_id = header(kid)?;
+        let timestamp_raw = header(ts)?;
+        let nonce = header(nonce)?;
+        let sig = header(sig)?;
+        let version = match ver {
             Lookup::Missing => SignatureVersion::V1,
             Lookup::Many => return Err(Rejection::MalformedHeader),
             Lookup::One(b"1") => SignatureVersion::V1,
@@ -240,10 +294,7 @@ impl<'a> SignedHeaders<'a> {
         let timestamp: i64 = timestamp_raw
             .parse()
             .map_err(|_| Rejection::MalformedHeader)?;
-        let mut signature = [0u8; 32];
-        if sig.len() != 64 || hex::decode_to_slice(sig, &mut signature).is_err() {
-            return Err(Rejection::MalformedHeader);
-        }
+        let signature = decode_signature(sig).ok_or(Rejection::MalformedHeader)?;
         Ok(Self {
             version,
             key_id,
@@ -253,6 +304,28 @@ impl<'a> SignedHeaders<'a> {
             signature,
         })
     }
+}
+
+/// Decodes 64 hex characters (either case) into 32 bytes.
+fn decode_signature(sig: &str) -> Option<[u8; 32]> {
+    fn nibble(c: u8) -> Option<u8> {
+        match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            b'A'..=b'F' => Some(c - b'A' + 10),
+            _ => None,
+        }
+    }
+    let b = sig.as_bytes();
+    if b.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (o, pair) in out.iter_mut().zip(b.chunks_exact(2)) {
+        let (hi, lo) = (*pair.first()?, *pair.get(1)?);
+        *o = (nibble(hi)? << 4) | nibble(lo)?;
+    }
+    Some(out)
 }
 
 /// The parts of a request that are signed.
@@ -279,32 +352,47 @@ impl<'a> RequestParts<'a> {
 /// encoded name then encoded value, joined with `&`. Empty pieces are dropped; a pair without
 /// `=` has an empty value. `+` is not a space here: it is encoded as `%2B`.
 pub fn canonical_query(raw: &str) -> String {
-    if raw.is_empty() {
-        return String::new();
-    }
-    let enc = |s: &str| -> String {
+    let mut out = String::with_capacity(raw.len() + 8);
+    emit_canonical_query(raw, |b| out.push_str(&String::from_utf8_lossy(b)));
+    out
+}
+
+/// True when `s` is already in canonical form: only unreserved characters.
+fn is_canonical(s: &str) -> bool {
+    s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
+}
+
+fn canonical_part(s: &str) -> Cow<'_, str> {
+    if is_canonical(s) {
+        Cow::Borrowed(s)
+    } else {
         let bytes: Vec<u8> = percent_decode_str(s).collect();
-        percent_encode(&bytes, UNRESERVED).to_string()
-    };
-    let mut pairs: Vec<(String, String)> = raw
+        Cow::Owned(percent_encode(&bytes, UNRESERVED).to_string())
+    }
+}
+
+/// [`canonical_query`] piece by piece, allocating only for parts that need re-encoding.
+fn emit_canonical_query(raw: &str, mut emit: impl FnMut(&[u8])) {
+    if raw.is_empty() {
+        return;
+    }
+    let mut pairs: Vec<(Cow<'_, str>, Cow<'_, str>)> = raw
         .split('&')
         .filter(|p| !p.is_empty())
         .map(|p| {
             let (n, v) = p.split_once('=').unwrap_or((p, ""));
-            (enc(n), enc(v))
+            (canonical_part(n), canonical_part(v))
         })
         .collect();
-    pairs.sort();
-    let mut out = String::with_capacity(raw.len() + 8);
+    pairs.sort_unstable();
     for (i, (n, v)) in pairs.iter().enumerate() {
         if i > 0 {
-            out.push('&');
+            emit(b"&");
         }
-        out.push_str(n);
-        out.push('=');
-        out.push_str(v);
+        emit(n.as_bytes());
+        emit(b"=");
+        emit(v.as_bytes());
     }
-    out
 }
 
 /// Hands the canonical string to `emit` piece by piece, so the MAC can be fed without building
@@ -338,7 +426,7 @@ fn emit_canonical(
     emit(path.as_bytes());
     emit(b"\n");
     if version == SignatureVersion::V2 {
-        emit(canonical_query(query).as_bytes());
+        emit_canonical_query(query, &mut emit);
         emit(b"\n");
         emit(audience.as_str().as_bytes());
         emit(b"\n");
