@@ -269,3 +269,69 @@ async fn secrets_manager_extra_stages_verify_but_never_sign() {
     assert_eq!(ring.signing_key().unwrap().id().as_str(), "cb-v2");
     assert!(ring.current().get("cb-v1").unwrap().is_verify_only());
 }
+
+/// A writer that keeps everything logged, to grep it.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn secrets_never_reach_the_logs() {
+    let logs = Captured::default();
+    let sink = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || sink.clone())
+        .json()
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let short = "shortsecret-xyzzy";
+    let dir = tempfile::tempdir().unwrap();
+    let (pa, pb) = (dir.path().join("a.json"), dir.path().join("b.json"));
+    std::fs::write(&pa, format!(r#"{{"key-v1":"{S1}","short":"{short}"}}"#)).unwrap();
+    std::fs::write(&pb, format!(r#"{{"cb-v1":"{S2}"}}"#)).unwrap();
+    let c = clock();
+    let a = RefreshingRing::new(
+        RingConfig::new("backend"),
+        Arc::new(FileSource::new(&pa)),
+        Arc::new(c.clone()),
+    );
+    let b = RefreshingRing::new(
+        RingConfig::new("callback"),
+        Arc::new(FileSource::new(&pb)),
+        Arc::new(c.clone()),
+    );
+    a.must_not_share_with(&b);
+    a.refresh().await.unwrap(); // warns about the short key
+    b.refresh().await.unwrap();
+    std::fs::write(&pb, format!(r#"{{"cb-v1":"{S2}","cb-v2":"{S1}"}}"#)).unwrap();
+    assert!(b.refresh().await.is_err()); // shared secret refused
+    std::fs::write(&pa, format!(r#"{{"key-v1":"{S3}", "bad": 7}}"#)).unwrap();
+    assert!(a.refresh().await.is_err()); // malformed ring
+    assert_eq!(
+        check(&a, &c, "key-v9", S3).await,
+        Err(Rejection::UnknownKey)
+    ); // reload on unknown key
+    assert_eq!(
+        check(&a, &c, "key-v1", S2).await,
+        Err(Rejection::BadSignature)
+    );
+
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(text.contains("shorter than 32 bytes"), "{text}");
+    assert!(text.contains("same secret"), "{text}");
+    assert!(text.contains("unknown key id"), "{text}");
+    for secret in [S1, S2, S3, short] {
+        assert!(!text.contains(secret), "a secret reached the logs:\n{text}");
+    }
+}

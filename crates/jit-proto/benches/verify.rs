@@ -64,9 +64,17 @@ fn bench(c: &mut Criterion) {
         // The server's real input: an http::HeaderMap with the signature headers and a few others.
         let mut pairs = http::HeaderMap::new();
         for (k, v) in &headers {
-            pairs.insert(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+            pairs.insert(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
         }
-        for (k, v) in [("host", "127.0.0.1:8080"), ("content-type", "application/json"), ("content-length", "1024"), ("accept", "*/*")] {
+        for (k, v) in [
+            ("host", "127.0.0.1:8080"),
+            ("content-type", "application/json"),
+            ("content-length", "1024"),
+            ("accept", "*/*"),
+        ] {
             pairs.insert(k, v.parse().unwrap());
         }
         let verifier = Verifier::new(VerifierConfig::new(Audience::Backend));
@@ -89,10 +97,16 @@ fn bench(c: &mut Criterion) {
                     .unwrap()
             })
         });
-        g.bench_function("parse_only", |b| b.iter(|| SignedHeaders::parse(black_box(&pairs)).unwrap()));
+        g.bench_function("parse_only", |b| {
+            b.iter(|| SignedHeaders::parse(black_box(&pairs)).unwrap())
+        });
         let parsed = SignedHeaders::parse(&pairs).unwrap();
         g.bench_function("check_only", |b| {
-            b.iter(|| verifier.check(&ring, black_box(&parsed), black_box(&req), NOW).unwrap())
+            b.iter(|| {
+                verifier
+                    .check(&ring, black_box(&parsed), black_box(&req), NOW)
+                    .unwrap()
+            })
         });
         let store = MemoryNonceStore::new(usize::MAX);
         let mut i: u64 = 0;

@@ -164,8 +164,13 @@ pub trait HeaderLookup {
 }
 
 /// Lowercase names of the scheme's headers, in [`HeaderLookup::scheme_headers`] order.
-const SCHEME_HEADERS: [&str; 5] =
-    ["x-jit-keyid", "x-jit-timestamp", "x-jit-nonce", "x-jit-signature", "x-jit-signature-version"];
+const SCHEME_HEADERS: [&str; 5] = [
+    "x-jit-keyid",
+    "x-jit-timestamp",
+    "x-jit-nonce",
+    "x-jit-signature",
+    "x-jit-signature-version",
+];
 
 fn found<'a>(slot: &mut Lookup<'a>, v: &'a [u8]) {
     *slot = match slot {
@@ -203,7 +208,9 @@ impl HeaderLookup for http::HeaderMap {
     fn scheme_headers(&self) -> [Lookup<'_>; 5] {
         let mut out = [Lookup::Missing; 5];
         for (name, value) in self {
-            let Some(rest) = name.as_str().strip_prefix("x-jit-") else { continue };
+            let Some(rest) = name.as_str().strip_prefix("x-jit-") else {
+                continue;
+            };
             let i = match rest {
                 "keyid" => 0,
                 "timestamp" => 1,
@@ -359,7 +366,8 @@ pub fn canonical_query(raw: &str) -> String {
 
 /// True when `s` is already in canonical form: only unreserved characters.
 fn is_canonical(s: &str) -> bool {
-    s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
+    s.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
 }
 
 fn canonical_part(s: &str) -> Cow<'_, str> {

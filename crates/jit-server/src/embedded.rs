@@ -53,6 +53,11 @@ pub fn key_paths(data_dir: &Path) -> (PathBuf, PathBuf) {
 /// Creates the key files that do not exist yet; returns the ones it created.
 pub fn ensure_key_files(data_dir: &Path, now: OffsetDateTime) -> anyhow::Result<Vec<PathBuf>> {
     let (backend, callback) = key_paths(data_dir);
+    if let Some(dir) = backend.parent() {
+        std::fs::create_dir_all(dir)?;
+        #[cfg(unix)]
+        std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+    }
     let mut created = Vec::new();
     for (path, prefix) in [(backend, "key"), (callback, "cb")] {
         if !path.exists() {
