@@ -202,7 +202,7 @@ async fn main() -> anyhow::Result<()> {
                 )
                 .await;
             let id = match &created {
-                Ok(a) if a.status == 201 => a.body["request_id"].as_str().map(str::to_owned),
+                Ok(a) if a.status == 201 => a.body.get("request_id").and_then(|v| v.as_str()).map(str::to_owned),
                 _ => None,
             };
             out.push((t.elapsed().as_micros() as u64, id.is_some()));

@@ -38,6 +38,10 @@ pub fn router(state: AppState) -> Router {
         .route("/requests/{id}/cancel", post(cancel))
         .route("/requests/{id}/review", post(review))
         .route("/requests/{id}/post", post(set_post))
+        .route("/requests/{id}/extend", post(extend))
+        .route("/grants/overdue", get(overdue))
+        .route("/callbacks", get(list_callbacks))
+        .route("/callbacks/{event_id}/resend", post(resend_callback))
         .route("/config/bind", post(bind))
         .route("/config/unbind", post(unbind))
         .route("/config/approvers", post(set_approvers))
@@ -288,8 +292,8 @@ fn draft(kind: &str, actor: Option<&Actor>, req: Option<&Request>, data: Value) 
 // Committing a change
 
 enum Change {
-    Create(Request),
-    Update(Request),
+    Create(Box<Request>, Option<Actor>),
+    Update(Box<Request>, Box<Request>, Option<Actor>),
     SaveBinding(Binding, i64),
 }
 
@@ -334,20 +338,35 @@ impl Call {
         status: StatusCode,
         body: Value,
     ) -> Result<Response, ApiError> {
-        let ctx = WriteCtx {
-            audit,
-            idem: self.idem.record(status.as_u16(), &body),
-            now: self.now,
+        let mut ctx = WriteCtx::with_audit(audit, self.now);
+        ctx.idem = self.idem.record(status.as_u16(), &body);
+        let with_effects = |ctx: &mut WriteCtx,
+                            prev: Option<&Request>,
+                            next: &Request,
+                            actor: Option<&Actor>| {
+            let (jobs, outbox) =
+                crate::effects::effects(prev, next, actor, self.now, hex::encode(st.random_id()));
+            ctx.jobs = jobs;
+            ctx.outbox = outbox;
         };
         let r = match change {
-            Change::Create(req) => st.store.create_request(&req, ctx).await,
-            Change::Update(req) => st.store.update_request(&req, ctx).await,
+            Change::Create(req, actor) => {
+                with_effects(&mut ctx, None, &req, actor.as_ref());
+                st.store.create_request(&req, ctx).await
+            }
+            Change::Update(prev, next, actor) => {
+                with_effects(&mut ctx, Some(&prev), &next, actor.as_ref());
+                st.store.update_request(&next, ctx).await
+            }
             Change::SaveBinding(b, expected) => {
                 st.store.save_binding(&b, expected, ctx).await.map(|_| ())
             }
         };
         match r {
-            Ok(()) => Ok((status, Json(body)).into_response()),
+            Ok(()) => {
+                st.wake.notify_one();
+                Ok((status, Json(body)).into_response())
+            }
             // A concurrent retry with the same key won the race: answer as it was answered.
             Err(StoreError::Conflict) if self.idem.key.is_some() => match self.replay(st).await? {
                 Some(resp) => Ok(resp),
@@ -438,8 +457,14 @@ async fn create_request(State(st): State<AppState>, inc: Incoming) -> Result<Res
         ));
     }
     let view = views::request(&req);
-    call.commit(&st, Change::Create(req), audit, StatusCode::CREATED, view)
-        .await
+    call.commit(
+        &st,
+        Change::Create(Box::new(req), Some(actor)),
+        audit,
+        StatusCode::CREATED,
+        view,
+    )
+    .await
 }
 
 async fn get_request(
@@ -478,8 +503,14 @@ async fn transition(
     let binding = binding.ok_or_else(channel_not_bound)?;
     let (next, audit) = apply(&req, &binding, &actor, &m, call.now)?;
     let view = views::request(&next);
-    call.commit(&st, Change::Update(next), audit, StatusCode::OK, view)
-        .await
+    call.commit(
+        &st,
+        Change::Update(Box::new(req), Box::new(next), Some(actor)),
+        audit,
+        StatusCode::OK,
+        view,
+    )
+    .await
 }
 
 async fn approve(
@@ -621,6 +652,129 @@ async fn review(
     .await
 }
 
+/// Lengthens a grant, approved like a request: by an approver of the channel (the requester
+/// only when self-approval is allowed), within the policy's maximum counted from the grant.
+async fn extend(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    inc: Incoming,
+) -> Result<Response, ApiError> {
+    transition(
+        st,
+        id,
+        inc,
+        &["approver", "requester"],
+        |req, b, actor, m, _now| {
+            authz::may_decide(actor, &b.policy)?;
+            if actor.user_id == req.requester_id && !b.policy.allow_self_approval {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "self_approval_forbidden",
+                    "an extension needs another approver in this channel",
+                ));
+            }
+            let minutes = match m.get("minutes").or_else(|| m.get("duration_minutes")) {
+                Some(v) => DurationMinutes::from_json(v)?,
+                None => return Err(ApiError::bad("missing_field", "minutes is required")),
+            };
+            let next = req.extend(minutes, &b.policy)?;
+            let data = json!({"minutes": minutes, "end_time": next.ends_at().map(views::ts)});
+            Ok((
+                next.clone(),
+                vec![draft("request.extended", Some(actor), Some(&next), data)],
+            ))
+        },
+    )
+    .await
+}
+
+/// Grants past their end (or revoked) whose removal has not succeeded yet.
+async fn overdue(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let now = st.clock.now();
+    let mut items = Vec::new();
+    for j in st.store.list_jobs(Some(jit_store::JobKind::Revoke)).await? {
+        let Ok(id) = RequestId::parse(&j.request_id) else {
+            continue;
+        };
+        let Some(r) = st.store.get_request(&id).await? else {
+            continue;
+        };
+        // Access should have gone at the grant's end, or when it was revoked.
+        let since = match r.status() {
+            Status::Granted => r.ends_at(),
+            _ => r.closed().map(|c| c.at).or_else(|| r.ends_at()),
+        };
+        if let Some(since) = since.filter(|t| *t < now) {
+            items.push(json!({"request_id": j.request_id, "status": r.status(), "should_have_ended_at": views::ts(since),
+                              "overdue_seconds": (now - since).whole_seconds(), "attempts": j.attempts, "last_error": j.last_error,
+                              "next_attempt_ms": j.due_ms}));
+        }
+    }
+    Ok(Json(json!({"overdue": items, "count": items.len()})))
+}
+
+async fn list_callbacks(
+    State(st): State<AppState>,
+    Query(params): Query<Vec<(String, String)>>,
+) -> Result<Json<Value>, ApiError> {
+    check_params(&params, &["status", "limit"])?;
+    let mut status = "DEAD".to_owned();
+    let mut limit = 100;
+    for (k, v) in &params {
+        match k.as_str() {
+            "status" => {
+                let v = v.to_ascii_uppercase();
+                if !["PENDING", "DELIVERED", "DEAD"].contains(&v.as_str()) {
+                    return Err(ApiError::bad(
+                        "invalid_status",
+                        "status must be PENDING, DELIVERED or DEAD",
+                    ));
+                }
+                status = v;
+            }
+            "limit" => limit = limit_param(v, 1000)?,
+            _ => {}
+        }
+    }
+    let events = st.store.list_callbacks(&status, limit).await?;
+    let items: Vec<Value> = events
+        .iter()
+        .map(|e| json!({"event_id": e.event_id, "request_id": e.request_id, "status": e.status, "attempts": e.attempts,
+                        "last_error": e.last_error, "payload": serde_json::from_str::<Value>(&e.payload).unwrap_or(Value::Null)}))
+        .collect();
+    Ok(Json(json!({"callbacks": items, "count": items.len()})))
+}
+
+async fn resend_callback(
+    State(st): State<AppState>,
+    Path(event_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    if event_id.is_empty()
+        || event_id.len() > 64
+        || !event_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    {
+        return Err(ApiError::bad("invalid_event_id", "not an event id"));
+    }
+    match st
+        .store
+        .resend_callback(&event_id, crate::effects_ms(st.clock.now()))
+        .await
+    {
+        Ok(()) => {
+            st.wake.notify_one();
+            Ok(Json(json!({"event_id": event_id, "status": "PENDING"})))
+        }
+        Err(StoreError::NotFound) => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "callback_not_found",
+            "no dead callback has this id",
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Records the approval card's post id on the request (the bridge keeps no database).
 async fn set_post(
     State(st): State<AppState>,
@@ -645,14 +799,7 @@ async fn set_post(
     next.post_id = Some(post_id.to_owned());
     next.version += 1;
     st.store
-        .update_request(
-            &next,
-            WriteCtx {
-                audit: vec![],
-                idem: None,
-                now: st.clock.now(),
-            },
-        )
+        .update_request(&next, WriteCtx::with_audit(vec![], st.clock.now()))
         .await?;
     Ok(Json(views::request(&next)).into_response())
 }

@@ -32,6 +32,59 @@ pub struct Config {
     pub request_timeout_secs: u64,
     /// Most connections served at once.
     pub max_connections: usize,
+    /// Seconds between reconciler runs (it also runs at start).
+    pub reconcile_interval_secs: u64,
+    /// The access provider.
+    pub grants: GrantsConfig,
+    /// Where callbacks go.
+    pub callbacks: CallbacksConfig,
+}
+
+/// The access provider.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct GrantsConfig {
+    /// `dry-run` (the embedded default) or `command`.
+    pub provider: String,
+    /// For `command`: the program and its arguments (no shell); the action is appended.
+    pub command: Vec<String>,
+    /// For `command`: seconds before the program is killed and the call retried.
+    pub command_timeout_secs: u64,
+}
+
+impl Default for GrantsConfig {
+    fn default() -> Self {
+        Self {
+            provider: "dry-run".into(),
+            command: Vec::new(),
+            command_timeout_secs: 30,
+        }
+    }
+}
+
+/// Callback delivery.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CallbacksConfig {
+    /// The bridge's (or the existing plugin's) callback URL; none: events wait in the outbox.
+    pub url: Option<String>,
+    /// 2 for our bridge; 1 for the existing plugin.
+    pub signature_version: u8,
+    /// Hours an event is retried before it becomes a dead letter.
+    pub max_age_hours: u64,
+    /// Allow callback URLs that resolve to link-local or cloud metadata addresses.
+    pub dangerous_allow_link_local_callbacks: bool,
+}
+
+impl Default for CallbacksConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            signature_version: 2,
+            max_age_hours: 24,
+            dangerous_allow_link_local_callbacks: false,
+        }
+    }
 }
 
 /// The two key rings and how they are checked.
@@ -79,6 +132,9 @@ impl Default for Config {
             aws_endpoint_url: None,
             request_timeout_secs: 30,
             max_connections: 1024,
+            reconcile_interval_secs: 60,
+            grants: GrantsConfig::default(),
+            callbacks: CallbacksConfig::default(),
         }
     }
 }
@@ -242,6 +298,21 @@ impl Config {
         if let Some(v) = env_value(env, "JIT_REQUEST_TIMEOUT_SECS")? {
             self.request_timeout_secs = parse_env("JIT_REQUEST_TIMEOUT_SECS", &v)?;
         }
+        if let Some(v) = env_value(env, "JIT_RECONCILE_INTERVAL_SECS")? {
+            self.reconcile_interval_secs = parse_env("JIT_RECONCILE_INTERVAL_SECS", &v)?;
+        }
+        text!("JIT_GRANTS_PROVIDER", self.grants.provider);
+        if let Some(v) = env_value(env, "JIT_GRANTS_COMMAND")? {
+            self.grants.command = v.split_whitespace().map(str::to_owned).collect();
+        }
+        opt!("JIT_CALLBACKS_URL", self.callbacks.url);
+        if let Some(v) = env_value(env, "JIT_CALLBACKS_SIGNATURE_VERSION")? {
+            self.callbacks.signature_version = parse_env("JIT_CALLBACKS_SIGNATURE_VERSION", &v)?;
+        }
+        if let Some(v) = env_value(env, "JIT_DANGEROUS_ALLOW_LINK_LOCAL_CALLBACKS")? {
+            self.callbacks.dangerous_allow_link_local_callbacks =
+                parse_bool("JIT_DANGEROUS_ALLOW_LINK_LOCAL_CALLBACKS", &v)?;
+        }
         if let Some(v) = env_value(env, "JIT_MAX_CONNECTIONS")? {
             self.max_connections = parse_env("JIT_MAX_CONNECTIONS", &v)?;
         }
@@ -265,6 +336,32 @@ impl Config {
         }
         if self.max_connections == 0 {
             return bad("max_connections must be at least 1".into());
+        }
+        if !(1..=3600).contains(&self.reconcile_interval_secs) {
+            return bad("reconcile_interval_secs must be 1 to 3600".into());
+        }
+        match self.grants.provider.as_str() {
+            "dry-run" => {}
+            "command" if !self.grants.command.is_empty() => {}
+            "command" => {
+                return bad(
+                    "grants.command must name the program when grants.provider = \"command\""
+                        .into(),
+                );
+            }
+            other => {
+                return bad(format!(
+                    "grants.provider must be dry-run or command, got {other:?}"
+                ));
+            }
+        }
+        if !matches!(self.callbacks.signature_version, 1 | 2) {
+            return bad("callbacks.signature_version must be 1 or 2".into());
+        }
+        if let Some(u) = &self.callbacks.url
+            && !(u.starts_with("http://") || u.starts_with("https://"))
+        {
+            return bad(format!("callbacks.url must be an http(s) URL, got {u:?}"));
         }
         match self.nonce_store.as_deref() {
             None | Some("memory") | Some("database") => {}

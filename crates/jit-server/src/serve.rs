@@ -21,9 +21,14 @@ use tokio::sync::watch;
 pub struct Server {
     /// Shared state (tests reach the store and rings through it).
     pub state: AppState,
+    /// The grant lifecycle (tests drive it step by step with `run_due`).
+    pub lifecycle: Arc<crate::lifecycle::Lifecycle>,
+    /// The callback dispatcher, when a callback URL is configured.
+    pub dispatcher: Option<Arc<crate::callbacks::Dispatcher>>,
     listener: tokio::net::TcpListener,
     config: Config,
     shutdown_tx: watch::Sender<bool>,
+    workers: bool,
 }
 
 async fn key_source(spec: &str, config: &Config) -> anyhow::Result<Arc<dyn KeySource>> {
@@ -52,6 +57,27 @@ impl Server {
     /// Opens the store, loads the key rings, binds the listener. Refuses to start on a
     /// configuration that cannot work (rings that share a secret, an unreachable database).
     pub async fn build(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        Self::build_with(config, clock, None).await
+    }
+
+    /// [`Server::build`] with a given access provider (tests pass a `DryRunProvider` they
+    /// inspect).
+    pub async fn build_with(
+        config: Config,
+        clock: Arc<dyn Clock>,
+        provider: Option<Arc<dyn jit_grants::AccessProvider>>,
+    ) -> anyhow::Result<Self> {
+        for (name, on) in [(
+            "callbacks.dangerous_allow_link_local_callbacks",
+            config.callbacks.dangerous_allow_link_local_callbacks,
+        )] {
+            if on {
+                tracing::warn!(
+                    setting = name,
+                    "DANGEROUS setting is on: it weakens a security check"
+                );
+            }
+        }
         let (backend_spec, callback_spec) = match (&config.keys.backend, &config.keys.callback) {
             (Some(b), Some(c)) => (b.clone(), c.clone()),
             (None, None) => {
@@ -135,6 +161,63 @@ impl Server {
             verifier: Verifier::new(vcfg),
             clock,
             admins: Admins::new(&config.admins),
+            wake: Arc::new(tokio::sync::Notify::new()),
+        };
+        let provider: Arc<dyn jit_grants::AccessProvider> = match provider {
+            Some(p) => p,
+            None => match config.grants.provider.as_str() {
+                "command" => {
+                    let mut parts = config.grants.command.iter();
+                    let program = parts.next().context("grants.command is empty")?;
+                    Arc::new(jit_grants::CommandProvider::new(
+                        program,
+                        parts.cloned().collect(),
+                        Duration::from_secs(config.grants.command_timeout_secs),
+                    ))
+                }
+                _ => Arc::new(jit_grants::DryRunProvider::new()),
+            },
+        };
+        tracing::info!(provider = provider.name(), "access provider");
+        let mut owner = [0u8; 6];
+        let _ = getrandom::fill(&mut owner);
+        let lifecycle = crate::lifecycle::Lifecycle::new(
+            state.clone(),
+            provider,
+            format!("{}-{}", std::process::id(), hex::encode(owner)),
+            Duration::from_secs(config.reconcile_interval_secs),
+        );
+        let dispatcher = match &config.callbacks.url {
+            None => {
+                tracing::info!(
+                    "no callbacks.url: callback events wait in the outbox until one is configured"
+                );
+                None
+            }
+            Some(u) => {
+                let url = reqwest::Url::parse(u).with_context(|| format!("callbacks.url {u:?}"))?;
+                crate::callbacks::check_url(
+                    &url,
+                    config.callbacks.dangerous_allow_link_local_callbacks,
+                )
+                .await?;
+                let version = if config.callbacks.signature_version == 1 {
+                    jit_proto::sign::SignatureVersion::V1
+                } else {
+                    jit_proto::sign::SignatureVersion::V2
+                };
+                Some(crate::callbacks::Dispatcher::new(
+                    state.clone(),
+                    crate::callbacks::DispatchConfig {
+                        url,
+                        version,
+                        max_age: Duration::from_secs(
+                            config.callbacks.max_age_hours.saturating_mul(3600),
+                        ),
+                        allow_link_local: config.callbacks.dangerous_allow_link_local_callbacks,
+                    },
+                )?)
+            }
         };
         let addr: SocketAddr = config.listen.parse().context("listen address")?;
         let listener = tokio::net::TcpListener::bind(addr)
@@ -143,10 +226,19 @@ impl Server {
         let (shutdown_tx, _) = watch::channel(false);
         Ok(Self {
             state,
+            lifecycle,
+            dispatcher,
             listener,
             config,
             shutdown_tx,
+            workers: true,
         })
+    }
+
+    /// Serve the API only: no lifecycle or dispatcher loops (tests step them by hand).
+    pub fn without_workers(mut self) -> Self {
+        self.workers = false;
+        self
     }
 
     /// The bound address (useful with port 0).
@@ -163,14 +255,23 @@ impl Server {
     pub async fn serve(self) -> anyhow::Result<()> {
         let Self {
             state,
+            lifecycle,
+            dispatcher,
             listener,
             config,
             shutdown_tx,
+            workers,
         } = self;
         let mut tasks = vec![
             state.backend_ring.spawn(shutdown_tx.subscribe()),
             state.callback_ring.spawn(shutdown_tx.subscribe()),
         ];
+        if workers {
+            tasks.push(lifecycle.spawn(shutdown_tx.subscribe()));
+            if let Some(d) = &dispatcher {
+                tasks.push(d.spawn(shutdown_tx.subscribe()));
+            }
+        }
         if config.durable_nonces() {
             tasks.push(spawn_nonce_purge(state.clone(), shutdown_tx.subscribe()));
         }

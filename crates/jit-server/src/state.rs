@@ -25,6 +25,8 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     /// Configured administrators.
     pub admins: Admins,
+    /// Wakes the lifecycle worker when a write scheduled a job.
+    pub wake: Arc<tokio::sync::Notify>,
 }
 
 impl AppState {

@@ -50,7 +50,8 @@ async fn spawn_app(pg: bool) -> App {
     let clock = ManualClock::at(1_764_072_000);
     let server = Server::build(config, Arc::new(clock.clone()))
         .await
-        .unwrap();
+        .unwrap()
+        .without_workers();
     let addr = server.local_addr().unwrap();
     let stop = server.shutdown_handle();
     let state = server.state.clone();
@@ -707,10 +708,10 @@ mod openapi {
                 return Err(format!("{at}: expected {t}, got {v}"));
             }
         }
-        if let Some(e) = s.get("enum").and_then(Value::as_array) {
-            if !e.contains(v) {
-                return Err(format!("{at}: {v} not in {e:?}"));
-            }
+        if let Some(e) = s.get("enum").and_then(Value::as_array)
+            && !e.contains(v)
+        {
+            return Err(format!("{at}: {v} not in {e:?}"));
         }
         if let Some(req) = s.get("required").and_then(Value::as_array) {
             for r in req {
@@ -756,10 +757,10 @@ mod openapi {
                 "{method} {template} answered {status}, which the spec does not document: {body}"
             );
             let schema = &r["content"]["application/json"]["schema"];
-            if !schema.is_null() {
-                if let Err(e) = check(&self.spec, schema, body, "body") {
-                    panic!("{method} {template} {status}: {e}\n{body}");
-                }
+            if !schema.is_null()
+                && let Err(e) = check(&self.spec, schema, body, "body")
+            {
+                panic!("{method} {template} {status}: {e}\n{body}");
             }
             self.seen.insert((method.to_owned(), template.to_owned()));
         }
@@ -899,4 +900,541 @@ mod openapi {
             "documented but not exercised: {missing:?}"
         );
     }
+}
+
+/// The grant lifecycle with an injected clock: the workers are stepped by hand.
+mod lifecycle {
+    use super::*;
+    use axum::body::Bytes;
+    use axum::http::HeaderMap;
+    use jit_grants::{DryRunCall, DryRunProvider, ProviderError};
+    use std::sync::Mutex;
+
+    const PRINCIPAL: &str = "alice@example.com|123456789012|";
+
+    struct LApp {
+        app: App,
+        provider: Arc<DryRunProvider>,
+        lifecycle: Arc<jit_server::lifecycle::Lifecycle>,
+        dispatcher: Option<Arc<jit_server::callbacks::Dispatcher>>,
+    }
+
+    async fn spawn(pg: bool, callback_url: Option<String>) -> LApp {
+        let dir = tempfile::tempdir().unwrap();
+        let db_url = if pg {
+            jit_testkit::fresh_pg_database().unwrap()
+        } else {
+            format!("sqlite://{}", dir.path().join("jit.db").display())
+        };
+        let mut config = Config {
+            listen: "127.0.0.1:0".into(),
+            data_dir: dir.path().to_path_buf(),
+            database_url: Some(db_url.clone()),
+            admins: vec!["admin1".into()],
+            ..Config::default()
+        };
+        config.callbacks.url = callback_url;
+        let clock = ManualClock::at(1_764_072_000);
+        let provider = Arc::new(DryRunProvider::new());
+        let server = Server::build_with(config, Arc::new(clock.clone()), Some(provider.clone()))
+            .await
+            .unwrap()
+            .without_workers();
+        let addr = server.local_addr().unwrap();
+        let stop = server.shutdown_handle();
+        let state = server.state.clone();
+        let lifecycle = server.lifecycle.clone();
+        let dispatcher = server.dispatcher.clone();
+        tokio::spawn(server.serve());
+        let base = format!("http://{addr}");
+        let ring =
+            KeyRing::parse(&std::fs::read_to_string(dir.path().join("keys/backend.json")).unwrap())
+                .unwrap();
+        let client =
+            Client::new(&base, Keys::Fixed(Arc::new(ring)), Arc::new(clock.clone())).unwrap();
+        let v1 = client.clone().with_version(SignatureVersion::V1);
+        let app = App {
+            base,
+            client,
+            v1,
+            clock,
+            state,
+            db_url,
+            stop,
+            _dir: dir,
+        };
+        app.setup_channel(&["bob", "carol"], 1).await;
+        LApp {
+            app,
+            provider,
+            lifecycle,
+            dispatcher,
+        }
+    }
+
+    impl LApp {
+        async fn request(&self, minutes: u32) -> String {
+            let a = self
+                .app
+                .post("/requests", json!({"actor": actor("alice"), "channel_id": "ch1", "account_id": ACCOUNT, "jira": "OPS-1", "reason": "x", "requested_duration_minutes": minutes}))
+                .await;
+            assert_eq!(a.status, 201, "{:?}", a.body);
+            a.body["request_id"].as_str().unwrap().to_owned()
+        }
+
+        async fn approve(&self, id: &str) {
+            let a = self
+                .app
+                .post(
+                    &format!("/requests/{id}/approve"),
+                    json!({"actor": actor("bob")}),
+                )
+                .await;
+            assert_eq!(a.body["status"], "APPROVED", "{:?}", a.body);
+        }
+
+        async fn status(&self, id: &str) -> Value {
+            self.app.get(&format!("/requests/{id}")).await.body
+        }
+
+        async fn step(&self) -> usize {
+            self.lifecycle.run_due().await.unwrap()
+        }
+
+        fn advance(&self, secs: i64) {
+            self.app.clock.advance_secs(secs);
+        }
+    }
+
+    async fn approval_delay_does_not_shorten_the_grant(pg: bool) {
+        let l = spawn(pg, None).await;
+        let id = l.request(60).await;
+        l.advance(50 * 60);
+        l.approve(&id).await;
+        assert_eq!(l.step().await, 1);
+        let r = l.status(&id).await;
+        assert_eq!(r["status"], "GRANTED");
+        let granted = time::OffsetDateTime::parse(
+            r["granted_at"].as_str().unwrap(),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap();
+        let end = time::OffsetDateTime::parse(
+            r["end_time"].as_str().unwrap(),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap();
+        assert_eq!(
+            end - granted,
+            time::Duration::minutes(60),
+            "the full approved duration, counted from the grant"
+        );
+        assert!(l.provider.is_assigned(PRINCIPAL));
+        l.advance(60 * 60 - 1);
+        l.step().await;
+        assert_eq!(
+            l.status(&id).await["status"],
+            "GRANTED",
+            "not a second early"
+        );
+        l.advance(1);
+        l.step().await;
+        assert_eq!(l.status(&id).await["status"], "EXPIRED");
+        assert!(!l.provider.is_assigned(PRINCIPAL));
+        let ev = l
+            .app
+            .get(&format!("/audit?request_id={id}&type=request.expired"))
+            .await;
+        assert_eq!(ev.body["events"][0]["data"]["late_ms"], 0);
+    }
+
+    async fn overlapping_grants_keep_access_until_the_last_ends(pg: bool) {
+        let l = spawn(pg, None).await;
+        let a = l.request(60).await;
+        let b = l.request(120).await;
+        l.approve(&a).await;
+        l.approve(&b).await;
+        l.step().await;
+        assert_eq!(
+            (
+                l.status(&a).await["status"].clone(),
+                l.status(&b).await["status"].clone()
+            ),
+            (json!("GRANTED"), json!("GRANTED"))
+        );
+        l.advance(3600);
+        l.step().await;
+        assert_eq!(l.status(&a).await["status"], "EXPIRED");
+        assert!(
+            l.provider.is_assigned(PRINCIPAL),
+            "the second grant still needs the assignment"
+        );
+        l.advance(3600);
+        l.step().await;
+        assert_eq!(l.status(&b).await["status"], "EXPIRED");
+        assert!(!l.provider.is_assigned(PRINCIPAL));
+        assert_eq!(
+            l.provider.calls(),
+            vec![
+                DryRunCall::Grant(PRINCIPAL.into()),
+                DryRunCall::Revoke(PRINCIPAL.into())
+            ]
+        );
+    }
+
+    async fn a_standing_assignment_survives(pg: bool) {
+        let l = spawn(pg, None).await;
+        l.provider.preassign(PRINCIPAL);
+        let id = l.request(30).await;
+        l.approve(&id).await;
+        l.step().await;
+        l.advance(30 * 60);
+        l.step().await;
+        assert_eq!(l.status(&id).await["status"], "EXPIRED");
+        assert!(
+            l.provider.is_assigned(PRINCIPAL),
+            "a standing assignment is never removed"
+        );
+        assert!(
+            !l.provider
+                .calls()
+                .iter()
+                .any(|c| matches!(c, DryRunCall::Revoke(_)))
+        );
+    }
+
+    async fn a_failing_revoke_is_retried_for_an_hour_and_then_succeeds(pg: bool) {
+        let l = spawn(pg, None).await;
+        let id = l.request(30).await;
+        l.approve(&id).await;
+        l.step().await;
+        l.provider
+            .fail_next((0..20).map(|i| ProviderError::Retry(format!("throttled {i}"))));
+        l.advance(30 * 60);
+        let mut elapsed = 0;
+        let mut seen_overdue = false;
+        while elapsed <= 2 * 3600 {
+            l.step().await;
+            if l.status(&id).await["status"] == "EXPIRED" {
+                break;
+            }
+            let o = l.app.get("/grants/overdue").await;
+            if o.body["count"] == 1 {
+                seen_overdue = true;
+                assert_eq!(o.body["overdue"][0]["request_id"], id.as_str());
+            }
+            l.advance(60);
+            elapsed += 60;
+        }
+        assert!(seen_overdue, "the stuck revoke was visible as overdue");
+        assert_eq!(
+            l.status(&id).await["status"],
+            "EXPIRED",
+            "it got through in the end"
+        );
+        assert!(
+            elapsed >= 3600,
+            "twenty failures with backoff take over an hour ({elapsed} s)"
+        );
+        assert!(!l.provider.is_assigned(PRINCIPAL));
+        assert_eq!(l.app.get("/grants/overdue").await.body["count"], 0);
+    }
+
+    async fn a_pending_request_times_out(pg: bool) {
+        let l = spawn(pg, None).await;
+        let id = l.request(30).await;
+        l.advance(8 * 3600 - 1);
+        l.step().await;
+        assert_eq!(l.status(&id).await["status"], "PENDING");
+        l.advance(1);
+        l.step().await;
+        assert_eq!(l.status(&id).await["status"], "TIMED_OUT");
+    }
+
+    async fn revoke_removes_access_at_once_and_extend_moves_the_end(pg: bool) {
+        let l = spawn(pg, None).await;
+        let a = l.request(60).await;
+        l.approve(&a).await;
+        l.step().await;
+        let r = l
+            .app
+            .post(
+                &format!("/requests/{a}/revoke"),
+                json!({"actor": actor("alice"), "reason": "done"}),
+            )
+            .await;
+        assert_eq!(r.body["status"], "REVOKED");
+        l.step().await;
+        assert!(!l.provider.is_assigned(PRINCIPAL));
+        let ev = l
+            .app
+            .get(&format!(
+                "/audit?request_id={a}&type=request.access_removed"
+            ))
+            .await;
+        assert_eq!(ev.body["count"], 1);
+
+        let b = l.request(60).await;
+        l.approve(&b).await;
+        l.step().await;
+        let e = l
+            .app
+            .post(
+                &format!("/requests/{b}/extend"),
+                json!({"actor": actor("alice"), "minutes": 30}),
+            )
+            .await;
+        assert_eq!(
+            e.code(),
+            Some("not_an_approver"),
+            "the requester is not an approver here"
+        );
+        let e = l
+            .app
+            .post(
+                &format!("/requests/{b}/extend"),
+                json!({"actor": actor("carol"), "minutes": 30}),
+            )
+            .await;
+        assert_eq!(e.status, 200, "{:?}", e.body);
+        let e2 = l
+            .app
+            .post(
+                &format!("/requests/{b}/extend"),
+                json!({"actor": actor("carol"), "minutes": 200}),
+            )
+            .await;
+        assert_eq!(e2.code(), Some("duration_exceeds_policy"));
+        l.advance(3600);
+        l.step().await;
+        assert_eq!(
+            l.status(&b).await["status"],
+            "GRANTED",
+            "extended by 30 minutes"
+        );
+        l.advance(1800);
+        l.step().await;
+        assert_eq!(l.status(&b).await["status"], "EXPIRED");
+    }
+
+    async fn a_permanent_grant_failure_needs_a_human(pg: bool) {
+        let l = spawn(pg, None).await;
+        l.provider.fail_next([ProviderError::Permanent(
+            "no such user in the identity store".into(),
+        )]);
+        let id = l.request(30).await;
+        l.approve(&id).await;
+        l.step().await;
+        let r = l.status(&id).await;
+        assert_eq!(r["status"], "ERROR");
+        assert!(
+            r["error_message"]
+                .as_str()
+                .unwrap()
+                .contains("no such user")
+        );
+        assert!(
+            l.app.state.store.list_jobs(None).await.unwrap().is_empty(),
+            "no job left behind for it"
+        );
+    }
+
+    async fn the_reconciler_recreates_a_lost_job(pg: bool) {
+        let l = spawn(pg, None).await;
+        let id = l.request(30).await;
+        l.approve(&id).await;
+        l.step().await;
+        if l.app.db_url.starts_with("postgres") {
+            jit_testkit::psql(&l.app.db_url, "DELETE FROM jobs").unwrap();
+        } else {
+            jit_store::SqlStore::open(&l.app.db_url)
+                .await
+                .unwrap()
+                .raw_execute("DELETE FROM jobs")
+                .await
+                .unwrap();
+        }
+        l.advance(30 * 60);
+        assert_eq!(l.step().await, 0, "nothing scheduled any more");
+        l.lifecycle.reconcile().await.unwrap();
+        assert_eq!(l.status(&id).await["status"], "EXPIRED");
+        assert!(!l.provider.is_assigned(PRINCIPAL));
+    }
+
+    /// A callback receiver that verifies signatures with the callback ring and records events.
+    #[derive(Clone)]
+    struct Receiver {
+        events: Arc<Mutex<Vec<(String, Value)>>>,
+        fail: Arc<std::sync::atomic::AtomicBool>,
+        ring: Arc<Mutex<Option<KeyRing>>>,
+        clock: ManualClock,
+    }
+
+    async fn receive(
+        axum::extract::State(r): axum::extract::State<Receiver>,
+        uri: axum::http::Uri,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> axum::http::StatusCode {
+        if r.fail.load(std::sync::atomic::Ordering::SeqCst) {
+            return axum::http::StatusCode::SERVICE_UNAVAILABLE;
+        }
+        let ring = r.ring.lock().unwrap().take().unwrap();
+        let v = jit_proto::sign::Verifier::new(jit_proto::sign::VerifierConfig::new(
+            jit_proto::sign::Audience::Bridge,
+        ));
+        let req = jit_proto::sign::RequestParts {
+            method: "POST",
+            path_and_query: uri.path(),
+            body: &body,
+        };
+        let ok = v
+            .verify(
+                &ring,
+                &headers,
+                &req,
+                r.clock.unix(),
+                &jit_proto::MemoryNonceStore::default(),
+            )
+            .await;
+        *r.ring.lock().unwrap() = Some(ring);
+        if ok.is_err() {
+            return axum::http::StatusCode::UNAUTHORIZED;
+        }
+        let id = headers
+            .get("x-jit-event-id")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_owned();
+        r.events
+            .lock()
+            .unwrap()
+            .push((id, serde_json::from_slice(&body).unwrap()));
+        axum::http::StatusCode::OK
+    }
+
+    async fn callbacks_arrive_signed_in_order_and_dead_letters_can_be_resent(pg: bool) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/jit/webhook", listener.local_addr().unwrap());
+        let l = spawn(pg, Some(url)).await;
+        let ring = KeyRing::parse(
+            &std::fs::read_to_string(l.app._dir.path().join("keys/callback.json")).unwrap(),
+        )
+        .unwrap();
+        let rx = Receiver {
+            events: Arc::default(),
+            fail: Arc::default(),
+            ring: Arc::new(Mutex::new(Some(ring))),
+            clock: l.app.clock.clone(),
+        };
+        let router = axum::Router::new()
+            .route("/jit/webhook", axum::routing::post(receive))
+            .with_state(rx.clone());
+        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        let d = l.dispatcher.clone().unwrap();
+
+        let id = l.request(30).await;
+        l.approve(&id).await;
+        assert_eq!(d.run_due().await.unwrap(), 1, "APPROVED");
+        l.step().await;
+        l.advance(30 * 60);
+        l.step().await;
+        assert_eq!(
+            d.run_due().await.unwrap(),
+            2,
+            "GRANTED, then EXPIRED, in order"
+        );
+        let denied = l.request(30).await;
+        let a = l
+            .app
+            .post(
+                &format!("/requests/{denied}/deny"),
+                json!({"actor": actor("bob"), "reason": "no"}),
+            )
+            .await;
+        assert_eq!(a.status, 200);
+        d.run_due().await.unwrap();
+        let got: Vec<(String, String)> = rx
+            .events
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, v)| {
+                (
+                    v["request_id"].as_str().unwrap().to_owned(),
+                    v["status"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (id.clone(), "APPROVED".into()),
+                (id.clone(), "GRANTED".into()),
+                (id.clone(), "EXPIRED".into()),
+                (denied.clone(), "DENIED".into())
+            ]
+        );
+        // Re-delivering nothing: every event went exactly once.
+        assert_eq!(d.run_due().await.unwrap(), 0);
+        let (event_id, first) = rx.events.lock().unwrap()[0].clone();
+        assert_eq!(first["event_id"], event_id.as_str());
+        assert_eq!(first["actor"], "bob@example.com");
+        assert_eq!(first["details"]["duration_minutes"], "30");
+
+        // The receiver goes down: retried with backoff, dead after 24 h, then re-sent.
+        rx.fail.store(true, std::sync::atomic::Ordering::SeqCst);
+        let c = l.request(30).await;
+        let a = l
+            .app
+            .post(
+                &format!("/requests/{c}/cancel"),
+                json!({"actor": actor("alice")}),
+            )
+            .await;
+        assert_eq!(a.status, 200);
+        for _ in 0..300 {
+            d.run_due().await.unwrap();
+            l.advance(300);
+        }
+        let dead = l.app.get("/callbacks?status=DEAD").await;
+        assert_eq!(dead.body["count"], 1, "{:?}", dead.body);
+        let dead_id = dead.body["callbacks"][0]["event_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(dead.body["callbacks"][0]["attempts"].as_i64().unwrap() > 200);
+        rx.fail.store(false, std::sync::atomic::Ordering::SeqCst);
+        let r = l
+            .app
+            .post(&format!("/callbacks/{dead_id}/resend"), json!({}))
+            .await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        assert_eq!(d.run_due().await.unwrap(), 1);
+        assert_eq!(
+            rx.events.lock().unwrap().last().unwrap().1["status"],
+            "CANCELLED"
+        );
+        assert_eq!(l.app.get("/callbacks?status=DEAD").await.body["count"], 0);
+    }
+
+    macro_rules! both {
+        ($($name:ident),* $(,)?) => {
+            mod on_sqlite { $( #[tokio::test] async fn $name() { super::$name(false).await } )* }
+            mod on_postgres { $( #[tokio::test] async fn $name() { super::$name(true).await } )* }
+        };
+    }
+
+    both!(
+        approval_delay_does_not_shorten_the_grant,
+        overlapping_grants_keep_access_until_the_last_ends,
+        a_standing_assignment_survives,
+        a_failing_revoke_is_retried_for_an_hour_and_then_succeeds,
+        a_pending_request_times_out,
+        revoke_removes_access_at_once_and_extend_moves_the_end,
+        a_permanent_grant_failure_needs_a_human,
+        the_reconciler_recreates_a_lost_job,
+        callbacks_arrive_signed_in_order_and_dead_letters_can_be_resent,
+    );
 }

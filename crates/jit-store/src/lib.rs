@@ -61,7 +61,8 @@ pub struct IdemRecord {
     pub response: String,
 }
 
-/// What accompanies every write: its audit events, its idempotency record, and the time.
+/// What accompanies every write, in the same transaction: audit events, the idempotency
+/// record, scheduled jobs, assignment records and callback events.
 #[derive(Debug, Clone)]
 pub struct WriteCtx {
     /// Events appended in the same transaction.
@@ -70,17 +71,156 @@ pub struct WriteCtx {
     pub idem: Option<IdemRecord>,
     /// Now.
     pub now: OffsetDateTime,
+    /// Jobs to schedule, move or remove.
+    pub jobs: Vec<JobOp>,
+    /// Assignment records to add or remove.
+    pub assignments: Vec<AssignmentOp>,
+    /// Callback events to queue.
+    pub outbox: Vec<OutboxDraft>,
 }
 
 impl WriteCtx {
     /// A write with one audit event.
     pub fn new(audit: AuditDraft, now: OffsetDateTime) -> Self {
+        Self::with_audit(vec![audit], now)
+    }
+
+    /// A write with these audit events (possibly none).
+    pub fn with_audit(audit: Vec<AuditDraft>, now: OffsetDateTime) -> Self {
         Self {
-            audit: vec![audit],
+            audit,
             idem: None,
             now,
+            jobs: vec![],
+            assignments: vec![],
+            outbox: vec![],
         }
     }
+}
+
+/// Kinds of scheduled work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum JobKind {
+    /// Put an approved grant in place.
+    Grant,
+    /// Remove a grant at its end (or at once, after a revoke).
+    Revoke,
+    /// Time out a pending request.
+    Timeout,
+}
+
+impl JobKind {
+    /// Stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Grant => "grant",
+            Self::Revoke => "revoke",
+            Self::Timeout => "timeout",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "grant" => Some(Self::Grant),
+            "revoke" => Some(Self::Revoke),
+            "timeout" => Some(Self::Timeout),
+            _ => None,
+        }
+    }
+
+    /// The job id for `kind` on `request_id` (one job of each kind per request).
+    pub fn id_for(self, request_id: &str) -> String {
+        format!("{}:{request_id}", self.as_str())
+    }
+}
+
+/// A change to the job table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobOp {
+    /// Schedule `kind` for the request at `due_ms`, or move an existing one there.
+    Schedule {
+        /// What.
+        kind: JobKind,
+        /// For which request.
+        request_id: String,
+        /// When (unix ms).
+        due_ms: i64,
+    },
+    /// Remove the job (done, or no longer needed).
+    Remove {
+        /// What.
+        kind: JobKind,
+        /// For which request.
+        request_id: String,
+    },
+}
+
+/// A change to the record of assignments this system holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AssignmentOp {
+    /// The principal (user, account, permission set) is now assigned; `standing` when it was
+    /// already assigned before any grant of ours and must never be removed by us.
+    Add {
+        /// `email|account|permission-set`.
+        principal: String,
+        /// Pre-existing assignment.
+        standing: bool,
+    },
+    /// No grant of ours covers the principal any more.
+    Remove {
+        /// `email|account|permission-set`.
+        principal: String,
+    },
+}
+
+/// A callback event to deliver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxDraft {
+    /// Unique id; receivers dedupe by it.
+    pub event_id: String,
+    /// The request it is about (delivery is in order per request).
+    pub request_id: String,
+    /// JSON body.
+    pub payload: String,
+}
+
+/// A job as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    /// What.
+    pub kind: JobKind,
+    /// For which request.
+    pub request_id: String,
+    /// When it is due (unix ms).
+    pub due_ms: i64,
+    /// Failed attempts so far.
+    pub attempts: i64,
+    /// The last failure.
+    pub last_error: Option<String>,
+}
+
+/// A callback event as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxEvent {
+    /// Unique id.
+    pub event_id: String,
+    /// The request.
+    pub request_id: String,
+    /// Order within the request.
+    pub seq: i64,
+    /// JSON body.
+    pub payload: String,
+    /// `PENDING`, `DELIVERED` or `DEAD`.
+    pub status: String,
+    /// Failed deliveries so far.
+    pub attempts: i64,
+    /// Next try (unix ms).
+    pub next_attempt_ms: i64,
+    /// The last failure.
+    pub last_error: Option<String>,
+    /// When it was queued (unix ms).
+    pub created_ms: i64,
 }
 
 /// Filters for listing requests (all optional; combined with AND).
@@ -205,4 +345,70 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Deletes expired nonces; returns how many.
     async fn purge_nonces(&self, now_unix: i64) -> Result<u64, StoreError>;
+
+    /// Leases up to `limit` jobs due at `now_ms` to `owner` for `lease_ms` (a job leased by
+    /// another live server is skipped: `FOR UPDATE SKIP LOCKED` on PostgreSQL).
+    async fn claim_jobs(
+        &self,
+        owner: &str,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<Job>, StoreError>;
+
+    /// Records a failed attempt: the job is retried at `retry_ms` and its lease released.
+    async fn retry_job(
+        &self,
+        kind: JobKind,
+        request_id: &str,
+        retry_ms: i64,
+        error: &str,
+    ) -> Result<(), StoreError>;
+
+    /// The earliest due time of any job (arms the in-process timer).
+    async fn next_job_due(&self) -> Result<Option<i64>, StoreError>;
+
+    /// All jobs of a kind (or all), earliest first.
+    async fn list_jobs(&self, kind: Option<JobKind>) -> Result<Vec<Job>, StoreError>;
+
+    /// Whether the assignment record exists, and whether it is standing.
+    async fn get_assignment(&self, principal: &str) -> Result<Option<bool>, StoreError>;
+
+    /// Requests that hold access to the same principal (GRANTED), other than `except`.
+    async fn active_grants_for(
+        &self,
+        requester_email: &str,
+        account_id: &str,
+        permission_set: Option<&str>,
+        except: &str,
+    ) -> Result<Vec<Request>, StoreError>;
+
+    /// Requests in `status` (oldest first), for the reconciler.
+    async fn requests_in(&self, status: Status, limit: u32) -> Result<Vec<Request>, StoreError>;
+
+    /// The next deliverable callback of each request whose retry time has come (at most
+    /// `limit`), in order per request.
+    async fn due_callbacks(&self, now_ms: i64, limit: u32) -> Result<Vec<OutboxEvent>, StoreError>;
+
+    /// Marks a callback delivered.
+    async fn callback_delivered(&self, event_id: &str, now_ms: i64) -> Result<(), StoreError>;
+
+    /// Records a failed delivery: retried at `retry_ms`, or dead when `dead`.
+    async fn callback_failed(
+        &self,
+        event_id: &str,
+        retry_ms: i64,
+        error: &str,
+        dead: bool,
+    ) -> Result<(), StoreError>;
+
+    /// Callbacks in a status (`PENDING`, `DELIVERED`, `DEAD`), oldest first.
+    async fn list_callbacks(
+        &self,
+        status: &str,
+        limit: u32,
+    ) -> Result<Vec<OutboxEvent>, StoreError>;
+
+    /// Puts a dead callback back in the queue, due at `now_ms`.
+    async fn resend_callback(&self, event_id: &str, now_ms: i64) -> Result<(), StoreError>;
 }

@@ -6,11 +6,14 @@ use crate::rows::{
     REQUEST_COLUMNS, RequestRow, accounts_json, audit_from_row, binding_from_parts,
     binding_from_row, ms, policy_json, request_from_row, request_to_row,
 };
-use crate::{AuditFilter, IdemRecord, RequestFilter, Store, StoreError, VerifyError, WriteCtx};
+use crate::{
+    AssignmentOp, AuditFilter, IdemRecord, Job, JobKind, JobOp, OutboxEvent, RequestFilter, Store,
+    StoreError, VerifyError, WriteCtx,
+};
 use async_trait::async_trait;
 use jit_core::audit::{AuditDraft, AuditEvent, ChainVerifier, event_hash};
 use jit_core::policy::Binding;
-use jit_core::request::Request;
+use jit_core::request::{Request, Status};
 use jit_core::types::{ChannelId, RequestId};
 use jit_proto::nonce::{NonceError, NonceFuture, NonceStore};
 use sqlx::any::{AnyArguments, AnyPoolOptions, AnyRow};
@@ -45,6 +48,7 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
         2,
         include_str!("../migrations/sqlite/0002_audit_head_trigger.sql"),
     ),
+    (3, include_str!("../migrations/sqlite/0003_lifecycle.sql")),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_init.sql")),
@@ -52,6 +56,7 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
         2,
         include_str!("../migrations/postgres/0002_audit_head_trigger.sql"),
     ),
+    (3, include_str!("../migrations/postgres/0003_lifecycle.sql")),
 ];
 
 /// Splits a migration file into statements: a statement ends with `;` at the end of a line
@@ -389,6 +394,7 @@ async fn run_batch(
             results.push(Err(e));
             continue;
         }
+        apply_ops(&mut tx, &job.ctx).await?;
         if head.is_none() && !job.ctx.audit.is_empty() {
             head = Some(read_head(&mut tx, dialect).await?);
         }
@@ -431,6 +437,103 @@ async fn run_batch(
     tx.commit().await?;
     Ok((results, head))
 }
+
+/// The jobs, assignment records and callback events of a write.
+async fn apply_ops(tx: &mut AnyConnection, ctx: &WriteCtx) -> Result<(), StoreError> {
+    let now = ms(ctx.now);
+    for op in &ctx.jobs {
+        match op {
+            JobOp::Schedule {
+                kind,
+                request_id,
+                due_ms,
+            } => {
+                sqlx::query(
+                    "INSERT INTO jobs (id, kind, request_id, due_at, attempts, created_at) VALUES ($1, $2, $3, $4, 0, $5) \
+                     ON CONFLICT (id) DO UPDATE SET due_at = excluded.due_at, lease_owner = NULL, lease_until = NULL",
+                )
+                .bind(kind.id_for(request_id))
+                .bind(kind.as_str())
+                .bind(request_id.clone())
+                .bind(*due_ms)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            JobOp::Remove { kind, request_id } => {
+                sqlx::query("DELETE FROM jobs WHERE id = $1")
+                    .bind(kind.id_for(request_id))
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+    }
+    for op in &ctx.assignments {
+        match op {
+            AssignmentOp::Add {
+                principal,
+                standing,
+            } => {
+                sqlx::query(
+                    "INSERT INTO assignments (principal, standing, created_at) VALUES ($1, $2, $3) ON CONFLICT (principal) DO NOTHING",
+                )
+                .bind(principal.clone())
+                .bind(i64::from(*standing))
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            AssignmentOp::Remove { principal } => {
+                sqlx::query("DELETE FROM assignments WHERE principal = $1")
+                    .bind(principal.clone())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+    }
+    for ev in &ctx.outbox {
+        sqlx::query(
+            "INSERT INTO outbox (event_id, request_id, seq, payload, status, attempts, next_attempt_at, created_at) \
+             SELECT $1, $2, COALESCE(MAX(seq), 0) + 1, $3, 'PENDING', 0, $4, $4 FROM outbox WHERE request_id = $2",
+        )
+        .bind(ev.event_id.clone())
+        .bind(ev.request_id.clone())
+        .bind(ev.payload.clone())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(())
+}
+
+fn job_from_row(r: &AnyRow) -> Result<Job, StoreError> {
+    let kind: String = r.try_get("kind")?;
+    Ok(Job {
+        kind: JobKind::parse(&kind)
+            .ok_or_else(|| StoreError::Corrupt(format!("job kind {kind}")))?,
+        request_id: r.try_get("request_id")?,
+        due_ms: r.try_get("due_at")?,
+        attempts: r.try_get("attempts")?,
+        last_error: r.try_get("last_error")?,
+    })
+}
+
+fn outbox_from_row(r: &AnyRow) -> Result<OutboxEvent, StoreError> {
+    Ok(OutboxEvent {
+        event_id: r.try_get("event_id")?,
+        request_id: r.try_get("request_id")?,
+        seq: r.try_get("seq")?,
+        payload: r.try_get("payload")?,
+        status: r.try_get("status")?,
+        attempts: r.try_get("attempts")?,
+        next_attempt_ms: r.try_get("next_attempt_at")?,
+        last_error: r.try_get("last_error")?,
+        created_ms: r.try_get("created_at")?,
+    })
+}
+
+const OUTBOX_COLUMNS: &str =
+    "event_id, request_id, seq, payload, status, attempts, next_attempt_at, last_error, created_at";
 
 async fn read_head(tx: &mut AnyConnection, dialect: Dialect) -> Result<(i64, String), StoreError> {
     let head_sql = match dialect {
@@ -886,6 +989,243 @@ impl Store for SqlStore {
             .await?
             .rows_affected())
     }
+
+    async fn claim_jobs(
+        &self,
+        owner: &str,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<Job>, StoreError> {
+        let lock = match self.dialect {
+            Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
+            Dialect::Sqlite => "",
+        };
+        let sql = format!(
+            "UPDATE jobs SET lease_owner = $1, lease_until = $2 WHERE id IN (SELECT id FROM jobs WHERE due_at <= $3 \
+             AND (lease_until IS NULL OR lease_until < $3) ORDER BY due_at LIMIT $4{lock}) \
+             RETURNING kind, request_id, due_at, attempts, last_error"
+        );
+        let out = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = out.clone();
+        let owner = owner.to_owned();
+        let ctx = WriteCtx::with_audit(vec![], time::OffsetDateTime::UNIX_EPOCH);
+        self.write_tx(&ctx, move |tx| {
+            Box::pin(async move {
+                let rows = sqlx::query(AssertSqlSafe(sql))
+                    .bind(owner)
+                    .bind(now_ms + lease_ms)
+                    .bind(now_ms)
+                    .bind(i64::from(limit))
+                    .fetch_all(&mut *tx)
+                    .await?;
+                let jobs = rows
+                    .iter()
+                    .map(job_from_row)
+                    .collect::<Result<Vec<_>, _>>()?;
+                if let Ok(mut o) = sink.lock() {
+                    *o = jobs;
+                }
+                Ok(())
+            })
+        })
+        .await?;
+        let mut jobs = out
+            .lock()
+            .map(|mut o| std::mem::take(&mut *o))
+            .unwrap_or_default();
+        jobs.sort_by_key(|j| j.due_ms);
+        Ok(jobs)
+    }
+
+    async fn retry_job(
+        &self,
+        kind: JobKind,
+        request_id: &str,
+        retry_ms: i64,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        let (id, error) = (
+            kind.id_for(request_id),
+            error.chars().take(2000).collect::<String>(),
+        );
+        let ctx = WriteCtx::with_audit(vec![], time::OffsetDateTime::UNIX_EPOCH);
+        self.write_tx(&ctx, move |tx| {
+            Box::pin(async move {
+                sqlx::query(
+                    "UPDATE jobs SET due_at = $1, attempts = attempts + 1, last_error = $2, lease_owner = NULL, lease_until = NULL WHERE id = $3",
+                )
+                .bind(retry_ms)
+                .bind(error)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn next_job_due(&self) -> Result<Option<i64>, StoreError> {
+        let row = sqlx::query("SELECT MIN(due_at) AS d FROM jobs")
+            .fetch_one(&self.read)
+            .await?;
+        Ok(row.try_get::<Option<i64>, _>("d")?)
+    }
+
+    async fn list_jobs(&self, kind: Option<JobKind>) -> Result<Vec<Job>, StoreError> {
+        let rows = match kind {
+            Some(k) => {
+                sqlx::query("SELECT kind, request_id, due_at, attempts, last_error FROM jobs WHERE kind = $1 ORDER BY due_at")
+                    .bind(k.as_str())
+                    .fetch_all(&self.read)
+                    .await?
+            }
+            None => {
+                sqlx::query("SELECT kind, request_id, due_at, attempts, last_error FROM jobs ORDER BY due_at")
+                    .fetch_all(&self.read)
+                    .await?
+            }
+        };
+        rows.iter().map(job_from_row).collect()
+    }
+
+    async fn get_assignment(&self, principal: &str) -> Result<Option<bool>, StoreError> {
+        let row = sqlx::query("SELECT standing FROM assignments WHERE principal = $1")
+            .bind(principal.to_owned())
+            .fetch_optional(&self.read)
+            .await?;
+        row.map(|r| Ok(r.try_get::<i64, _>("standing")? != 0))
+            .transpose()
+    }
+
+    async fn active_grants_for(
+        &self,
+        requester_email: &str,
+        account_id: &str,
+        permission_set: Option<&str>,
+        except: &str,
+    ) -> Result<Vec<Request>, StoreError> {
+        let sql = format!(
+            "SELECT {REQUEST_COLUMNS} FROM requests WHERE status = 'GRANTED' AND requester_email = $1 AND account_id = $2 \
+             AND COALESCE(permission_set_arn, '') = $3 AND id <> $4"
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(requester_email.to_owned())
+            .bind(account_id.to_owned())
+            .bind(permission_set.unwrap_or("").to_owned())
+            .bind(except.to_owned())
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter().map(request_from_row).collect()
+    }
+
+    async fn requests_in(&self, status: Status, limit: u32) -> Result<Vec<Request>, StoreError> {
+        let sql = format!(
+            "SELECT {REQUEST_COLUMNS} FROM requests WHERE status = $1 ORDER BY created_at LIMIT {}",
+            limit.clamp(1, 10_000)
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(status.as_str())
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter().map(request_from_row).collect()
+    }
+
+    async fn due_callbacks(&self, now_ms: i64, limit: u32) -> Result<Vec<OutboxEvent>, StoreError> {
+        let sql = format!(
+            "SELECT {OUTBOX_COLUMNS} FROM outbox o WHERE o.status = 'PENDING' AND o.next_attempt_at <= $1 \
+             AND o.seq = (SELECT MIN(p.seq) FROM outbox p WHERE p.request_id = o.request_id AND p.status = 'PENDING') \
+             ORDER BY o.created_at, o.seq LIMIT {}",
+            limit.clamp(1, 1000)
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(now_ms)
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter().map(outbox_from_row).collect()
+    }
+
+    async fn callback_delivered(&self, event_id: &str, now_ms: i64) -> Result<(), StoreError> {
+        let id = event_id.to_owned();
+        let ctx = WriteCtx::with_audit(vec![], time::OffsetDateTime::UNIX_EPOCH);
+        self.write_tx(&ctx, move |tx| {
+            Box::pin(async move {
+                sqlx::query(
+                    "UPDATE outbox SET status = 'DELIVERED', delivered_at = $1 WHERE event_id = $2",
+                )
+                .bind(now_ms)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn callback_failed(
+        &self,
+        event_id: &str,
+        retry_ms: i64,
+        error: &str,
+        dead: bool,
+    ) -> Result<(), StoreError> {
+        let (id, error) = (
+            event_id.to_owned(),
+            error.chars().take(2000).collect::<String>(),
+        );
+        let status = if dead { "DEAD" } else { "PENDING" };
+        let ctx = WriteCtx::with_audit(vec![], time::OffsetDateTime::UNIX_EPOCH);
+        self.write_tx(&ctx, move |tx| {
+            Box::pin(async move {
+                sqlx::query(
+                    "UPDATE outbox SET status = $1, attempts = attempts + 1, next_attempt_at = $2, last_error = $3 WHERE event_id = $4",
+                )
+                .bind(status)
+                .bind(retry_ms)
+                .bind(error)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn list_callbacks(
+        &self,
+        status: &str,
+        limit: u32,
+    ) -> Result<Vec<OutboxEvent>, StoreError> {
+        let sql = format!(
+            "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE status = $1 ORDER BY created_at, seq LIMIT {}",
+            limit.clamp(1, 1000)
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(status.to_owned())
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter().map(outbox_from_row).collect()
+    }
+
+    async fn resend_callback(&self, event_id: &str, now_ms: i64) -> Result<(), StoreError> {
+        let id = event_id.to_owned();
+        let ctx = WriteCtx::with_audit(vec![], time::OffsetDateTime::UNIX_EPOCH);
+        self.write_tx(&ctx, move |tx| {
+            Box::pin(async move {
+                let n = sqlx::query("UPDATE outbox SET status = 'PENDING', next_attempt_at = $1 WHERE event_id = $2 AND status = 'DEAD'")
+                    .bind(now_ms)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if n == 1 { Ok(()) } else { Err(StoreError::NotFound) }
+            })
+        })
+        .await
+    }
 }
 
 /// The durable nonce store, for several servers sharing one database: a nonce row is inserted,
@@ -932,11 +1272,7 @@ impl SqlStore {
                 Ok(())
             })
         });
-        let ctx = WriteCtx {
-            audit: vec![],
-            idem: None,
-            now: time::OffsetDateTime::UNIX_EPOCH,
-        };
+        let ctx = WriteCtx::with_audit(vec![], time::OffsetDateTime::UNIX_EPOCH);
         let job = WriteJob {
             ctx,
             body: Some(body),

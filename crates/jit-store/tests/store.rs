@@ -568,3 +568,49 @@ async fn sqlite_reopen_keeps_data_and_applies_no_migration_twice() {
     );
     assert_eq!(s.verify_audit().await.unwrap(), 1);
 }
+
+#[tokio::test]
+async fn jobs_assignments_and_outbox_commit_with_the_change() {
+    use jit_store::{AssignmentOp, JobKind, JobOp, OutboxDraft};
+    let db = sqlite().await;
+    let b = bound(&db).await;
+    let r = new_request(&b, 1, T0);
+    let mut ctx = WriteCtx::new(audit("request.created", Some(&r)), T0);
+    ctx.jobs.push(JobOp::Schedule {
+        kind: JobKind::Timeout,
+        request_id: r.id.as_str().into(),
+        due_ms: 5,
+    });
+    ctx.assignments.push(AssignmentOp::Add {
+        principal: "p".into(),
+        standing: true,
+    });
+    ctx.outbox.push(OutboxDraft {
+        event_id: "e1".into(),
+        request_id: r.id.as_str().into(),
+        payload: "{}".into(),
+    });
+    db.store.create_request(&r, ctx).await.unwrap();
+    assert_eq!(db.store.next_job_due().await.unwrap(), Some(5));
+    assert_eq!(db.store.get_assignment("p").await.unwrap(), Some(true));
+    let jobs = db.store.claim_jobs("me", 10, 1000, 10).await.unwrap();
+    assert_eq!(jobs.len(), 1);
+    assert!(
+        db.store
+            .claim_jobs("other", 10, 1000, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "leased"
+    );
+    assert_eq!(
+        db.store
+            .claim_jobs("other", 2000, 1000, 10)
+            .await
+            .unwrap()
+            .len(),
+        1,
+        "lease expired"
+    );
+    assert_eq!(db.store.due_callbacks(10, 10).await.unwrap().len(), 1);
+}

@@ -1,0 +1,104 @@
+//! The embedded default: records what it would do and keeps the resulting assignments in
+//! memory, so the whole lifecycle runs without a cloud account.
+
+use crate::{AccessProvider, Assigned, ProviderError, Target};
+use async_trait::async_trait;
+use std::collections::{BTreeSet, VecDeque};
+use std::sync::Mutex;
+
+/// One recorded call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DryRunCall {
+    /// A grant.
+    Grant(String),
+    /// A revoke.
+    Revoke(String),
+}
+
+/// Records calls; optionally fails the next calls (for tests of retries).
+#[derive(Debug, Default)]
+pub struct DryRunProvider {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    assigned: BTreeSet<String>,
+    calls: Vec<DryRunCall>,
+    failures: VecDeque<ProviderError>,
+}
+
+impl DryRunProvider {
+    /// An empty provider.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Marks a principal as already assigned (a standing assignment made outside this system).
+    pub fn preassign(&self, principal: &str) {
+        if let Ok(mut i) = self.inner.lock() {
+            i.assigned.insert(principal.to_owned());
+        }
+    }
+
+    /// Makes the next calls fail with these errors, in order.
+    pub fn fail_next(&self, errors: impl IntoIterator<Item = ProviderError>) {
+        if let Ok(mut i) = self.inner.lock() {
+            i.failures.extend(errors);
+        }
+    }
+
+    /// Whether a principal is assigned now.
+    pub fn is_assigned(&self, principal: &str) -> bool {
+        self.inner
+            .lock()
+            .map(|i| i.assigned.contains(principal))
+            .unwrap_or(false)
+    }
+
+    /// Every call so far.
+    pub fn calls(&self) -> Vec<DryRunCall> {
+        self.inner
+            .lock()
+            .map(|i| i.calls.clone())
+            .unwrap_or_default()
+    }
+
+    fn call(&self, target: &Target, grant: bool) -> Result<bool, ProviderError> {
+        let mut i = self
+            .inner
+            .lock()
+            .map_err(|_| ProviderError::Retry("lock poisoned".into()))?;
+        if let Some(e) = i.failures.pop_front() {
+            return Err(e);
+        }
+        let p = target.principal();
+        if grant {
+            i.calls.push(DryRunCall::Grant(p.clone()));
+            let pre = !i.assigned.insert(p);
+            tracing::info!(request_id = %target.request_id, account_id = %target.account_id, pre_existing = pre, "dry-run: would grant");
+            Ok(pre)
+        } else {
+            i.calls.push(DryRunCall::Revoke(p.clone()));
+            i.assigned.remove(&p);
+            tracing::info!(request_id = %target.request_id, account_id = %target.account_id, "dry-run: would revoke");
+            Ok(false)
+        }
+    }
+}
+
+#[async_trait]
+impl AccessProvider for DryRunProvider {
+    fn name(&self) -> &'static str {
+        "dry-run"
+    }
+
+    async fn grant(&self, target: &Target) -> Result<Assigned, ProviderError> {
+        self.call(target, true)
+            .map(|pre_existing| Assigned { pre_existing })
+    }
+
+    async fn revoke(&self, target: &Target) -> Result<(), ProviderError> {
+        self.call(target, false).map(|_| ())
+    }
+}

@@ -1,0 +1,251 @@
+//! The callback dispatcher: delivers queued callback events to the bridge (or the existing
+//! plugin), signed with the callback ring's signing key, in order per request, retrying with
+//! backoff for at least `max_age` (24 h by default) before an event becomes a dead letter that
+//! the API lists and can re-send. Receivers dedupe by `X-JIT-Event-ID`, so delivery at least once
+//! is an effect exactly once. Several servers may dispatch at once for the same reason.
+
+use crate::state::AppState;
+use jit_proto::sign::{Audience, RequestParts, SignInput, SignatureVersion, new_nonce, sign};
+use jit_store::{OutboxEvent, StoreError};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Why a URL may not receive callbacks.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum UrlError {
+    /// Not an http(s) URL.
+    #[error("callback_url must be an http:// or https:// URL: {0}")]
+    Invalid(String),
+    /// Resolves to a link-local or cloud metadata address.
+    #[error(
+        "callback_url {0} resolves to a link-local or cloud metadata address ({1}); set dangerous_allow_link_local_callbacks to allow it"
+    )]
+    Forbidden(String, IpAddr),
+}
+
+/// True for link-local and cloud metadata addresses, which a callback must never reach.
+pub fn is_forbidden(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_link_local() || v4.octets() == [100, 100, 100, 200],
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            (s[0] & 0xffc0) == 0xfe80 // fe80::/10
+                || v6 == std::net::Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254)
+                || v6.to_ipv4_mapped().is_some_and(|m| m.is_link_local())
+        }
+    }
+}
+
+/// Checks a callback URL: scheme, and every address its host resolves to.
+pub async fn check_url(url: &reqwest::Url, allow_link_local: bool) -> Result<(), UrlError> {
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(UrlError::Invalid(url.to_string()));
+    }
+    let host = url
+        .host_str()
+        .ok_or_else(|| UrlError::Invalid(url.to_string()))?;
+    if allow_link_local {
+        return Ok(());
+    }
+    let port = url.port_or_known_default().unwrap_or(443);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let addrs: Vec<IpAddr> = match host.parse::<IpAddr>() {
+        Ok(ip) => vec![ip],
+        Err(_) => tokio::net::lookup_host((host, port))
+            .await
+            .map(|a| a.map(|s| s.ip()).collect())
+            .unwrap_or_default(),
+    };
+    match addrs.into_iter().find(|ip| is_forbidden(*ip)) {
+        Some(ip) => Err(UrlError::Forbidden(url.to_string(), ip)),
+        None => Ok(()),
+    }
+}
+
+/// Dispatcher settings.
+#[derive(Debug, Clone)]
+pub struct DispatchConfig {
+    /// Where callbacks go.
+    pub url: reqwest::Url,
+    /// v2 for our bridge (audience `bridge`); v1 for the existing plugin.
+    pub version: SignatureVersion,
+    /// How long an event is retried before it becomes a dead letter.
+    pub max_age: Duration,
+    /// `dangerous_allow_link_local_callbacks`.
+    pub allow_link_local: bool,
+}
+
+/// The dispatcher.
+#[derive(Debug)]
+pub struct Dispatcher {
+    st: AppState,
+    cfg: DispatchConfig,
+    http: reqwest::Client,
+}
+
+/// Delay before retry number `attempts + 1`: 1 s doubling to at most five minutes.
+fn backoff(attempts: i64) -> i64 {
+    i64::try_from(crate::lifecycle::backoff(attempts).as_millis()).unwrap_or(300_000)
+}
+
+impl Dispatcher {
+    /// A dispatcher (no redirects followed: a redirect could lead anywhere).
+    pub fn new(st: AppState, cfg: DispatchConfig) -> Result<Arc<Self>, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .connect_timeout(Duration::from_secs(3))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        Ok(Arc::new(Self { st, cfg, http }))
+    }
+
+    /// Delivers every callback due now (the next one of each request); returns how many were
+    /// delivered.
+    pub async fn run_due(&self) -> Result<usize, StoreError> {
+        let mut delivered = 0;
+        // Each pass delivers the next event of every request; a delivered event makes the
+        // request's following one due, so repeat while passes deliver.
+        for _ in 0..100 {
+            let n = self.run_pass().await?;
+            delivered += n;
+            if n == 0 {
+                break;
+            }
+        }
+        Ok(delivered)
+    }
+
+    async fn run_pass(&self) -> Result<usize, StoreError> {
+        let now = crate::effects_ms(self.st.clock.now());
+        let due = self.st.store.due_callbacks(now, 100).await?;
+        let mut delivered = 0;
+        for ev in due {
+            match self.deliver(&ev).await {
+                Ok(()) => {
+                    self.st
+                        .store
+                        .callback_delivered(&ev.event_id, crate::effects_ms(self.st.clock.now()))
+                        .await?;
+                    delivered += 1;
+                }
+                Err(e) => {
+                    let now = crate::effects_ms(self.st.clock.now());
+                    let max_age = i64::try_from(self.cfg.max_age.as_millis()).unwrap_or(i64::MAX);
+                    let dead = now - ev.created_ms >= max_age;
+                    if dead {
+                        tracing::error!(event_id = %ev.event_id, request_id = %ev.request_id, attempts = ev.attempts + 1,
+                            error = %e, "callback undeliverable for too long; kept as a dead letter (GET /callbacks?status=DEAD)");
+                    } else {
+                        tracing::warn!(event_id = %ev.event_id, request_id = %ev.request_id, attempts = ev.attempts + 1, error = %e, "callback delivery failed; will retry");
+                    }
+                    self.st
+                        .store
+                        .callback_failed(&ev.event_id, now + backoff(ev.attempts), &e, dead)
+                        .await?;
+                }
+            }
+        }
+        Ok(delivered)
+    }
+
+    async fn deliver(&self, ev: &OutboxEvent) -> Result<(), String> {
+        check_url(&self.cfg.url, self.cfg.allow_link_local)
+            .await
+            .map_err(|e| e.to_string())?;
+        let key = self
+            .st
+            .callback_ring
+            .signing_key()
+            .ok_or("the callback ring has no signing key")?;
+        let pq = match self.cfg.url.query() {
+            Some(q) => format!("{}?{q}", self.cfg.url.path()),
+            None => self.cfg.url.path().to_owned(),
+        };
+        let nonce = new_nonce().map_err(|e| e.to_string())?;
+        let input = SignInput {
+            version: self.cfg.version,
+            audience: Audience::Bridge,
+            request: RequestParts {
+                method: "POST",
+                path_and_query: &pq,
+                body: ev.payload.as_bytes(),
+            },
+            timestamp: self.st.clock.unix(),
+            nonce: &nonce,
+        };
+        let mut rb = self
+            .http
+            .post(self.cfg.url.clone())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header("X-JIT-Event-ID", &ev.event_id)
+            .body(ev.payload.clone());
+        for (k, v) in sign(&key, &input) {
+            rb = rb.header(k, v);
+        }
+        let resp = rb.send().await.map_err(|e| format!("sending: {e}"))?;
+        if resp.status().is_success() {
+            Ok(())
+        } else {
+            Err(format!("the receiver answered {}", resp.status()))
+        }
+    }
+
+    /// Delivers every `interval` (and when woken) until `shutdown`.
+    pub fn spawn(
+        self: &Arc<Self>,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> tokio::task::JoinHandle<()> {
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    r = shutdown.changed() => {
+                        if r.is_err() || *shutdown.borrow() { break; }
+                    }
+                    _ = tick.tick() => {}
+                }
+                if let Err(e) = this.run_due().await {
+                    tracing::error!(error = %e, "callback dispatch failed");
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn link_local_and_metadata_addresses_are_refused() {
+        for bad in [
+            "http://169.254.169.254/latest/meta-data",
+            "http://[fe80::1]/x",
+            "http://[fd00:ec2::254]/",
+            "http://100.100.100.200/",
+        ] {
+            let u = reqwest::Url::parse(bad).unwrap();
+            assert!(
+                matches!(check_url(&u, false).await, Err(UrlError::Forbidden(..))),
+                "{bad}"
+            );
+            assert!(check_url(&u, true).await.is_ok());
+        }
+        for ok in ["http://127.0.0.1:8065/jit/webhook", "https://10.0.0.5/hook"] {
+            assert!(
+                check_url(&reqwest::Url::parse(ok).unwrap(), false)
+                    .await
+                    .is_ok(),
+                "{ok}"
+            );
+        }
+        assert!(matches!(
+            check_url(&reqwest::Url::parse("ftp://x/").unwrap(), false).await,
+            Err(UrlError::Invalid(_))
+        ));
+    }
+}

@@ -1,0 +1,479 @@
+//! The grant lifecycle: puts approved access in place, removes it exactly at its end, times out
+//! pending requests, and retries every failed provider call with exponential backoff (capped at
+//! five minutes) until it succeeds. Work lives in the `jobs` table, written with the state
+//! change that made it due, so nothing is lost in a crash; servers lease jobs, so two servers
+//! on one PostgreSQL never act on the same one at once.
+//!
+//! [`Lifecycle::run_due`] is the one-step function tests call with an injected clock;
+//! [`Lifecycle::spawn`] runs it from a timer armed at the earliest due job (and re-armed on every
+//! write), plus a reconciler at start and every `reconcile_interval`.
+
+use crate::effects::effects;
+use crate::state::AppState;
+use jit_core::audit::AuditDraft;
+use jit_core::request::{Request, State, Status};
+use jit_grants::{AccessProvider, ProviderError, Target};
+use jit_store::{AssignmentOp, Job, JobKind, JobOp, StoreError, WriteCtx};
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Duration;
+use time::OffsetDateTime;
+use tokio::sync::watch;
+
+/// Longest wait between retries.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// How long a claimed job stays leased to this server.
+const LEASE_MS: i64 = 60_000;
+/// Jobs run at once.
+const PARALLEL: usize = 16;
+
+/// The lifecycle worker.
+#[derive(Debug)]
+pub struct Lifecycle {
+    st: AppState,
+    provider: Arc<dyn AccessProvider>,
+    owner: String,
+    reconcile_interval: Duration,
+    /// Jobs for the same user, account and permission set run one at a time in this process,
+    /// so overlapping grants see each other's assignment record.
+    principals: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// Delay before retry number `attempts + 1`: 1 s, 2 s, 4 s, … up to five minutes.
+pub fn backoff(attempts: i64) -> Duration {
+    let secs = 1u64
+        .checked_shl(u32::try_from(attempts.clamp(0, 16)).unwrap_or(16))
+        .unwrap_or(u64::MAX);
+    Duration::from_secs(secs).min(MAX_BACKOFF)
+}
+
+fn ms(t: OffsetDateTime) -> i64 {
+    crate::effects_ms(t)
+}
+
+fn target(r: &Request) -> Target {
+    Target {
+        request_id: r.id.as_str().to_owned(),
+        user_email: r.requester_email.as_str().to_owned(),
+        account_id: r.account_id.as_str().to_owned(),
+        permission_set_arn: r.permission_set_arn.as_ref().map(|p| p.as_str().to_owned()),
+    }
+}
+
+fn system_draft(kind: &str, r: &Request, data: serde_json::Value) -> AuditDraft {
+    let mut d = AuditDraft::new(kind);
+    d.actor_id = Some("system".into());
+    d.request_id = Some(r.id.as_str().to_owned());
+    d.channel_id = Some(r.channel_id.as_str().to_owned());
+    d.account_id = Some(r.account_id.as_str().to_owned());
+    d.data = data;
+    d
+}
+
+impl Lifecycle {
+    /// A worker for `st` using `provider`; `owner` names this server in job leases.
+    pub fn new(
+        st: AppState,
+        provider: Arc<dyn AccessProvider>,
+        owner: String,
+        reconcile_interval: Duration,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            st,
+            provider,
+            owner,
+            reconcile_interval,
+            principals: Default::default(),
+        })
+    }
+
+    /// Runs every job due now; returns how many ran.
+    pub async fn run_due(self: &Arc<Self>) -> Result<usize, StoreError> {
+        let mut total = 0;
+        loop {
+            let now = self.st.clock.now();
+            let jobs = self
+                .st
+                .store
+                .claim_jobs(&self.owner, ms(now), LEASE_MS, 64)
+                .await?;
+            if jobs.is_empty() {
+                return Ok(total);
+            }
+            total += jobs.len();
+            let mut set = tokio::task::JoinSet::new();
+            for job in jobs {
+                while set.len() >= PARALLEL {
+                    let _ = set.join_next().await;
+                }
+                let this = Arc::clone(self);
+                set.spawn(async move { this.run_job(job).await });
+            }
+            while set.join_next().await.is_some() {}
+        }
+    }
+
+    async fn run_job(&self, job: Job) {
+        let outcome = match job.kind {
+            JobKind::Grant => self.grant(&job).await,
+            JobKind::Revoke => self.revoke(&job).await,
+            JobKind::Timeout => self.time_out(&job).await,
+        };
+        if let Err(e) = outcome {
+            let now = self.st.clock.now();
+            let delay = backoff(job.attempts);
+            let retry_at = ms(now) + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
+            let overdue_s = (ms(now) - job.due_ms) / 1000;
+            if job.kind == JobKind::Revoke && overdue_s > 0 {
+                tracing::error!(request_id = %job.request_id, overdue_seconds = overdue_s, attempts = job.attempts + 1,
+                    error = %e, retry_in_s = delay.as_secs(), "revocation overdue: access is still in place past its end");
+            } else {
+                tracing::warn!(request_id = %job.request_id, job = job.kind.as_str(), attempts = job.attempts + 1,
+                    error = %e, retry_in_s = delay.as_secs(), "job failed; will retry");
+            }
+            if let Err(e) = self
+                .st
+                .store
+                .retry_job(job.kind, &job.request_id, retry_at, &e.to_string())
+                .await
+            {
+                tracing::error!(request_id = %job.request_id, error = %e, "could not record the job failure; the lease expiry will retry it");
+            }
+        }
+    }
+
+    fn principal_lock(&self, principal: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut map = match self.principals.lock() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        map.retain(|_, l| Arc::strong_count(l) > 1);
+        map.entry(principal.to_owned()).or_default().clone()
+    }
+
+    async fn load(&self, request_id: &str) -> Result<Option<Request>, JobError> {
+        let id = jit_core::types::RequestId::parse(request_id)
+            .map_err(|e| JobError::Store(e.message))?;
+        Ok(self.st.store.get_request(&id).await?)
+    }
+
+    async fn done(&self, kind: JobKind, r: &Request) -> Result<(), JobError> {
+        // A job whose request moved on: remove it without touching the request.
+        let mut ctx = WriteCtx::with_audit(vec![], self.st.clock.now());
+        ctx.jobs.push(JobOp::Remove {
+            kind,
+            request_id: r.id.as_str().to_owned(),
+        });
+        let mut same = r.clone();
+        same.version += 1;
+        self.st.store.update_request(&same, ctx).await?;
+        Ok(())
+    }
+
+    async fn commit(
+        &self,
+        prev: &Request,
+        next: &Request,
+        audit: Vec<AuditDraft>,
+        extra: Vec<AssignmentOp>,
+    ) -> Result<(), JobError> {
+        let now = self.st.clock.now();
+        let mut ctx = WriteCtx::with_audit(audit, now);
+        let (jobs, outbox) = effects(
+            Some(prev),
+            next,
+            None,
+            now,
+            hex::encode(self.st.random_id()),
+        );
+        ctx.jobs = jobs;
+        ctx.outbox = outbox;
+        ctx.assignments = extra;
+        self.st.store.update_request(next, ctx).await?;
+        self.st.wake.notify_one();
+        Ok(())
+    }
+
+    async fn grant(&self, job: &Job) -> Result<(), JobError> {
+        let Some(r) = self.load(&job.request_id).await? else {
+            return Ok(());
+        };
+        if r.status() != Status::Approved {
+            return self.done(JobKind::Grant, &r).await;
+        }
+        let t = target(&r);
+        let principal = t.principal();
+        let lock = self.principal_lock(&principal);
+        let _held = lock.lock().await;
+        // Already covered by another grant of ours, or standing: nothing to call.
+        let (standing, call) = match self.st.store.get_assignment(&principal).await? {
+            Some(standing) => (standing, false),
+            None => (false, true),
+        };
+        let mut ops = Vec::new();
+        let mut pre_existing = standing;
+        if call {
+            match self.provider.grant(&t).await {
+                Ok(a) => {
+                    // "Already assigned" only means standing when no grant of ours holds it:
+                    // mistaking our own grant for a standing one would leave access forever.
+                    let ours = !self
+                        .st
+                        .store
+                        .active_grants_for(
+                            &t.user_email,
+                            &t.account_id,
+                            t.permission_set_arn.as_deref(),
+                            r.id.as_str(),
+                        )
+                        .await?
+                        .is_empty();
+                    pre_existing = a.pre_existing && !ours;
+                    ops.push(AssignmentOp::Add {
+                        principal,
+                        standing: pre_existing,
+                    });
+                }
+                Err(ProviderError::Permanent(m)) => {
+                    let now = self.st.clock.now();
+                    let next = r
+                        .fail(format!("granting access failed: {m}"), now)
+                        .map_err(|e| JobError::Store(e.message))?;
+                    let d = system_draft(
+                        "request.error",
+                        &r,
+                        json!({"stage": "grant", "error": m, "provider": self.provider.name()}),
+                    );
+                    tracing::error!(request_id = %r.id, error = %m, "grant failed permanently; the request needs a human");
+                    return self.commit(&r, &next, vec![d], vec![]).await;
+                }
+                Err(e) => return Err(JobError::Provider(e)),
+            }
+        }
+        let now = self.st.clock.now();
+        let next = r.grant(now).map_err(|e| JobError::Store(e.message))?;
+        let d = system_draft(
+            "request.granted",
+            &next,
+            json!({"granted_at": crate::views::ts(now), "end_time": next.ends_at().map(crate::views::ts),
+                   "provider": self.provider.name(), "standing_assignment": pre_existing}),
+        );
+        self.commit(&r, &next, vec![d], ops).await
+    }
+
+    async fn revoke(&self, job: &Job) -> Result<(), JobError> {
+        let Some(r) = self.load(&job.request_id).await? else {
+            return Ok(());
+        };
+        let now = self.st.clock.now();
+        let ended_early = match (&r.state, r.ends_at()) {
+            (State::Granted(_), Some(end)) if end > now => {
+                // Extended since the job was scheduled: move it.
+                let mut ctx = WriteCtx::with_audit(vec![], now);
+                ctx.jobs.push(JobOp::Schedule {
+                    kind: JobKind::Revoke,
+                    request_id: r.id.as_str().to_owned(),
+                    due_ms: ms(end),
+                });
+                let mut same = r.clone();
+                same.version += 1;
+                self.st.store.update_request(&same, ctx).await?;
+                return Ok(());
+            }
+            (State::Granted(_), _) => false,
+            (State::Revoked(c), _) if c.granted.is_some() => true,
+            (
+                State::Error {
+                    granted: Some(_), ..
+                },
+                _,
+            ) => true,
+            _ => return self.done(JobKind::Revoke, &r).await,
+        };
+        let t = target(&r);
+        let principal = t.principal();
+        let lock = self.principal_lock(&principal);
+        let _held = lock.lock().await;
+        // Another grant of the same user, account and permission set still running keeps the
+        // shared assignment; a standing assignment is never removed.
+        let others = self
+            .st
+            .store
+            .active_grants_for(
+                &t.user_email,
+                &t.account_id,
+                t.permission_set_arn.as_deref(),
+                r.id.as_str(),
+            )
+            .await?;
+        let covered = others.iter().any(|o| o.ends_at().is_some_and(|e| e > now));
+        let standing = self
+            .st
+            .store
+            .get_assignment(&principal)
+            .await?
+            .unwrap_or(false);
+        let mut ops = Vec::new();
+        let removed = if covered {
+            false
+        } else {
+            if !standing {
+                self.provider.revoke(&t).await.map_err(JobError::Provider)?;
+            }
+            ops.push(AssignmentOp::Remove { principal });
+            !standing
+        };
+        let late_ms = r.ends_at().map(|e| ms(now) - ms(e)).unwrap_or(0);
+        if ended_early {
+            // REVOKED (or ERROR) already; record that the access is gone and drop the job.
+            let d = system_draft(
+                "request.access_removed",
+                &r,
+                json!({"assignment_removed": removed, "kept_for_other_grant": covered, "standing_assignment": standing}),
+            );
+            let mut ctx = WriteCtx::with_audit(vec![d], now);
+            ctx.jobs.push(JobOp::Remove {
+                kind: JobKind::Revoke,
+                request_id: r.id.as_str().to_owned(),
+            });
+            ctx.assignments = ops;
+            let mut same = r.clone();
+            same.version += 1;
+            self.st.store.update_request(&same, ctx).await?;
+            return Ok(());
+        }
+        let next = r.expire(now).map_err(|e| JobError::Store(e.message))?;
+        let d = system_draft(
+            "request.expired",
+            &next,
+            json!({"late_ms": late_ms, "assignment_removed": removed, "kept_for_other_grant": covered, "standing_assignment": standing}),
+        );
+        tracing::info!(request_id = %r.id, late_ms, "grant ended");
+        self.commit(&r, &next, vec![d], ops).await
+    }
+
+    async fn time_out(&self, job: &Job) -> Result<(), JobError> {
+        let Some(r) = self.load(&job.request_id).await? else {
+            return Ok(());
+        };
+        if r.status() != Status::Pending {
+            return self.done(JobKind::Timeout, &r).await;
+        }
+        let now = self.st.clock.now();
+        let next = r.time_out(now).map_err(|e| JobError::Store(e.message))?;
+        let d = system_draft(
+            "request.timed_out",
+            &next,
+            json!({"pending_deadline": crate::views::ts(r.pending_deadline)}),
+        );
+        self.commit(&r, &next, vec![d], vec![]).await
+    }
+
+    /// Makes sure every request that needs work has its job (a job lost to a bug or a manual
+    /// edit is recreated), then runs what is due.
+    pub async fn reconcile(self: &Arc<Self>) -> Result<usize, StoreError> {
+        let jobs = self.st.store.list_jobs(None).await?;
+        let has =
+            |kind: JobKind, id: &str| jobs.iter().any(|j| j.kind == kind && j.request_id == id);
+        let now = self.st.clock.now();
+        let mut created = 0;
+        for (status, kind) in [
+            (Status::Approved, JobKind::Grant),
+            (Status::Granted, JobKind::Revoke),
+            (Status::Pending, JobKind::Timeout),
+        ] {
+            for r in self.st.store.requests_in(status, 10_000).await? {
+                if has(kind, r.id.as_str()) {
+                    continue;
+                }
+                let due = match kind {
+                    JobKind::Grant => now,
+                    JobKind::Revoke => r.ends_at().unwrap_or(now),
+                    JobKind::Timeout => r.pending_deadline,
+                };
+                let mut ctx = WriteCtx::with_audit(vec![], now);
+                ctx.jobs.push(JobOp::Schedule {
+                    kind,
+                    request_id: r.id.as_str().to_owned(),
+                    due_ms: ms(due),
+                });
+                let mut same = r.clone();
+                same.version += 1;
+                match self.st.store.update_request(&same, ctx).await {
+                    Ok(()) | Err(StoreError::Conflict) => {}
+                    Err(e) => return Err(e),
+                }
+                tracing::warn!(request_id = %r.id, job = kind.as_str(), "reconciler recreated a missing job");
+                created += 1;
+            }
+        }
+        let ran = self.run_due().await?;
+        Ok(created + ran)
+    }
+
+    /// Runs the timer loop until `shutdown` turns true.
+    pub fn spawn(
+        self: &Arc<Self>,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> tokio::task::JoinHandle<()> {
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            if let Err(e) = this.reconcile().await {
+                tracing::error!(error = %e, "reconciler failed at start");
+            }
+            let mut last_reconcile = tokio::time::Instant::now();
+            loop {
+                // Sleep until the earliest due job, at most one second (so jobs written by
+                // another server are noticed promptly) and until the next reconcile.
+                let now_ms = ms(this.st.clock.now());
+                let next = this.st.store.next_job_due().await.ok().flatten();
+                let wait_ms = next.map_or(1000, |d| (d - now_ms).clamp(0, 1000));
+                let wait = Duration::from_millis(u64::try_from(wait_ms).unwrap_or(1000));
+                tokio::select! {
+                    r = shutdown.changed() => {
+                        if r.is_err() || *shutdown.borrow() { break; }
+                    }
+                    _ = this.st.wake.notified() => {}
+                    _ = tokio::time::sleep(wait) => {}
+                }
+                let result = if last_reconcile.elapsed() >= this.reconcile_interval {
+                    last_reconcile = tokio::time::Instant::now();
+                    this.reconcile().await
+                } else {
+                    this.run_due().await
+                };
+                if let Err(e) = result {
+                    tracing::error!(error = %e, "lifecycle step failed; retrying");
+                }
+            }
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum JobError {
+    #[error(transparent)]
+    Provider(ProviderError),
+    #[error("store: {0}")]
+    Store(String),
+}
+
+impl From<StoreError> for JobError {
+    fn from(e: StoreError) -> Self {
+        Self::Store(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_five_minutes_and_never_stops() {
+        assert_eq!(backoff(0), Duration::from_secs(1));
+        assert_eq!(backoff(3), Duration::from_secs(8));
+        assert_eq!(backoff(8), Duration::from_secs(256));
+        assert_eq!(backoff(9), MAX_BACKOFF);
+        assert_eq!(backoff(10_000), MAX_BACKOFF);
+    }
+}
