@@ -1,10 +1,16 @@
 //! Access providers: what actually grants and removes access. Every call is idempotent: granting
 //! what is already granted and removing what is already gone both succeed, so the lifecycle can
 //! retry after any failure or crash without harm.
+//!
+//! - [`DryRunProvider`]: records what it would do (the embedded default).
+//! - [`CommandProvider`]: any executable, with the target as JSON on stdin.
+//! - [`IdentityCenterProvider`]: AWS IAM Identity Center account assignments.
 
+mod aws;
 mod command;
 mod dry_run;
 
+pub use aws::{IdentityCenterProvider, Polling};
 pub use command::CommandProvider;
 pub use dry_run::{DryRunCall, DryRunProvider};
 

@@ -50,6 +50,10 @@ pub struct GrantsConfig {
     pub command: Vec<String>,
     /// For `command`: seconds before the program is killed and the call retried.
     pub command_timeout_secs: u64,
+    /// For `aws-identity-center`: the instance ARN (found with `ListInstances` when unset).
+    pub instance_arn: Option<String>,
+    /// For `aws-identity-center`: the Identity Store id (with `instance_arn`).
+    pub identity_store_id: Option<String>,
 }
 
 impl Default for GrantsConfig {
@@ -58,6 +62,8 @@ impl Default for GrantsConfig {
             provider: "dry-run".into(),
             command: Vec::new(),
             command_timeout_secs: 30,
+            instance_arn: None,
+            identity_store_id: None,
         }
     }
 }
@@ -305,6 +311,11 @@ impl Config {
         if let Some(v) = env_value(env, "JIT_GRANTS_COMMAND")? {
             self.grants.command = v.split_whitespace().map(str::to_owned).collect();
         }
+        opt!("JIT_GRANTS_INSTANCE_ARN", self.grants.instance_arn);
+        opt!(
+            "JIT_GRANTS_IDENTITY_STORE_ID",
+            self.grants.identity_store_id
+        );
         opt!("JIT_CALLBACKS_URL", self.callbacks.url);
         if let Some(v) = env_value(env, "JIT_CALLBACKS_SIGNATURE_VERSION")? {
             self.callbacks.signature_version = parse_env("JIT_CALLBACKS_SIGNATURE_VERSION", &v)?;
@@ -341,7 +352,7 @@ impl Config {
             return bad("reconcile_interval_secs must be 1 to 3600".into());
         }
         match self.grants.provider.as_str() {
-            "dry-run" => {}
+            "dry-run" | "aws-identity-center" => {}
             "command" if !self.grants.command.is_empty() => {}
             "command" => {
                 return bad(
@@ -351,7 +362,7 @@ impl Config {
             }
             other => {
                 return bad(format!(
-                    "grants.provider must be dry-run or command, got {other:?}"
+                    "grants.provider must be dry-run, command or aws-identity-center, got {other:?}"
                 ));
             }
         }

@@ -175,6 +175,23 @@ impl Server {
                         Duration::from_secs(config.grants.command_timeout_secs),
                     ))
                 }
+                "aws-identity-center" => {
+                    let sdk = jit_keys::aws_sdk_config(
+                        config.aws_region.clone(),
+                        config.aws_endpoint_url.clone(),
+                    )
+                    .await;
+                    let instance = config
+                        .grants
+                        .instance_arn
+                        .clone()
+                        .zip(config.grants.identity_store_id.clone());
+                    Arc::new(jit_grants::IdentityCenterProvider::new(
+                        &sdk,
+                        instance,
+                        jit_grants::Polling::default(),
+                    ))
+                }
                 _ => Arc::new(jit_grants::DryRunProvider::new()),
             },
         };
