@@ -47,4 +47,4 @@ psql "$JIT_TEST_PG_URL" -At -c "SELECT datname FROM pg_database WHERE datname LI
   | while read -r db; do psql "$JIT_TEST_PG_URL" -q -c "DROP DATABASE IF EXISTS $db" || true; done
 
 say "cargo test --workspace"
-cargo test --workspace --all-targets "$@"
+cargo test --workspace --all-targets --no-fail-fast "$@"
