@@ -22,8 +22,10 @@ use tokio::sync::watch;
 
 /// Longest wait between retries.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
-/// How long a claimed job stays leased to this server.
-const LEASE_MS: i64 = 60_000;
+/// How long a claimed job stays leased to this server without a heartbeat. The running job
+/// renews it every [`HEARTBEAT`], so a server that dies frees its jobs within this time.
+const LEASE_MS: i64 = 10_000;
+const HEARTBEAT: Duration = Duration::from_secs(3);
 /// Jobs run at once.
 const PARALLEL: usize = 16;
 
@@ -37,6 +39,8 @@ pub struct Lifecycle {
     /// Jobs for the same user, account and permission set run one at a time in this process,
     /// so overlapping grants see each other's assignment record.
     principals: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// True on SQLite: this is the only process, so leases left by a crash are void.
+    release_leases_at_start: bool,
 }
 
 /// Delay before retry number `attempts + 1`: 1 s, 2 s, 4 s, … up to five minutes.
@@ -71,12 +75,14 @@ fn system_draft(kind: &str, r: &Request, data: serde_json::Value) -> AuditDraft 
 }
 
 impl Lifecycle {
-    /// A worker for `st` using `provider`; `owner` names this server in job leases.
+    /// A worker for `st` using `provider`; `owner` names this server in job leases;
+    /// `single_process` (SQLite) releases leases left by a crash at start.
     pub fn new(
         st: AppState,
         provider: Arc<dyn AccessProvider>,
         owner: String,
         reconcile_interval: Duration,
+        single_process: bool,
     ) -> Arc<Self> {
         Arc::new(Self {
             st,
@@ -84,6 +90,7 @@ impl Lifecycle {
             owner,
             reconcile_interval,
             principals: Default::default(),
+            release_leases_at_start: single_process,
         })
     }
 
@@ -114,11 +121,30 @@ impl Lifecycle {
     }
 
     async fn run_job(&self, job: Job) {
+        let heartbeat = {
+            let (store, clock, owner, kind, id) = (
+                self.st.store.clone(),
+                self.st.clock.clone(),
+                self.owner.clone(),
+                job.kind,
+                job.request_id.clone(),
+            );
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(HEARTBEAT).await;
+                    let until = ms(clock.now()) + LEASE_MS;
+                    if let Err(e) = store.renew_lease(kind, &id, &owner, until).await {
+                        tracing::warn!(request_id = %id, error = %e, "could not renew a job lease");
+                    }
+                }
+            })
+        };
         let outcome = match job.kind {
             JobKind::Grant => self.grant(&job).await,
             JobKind::Revoke => self.revoke(&job).await,
             JobKind::Timeout => self.time_out(&job).await,
         };
+        heartbeat.abort();
         if let Err(e) = outcome {
             let now = self.st.clock.now();
             let delay = backoff(job.attempts);
@@ -418,6 +444,11 @@ impl Lifecycle {
     ) -> tokio::task::JoinHandle<()> {
         let this = Arc::clone(self);
         tokio::spawn(async move {
+            if this.release_leases_at_start {
+                if let Err(e) = this.st.store.release_all_leases().await {
+                    tracing::error!(error = %e, "could not release old job leases");
+                }
+            }
             if let Err(e) = this.reconcile().await {
                 tracing::error!(error = %e, "reconciler failed at start");
             }

@@ -203,6 +203,7 @@ impl Server {
             provider,
             format!("{}-{}", std::process::id(), hex::encode(owner)),
             Duration::from_secs(config.reconcile_interval_secs),
+            !config.database_url().starts_with("postgres"),
         );
         let dispatcher = match &config.callbacks.url {
             None => {

@@ -356,6 +356,19 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         limit: u32,
     ) -> Result<Vec<Job>, StoreError>;
 
+    /// Extends `owner`'s lease on a running job to `until_ms` (a heartbeat: a server that dies
+    /// stops renewing, and its jobs are free again once the short lease runs out).
+    async fn renew_lease(
+        &self,
+        kind: JobKind,
+        request_id: &str,
+        owner: &str,
+        until_ms: i64,
+    ) -> Result<(), StoreError>;
+
+    /// Releases every lease (SQLite at start: no other process can hold one).
+    async fn release_all_leases(&self) -> Result<(), StoreError>;
+
     /// Records a failed attempt: the job is retried at `retry_ms` and its lease released.
     async fn retry_job(
         &self,

@@ -1066,6 +1066,42 @@ impl Store for SqlStore {
         .await
     }
 
+    async fn renew_lease(
+        &self,
+        kind: JobKind,
+        request_id: &str,
+        owner: &str,
+        until_ms: i64,
+    ) -> Result<(), StoreError> {
+        let (id, owner) = (kind.id_for(request_id), owner.to_owned());
+        let ctx = WriteCtx::with_audit(vec![], time::OffsetDateTime::UNIX_EPOCH);
+        self.write_tx(&ctx, move |tx| {
+            Box::pin(async move {
+                sqlx::query("UPDATE jobs SET lease_until = $1 WHERE id = $2 AND lease_owner = $3")
+                    .bind(until_ms)
+                    .bind(id)
+                    .bind(owner)
+                    .execute(&mut *tx)
+                    .await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn release_all_leases(&self) -> Result<(), StoreError> {
+        let ctx = WriteCtx::with_audit(vec![], time::OffsetDateTime::UNIX_EPOCH);
+        self.write_tx(&ctx, move |tx| {
+            Box::pin(async move {
+                sqlx::query("UPDATE jobs SET lease_owner = NULL, lease_until = NULL WHERE lease_owner IS NOT NULL")
+                    .execute(&mut *tx)
+                    .await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
     async fn next_job_due(&self) -> Result<Option<i64>, StoreError> {
         let row = sqlx::query("SELECT MIN(due_at) AS d FROM jobs")
             .fetch_one(&self.read)

@@ -613,6 +613,13 @@ async fn jobs_assignments_and_outbox_commit_with_the_change() {
         "lease expired"
     );
     let now_ms = T0.unix_timestamp() * 1000;
-    assert!(db.store.due_callbacks(now_ms - 1, 10).await.unwrap().is_empty(), "not due before it was queued");
+    assert!(
+        db.store
+            .due_callbacks(now_ms - 1, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "not due before it was queued"
+    );
     assert_eq!(db.store.due_callbacks(now_ms, 10).await.unwrap().len(), 1);
 }
