@@ -444,10 +444,10 @@ impl Lifecycle {
     ) -> tokio::task::JoinHandle<()> {
         let this = Arc::clone(self);
         tokio::spawn(async move {
-            if this.release_leases_at_start {
-                if let Err(e) = this.st.store.release_all_leases().await {
-                    tracing::error!(error = %e, "could not release old job leases");
-                }
+            if this.release_leases_at_start
+                && let Err(e) = this.st.store.release_all_leases().await
+            {
+                tracing::error!(error = %e, "could not release old job leases");
             }
             if let Err(e) = this.reconcile().await {
                 tracing::error!(error = %e, "reconciler failed at start");
