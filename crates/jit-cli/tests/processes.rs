@@ -131,11 +131,11 @@ async fn call(clients: &[Client], i: usize, path: &str, body: Value) -> Value {
     // Either server will do; while one is down, the other answers.
     for attempt in 0..200 {
         let c = &clients[(i + attempt) % clients.len()];
-        if let Ok(a) = c.post(path, &body).await {
-            if a.status < 500 {
-                assert!(a.is_success(), "{path}: {} {}", a.status, a.body);
-                return a.body;
-            }
+        if let Ok(a) = c.post(path, &body).await
+            && a.status < 500
+        {
+            assert!(a.is_success(), "{path}: {} {}", a.status, a.body);
+            return a.body;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -144,10 +144,10 @@ async fn call(clients: &[Client], i: usize, path: &str, body: Value) -> Value {
 
 async fn get(clients: &[Client], pq: &str) -> Value {
     for attempt in 0..200 {
-        if let Ok(a) = clients[attempt % clients.len()].get(pq).await {
-            if a.is_success() {
-                return a.body;
-            }
+        if let Ok(a) = clients[attempt % clients.len()].get(pq).await
+            && a.is_success()
+        {
+            return a.body;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
