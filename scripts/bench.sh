@@ -15,3 +15,6 @@ echo "== API throughput and latency (release build, server in its own process, 3
 cargo build -q --release -p jit-cli -p jit-bench
 ./target/release/jit-bench --db sqlite --clients 32 --seconds 10
 ./target/release/jit-bench --db postgres --clients 32 --seconds 10
+
+echo "== revocation lateness (1,000 grants ending in the same minute; about 2.5 minutes)"
+./target/release/jit-bench --mode lateness

@@ -16,6 +16,13 @@ use std::time::{Duration, Instant};
 
 #[derive(Debug, Parser)]
 struct Args {
+    /// `api` (throughput and latency) or `lateness` (revocation lateness of 1,000 grants ending
+    /// in the same minute, next to one grant ending alone).
+    #[arg(long, default_value = "api")]
+    mode: String,
+    /// Grants for `--mode lateness`.
+    #[arg(long, default_value_t = 1000)]
+    grants: usize,
     /// `sqlite` or `postgres` (PostgreSQL needs JIT_TEST_PG_URL, as set by scripts/test.sh).
     #[arg(long, default_value = "sqlite")]
     db: String,
@@ -158,6 +165,9 @@ async fn main() -> anyhow::Result<()> {
             bail!("set-up {path}: {} {}", a.status, a.body);
         }
     }
+    if args.mode == "lateness" {
+        return lateness(&client, args.grants, args.clients).await;
+    }
     println!(
         "jit-bench api: db={} clients={} seconds={} (server and load generator on this machine, {} cores)",
         args.db,
@@ -228,6 +238,116 @@ async fn main() -> anyhow::Result<()> {
         json!({"db": args.db, "clients": args.clients, "baseline_rps": base_rps.round(), "baseline_p50_ms": health.pct(0.5),
                "baseline_p99_ms": health.pct(0.99), "signed_rps": rps.round(), "signed_p50_ms": signed.pct(0.5),
                "signed_p99_ms": signed.pct(0.99), "signed_errors": signed.errors})
+    );
+    Ok(())
+}
+
+/// Creates and approves `n` one-minute grants (distinct users) with `clients` concurrent
+/// clients, waits until all have expired, and returns the `late_ms` of each from the audit trail.
+async fn expire_batch(
+    client: &Client,
+    n: usize,
+    clients: usize,
+    tag: &str,
+) -> anyhow::Result<Vec<i64>> {
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..clients.min(n) {
+        let (c, next, tag) = (client.clone(), next.clone(), tag.to_owned());
+        tasks.push(tokio::spawn(async move {
+            let mut ids = Vec::new();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                if i >= n {
+                    return Ok::<_, anyhow::Error>(ids);
+                }
+                let a = c
+                    .post("/requests", &json!({"actor": {"user_id": format!("{tag}{i}"), "email": format!("{tag}{i}@example.com")},
+                        "channel_id": "ch1", "account_id": "123456789012", "jira": "OPS-1", "reason": "lateness", "requested_duration_minutes": 1}))
+                    .await?;
+                let id = a.body.get("request_id").and_then(|v| v.as_str()).context("create failed")?.to_owned();
+                let b = c.post(&format!("/requests/{id}/approve"), &json!({"actor": {"user_id": "bob", "email": "bob@example.com"}})).await?;
+                if !b.is_success() {
+                    bail!("approve: {} {}", b.status, b.body);
+                }
+                ids.push(id);
+            }
+        }));
+    }
+    let mut ids = std::collections::BTreeSet::new();
+    for t in tasks {
+        ids.extend(t.await??);
+    }
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let mut late = Vec::new();
+    while Instant::now() < deadline {
+        late.clear();
+        let mut next: Option<String> = None;
+        loop {
+            let pq = match &next {
+                Some(t) => format!("/audit?type=request.expired&limit=1000&next_token={t}"),
+                None => "/audit?type=request.expired&limit=1000".to_owned(),
+            };
+            let page = client.get(&pq).await?;
+            for e in page
+                .body
+                .get("events")
+                .and_then(|v| v.as_array())
+                .cloned()
+                .unwrap_or_default()
+            {
+                let rid = e
+                    .get("request_id")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or_default();
+                if ids.contains(rid) {
+                    late.push(
+                        e.get("data")
+                            .and_then(|d| d.get("late_ms"))
+                            .and_then(|v| v.as_i64())
+                            .unwrap_or(-1),
+                    );
+                }
+            }
+            match page.body.get("next_token").and_then(|v| v.as_str()) {
+                Some(t) => next = Some(t.to_owned()),
+                None => break,
+            }
+        }
+        if late.len() == n {
+            return Ok(late);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    bail!("only {} of {n} grants expired in time", late.len())
+}
+
+fn pct(v: &[i64], p: f64) -> i64 {
+    let mut v = v.to_vec();
+    v.sort_unstable();
+    let idx = ((v.len() as f64 - 1.0) * p).round() as usize;
+    v.get(idx).copied().unwrap_or(0)
+}
+
+async fn lateness(client: &Client, n: usize, clients: usize) -> anyhow::Result<()> {
+    println!(
+        "jit-bench lateness: one grant ending alone, then {n} grants ending in the same minute (SQLite, dry-run provider)"
+    );
+    let alone = expire_batch(client, 1, 1, "solo").await?;
+    println!(
+        "baseline: 1 grant            late {} ms",
+        alone.first().copied().unwrap_or(-1)
+    );
+    let late = expire_batch(client, n, clients, "u").await?;
+    println!(
+        "{n} grants in one minute     p50 {} ms  p99 {} ms  max {} ms",
+        pct(&late, 0.5),
+        pct(&late, 0.99),
+        late.iter().max().copied().unwrap_or(0)
+    );
+    println!(
+        "{}",
+        json!({"baseline_late_ms": alone.first(), "grants": n, "p50_ms": pct(&late, 0.5), "p99_ms": pct(&late, 0.99), "max_ms": late.iter().max()})
     );
     Ok(())
 }

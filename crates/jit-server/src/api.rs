@@ -1099,10 +1099,44 @@ async fn get_accounts(
 // ---------------------------------------------------------------------------------------------
 // Audit
 
+/// One CSV cell: quoted when needed, and a leading `= + - @` neutralised so a spreadsheet never
+/// runs a formula someone typed into a reason.
+fn csv_cell(v: &Value) -> String {
+    let s = match v {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let s = if s.starts_with(['=', '+', '-', '@']) {
+        format!("'{s}")
+    } else {
+        s
+    };
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s
+    }
+}
+
+const CSV_COLUMNS: [&str; 11] = [
+    "seq",
+    "at",
+    "type",
+    "actor_id",
+    "actor_email",
+    "request_id",
+    "channel_id",
+    "account_id",
+    "data",
+    "prev_hash",
+    "hash",
+];
+
 async fn list_audit(
     State(st): State<AppState>,
     Query(params): Query<Vec<(String, String)>>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     check_params(
         &params,
         &[
@@ -1115,8 +1149,10 @@ async fn list_audit(
             "until",
             "limit",
             "next_token",
+            "format",
         ],
     )?;
+    let mut format = "json";
     let mut f = AuditFilter {
         limit: 500,
         ..Default::default()
@@ -1152,6 +1188,19 @@ async fn list_audit(
             "since" => f.since_ms = Some(parse_time_param(k, v, false)?),
             "until" => f.until_ms = Some(parse_time_param(k, v, true)?),
             "limit" => f.limit = limit_param(v, 1000)?,
+            "format" => {
+                format = match v.as_str() {
+                    "json" => "json",
+                    "jsonl" => "jsonl",
+                    "csv" => "csv",
+                    _ => {
+                        return Err(ApiError::bad(
+                            "invalid_parameter",
+                            "format must be json, jsonl or csv",
+                        ));
+                    }
+                }
+            }
             "next_token" => {
                 f.after_seq = Some(v.parse().map_err(|_| {
                     ApiError::bad(
@@ -1164,11 +1213,42 @@ async fn list_audit(
         }
     }
     let (items, next) = st.store.list_audit(&f).await?;
-    Ok(Json(json!({
-        "events": items.iter().map(views::audit).collect::<Vec<_>>(),
-        "count": items.len(),
-        "next_token": next.map(|s| s.to_string()),
-    })))
+    let next = next.map(|s| s.to_string());
+    let views: Vec<Value> = items.iter().map(views::audit).collect();
+    let text = match format {
+        "json" => {
+            return Ok(
+                Json(json!({"events": views, "count": views.len(), "next_token": next}))
+                    .into_response(),
+            );
+        }
+        "jsonl" => views.iter().map(|v| format!("{v}\n")).collect::<String>(),
+        _ => {
+            let mut out = CSV_COLUMNS.join(",");
+            out.push('\n');
+            for v in &views {
+                let row: Vec<String> = CSV_COLUMNS.iter().map(|c| csv_cell(&v[*c])).collect();
+                out.push_str(&row.join(","));
+                out.push('\n');
+            }
+            out
+        }
+    };
+    let ct = if format == "jsonl" {
+        "application/x-ndjson"
+    } else {
+        "text/csv; charset=utf-8"
+    };
+    let mut resp = (
+        StatusCode::OK,
+        [(axum::http::header::CONTENT_TYPE, ct)],
+        text,
+    )
+        .into_response();
+    if let Some(t) = next.and_then(|t| HeaderValue::from_str(&t).ok()) {
+        resp.headers_mut().insert("x-next-token", t);
+    }
+    Ok(resp)
 }
 
 async fn verify_audit(State(st): State<AppState>) -> Result<Response, ApiError> {

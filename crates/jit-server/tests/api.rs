@@ -601,6 +601,53 @@ async fn audit_export_pages_and_verification(app: App) {
         }
     }
     assert_eq!(seen, (1..=11).collect::<Vec<_>>());
+    // JSON lines and CSV, same filters and paging.
+    let c = reqwest::Client::new();
+    let signed = |pq: &str| {
+        let ring = KeyRing::parse(
+            &std::fs::read_to_string(app._dir.path().join("keys/backend.json")).unwrap(),
+        )
+        .unwrap();
+        let key = ring.signing_key(app.clock.now()).unwrap().clone();
+        let nonce = jit_proto::sign::new_nonce().unwrap();
+        let input = jit_proto::sign::SignInput {
+            version: SignatureVersion::V2,
+            audience: jit_proto::sign::Audience::Backend,
+            request: jit_proto::sign::RequestParts {
+                method: "GET",
+                path_and_query: pq,
+                body: b"",
+            },
+            timestamp: app.clock.unix(),
+            nonce: &nonce,
+        };
+        let mut rb = c.get(format!("{}{pq}", app.base));
+        for (k, v) in jit_proto::sign::sign(&key, &input) {
+            rb = rb.header(k, v);
+        }
+        rb
+    };
+    let r = signed("/audit?format=jsonl&limit=4").send().await.unwrap();
+    assert_eq!(r.headers()["content-type"], "application/x-ndjson");
+    assert_eq!(r.headers()["x-next-token"], "4");
+    let text = r.text().await.unwrap();
+    assert_eq!(text.lines().count(), 4);
+    assert!(
+        text.lines()
+            .all(|l| serde_json::from_str::<Value>(l).is_ok())
+    );
+    let r = signed("/audit?format=csv&type=request.approved")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers().get("x-next-token").is_none());
+    let text = r.text().await.unwrap();
+    let mut lines = text.lines();
+    assert_eq!(
+        lines.next().unwrap(),
+        "seq,at,type,actor_id,actor_email,request_id,channel_id,account_id,data,prev_hash,hash"
+    );
+    assert_eq!(lines.count(), 3);
     let by_type = app.get("/audit?type=request.approved&actor=bob").await;
     assert_eq!(by_type.body["count"], 3);
     let v = app.get("/audit/verify").await;
@@ -864,6 +911,16 @@ mod openapi {
                 "/requests/{id}/cancel",
                 json!({"actor": actor("alice")}),
             ),
+            (
+                format!("/requests/{a}/extend"),
+                "/requests/{id}/extend",
+                json!({"actor": actor("bob"), "minutes": 10}),
+            ),
+            (
+                "/callbacks/0000deadbeef/resend".to_owned(),
+                "/callbacks/{event_id}/resend",
+                json!({}),
+            ),
         ];
         for (path, template, body) in steps {
             let a = app.post(&path, body).await;
@@ -879,6 +936,8 @@ mod openapi {
             ),
             ("/audit?limit=3".to_owned(), "/audit"),
             ("/audit/verify".to_owned(), "/audit/verify"),
+            ("/grants/overdue".to_owned(), "/grants/overdue"),
+            ("/callbacks?status=PENDING".to_owned(), "/callbacks"),
         ] {
             let r = app.get(&pq).await;
             c.record("get", template, r.status, &r.body);
