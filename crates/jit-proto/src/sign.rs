@@ -315,24 +315,38 @@ impl<'a> SignedHeaders<'a> {
 
 /// Decodes 64 hex characters (either case) into 32 bytes.
 fn decode_signature(sig: &str) -> Option<[u8; 32]> {
-    fn nibble(c: u8) -> Option<u8> {
-        match c {
-            b'0'..=b'9' => Some(c - b'0'),
-            b'a'..=b'f' => Some(c - b'a' + 10),
-            b'A'..=b'F' => Some(c - b'A' + 10),
-            _ => None,
+    /// Hex digit values; 0xff marks a non-digit.
+    const HEX: [u8; 256] = {
+        let mut t = [0xffu8; 256];
+        let mut i = 0;
+        while i < 10 {
+            t[b'0' as usize + i] = i as u8;
+            i += 1;
         }
-    }
+        let mut i = 0;
+        while i < 6 {
+            t[b'a' as usize + i] = 10 + i as u8;
+            t[b'A' as usize + i] = 10 + i as u8;
+            i += 1;
+        }
+        t
+    };
     let b = sig.as_bytes();
     if b.len() != 64 {
         return None;
     }
     let mut out = [0u8; 32];
+    let mut bad = 0u8;
     for (o, pair) in out.iter_mut().zip(b.chunks_exact(2)) {
-        let (hi, lo) = (*pair.first()?, *pair.get(1)?);
-        *o = (nibble(hi)? << 4) | nibble(lo)?;
+        let hi = HEX
+            .get(usize::from(*pair.first()?))
+            .copied()
+            .unwrap_or(0xff);
+        let lo = HEX.get(usize::from(*pair.get(1)?)).copied().unwrap_or(0xff);
+        bad |= (hi | lo) & 0xf0;
+        *o = (hi << 4) | (lo & 0x0f);
     }
-    Some(out)
+    (bad == 0).then_some(out)
 }
 
 /// The parts of a request that are signed.
@@ -379,27 +393,62 @@ fn canonical_part(s: &str) -> Cow<'_, str> {
     }
 }
 
-/// [`canonical_query`] piece by piece, allocating only for parts that need re-encoding.
+type Pair<'a> = (Cow<'a, str>, Cow<'a, str>);
+
+fn split_pair(p: &str) -> Pair<'_> {
+    let (n, v) = p.split_once('=').unwrap_or((p, ""));
+    (canonical_part(n), canonical_part(v))
+}
+
+/// [`canonical_query`] piece by piece, allocating only for parts that need re-encoding or for
+/// queries of more than 16 pairs.
 fn emit_canonical_query(raw: &str, mut emit: impl FnMut(&[u8])) {
     if raw.is_empty() {
         return;
     }
-    let mut pairs: Vec<(Cow<'_, str>, Cow<'_, str>)> = raw
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (n, v) = p.split_once('=').unwrap_or((p, ""));
-            (canonical_part(n), canonical_part(v))
-        })
-        .collect();
-    pairs.sort_unstable();
-    for (i, (n, v)) in pairs.iter().enumerate() {
+    let split = |p| split_pair(p);
+    let mut small: [Option<Pair<'_>>; 16] = Default::default();
+    let mut len = 0;
+    let mut spill: Vec<Pair<'_>> = Vec::new();
+    for p in raw.split('&').filter(|p| !p.is_empty()) {
+        if spill.is_empty() && len < small.len() {
+            if let Some(slot) = small.get_mut(len) {
+                *slot = Some(split(p));
+            }
+            len += 1;
+        } else {
+            if spill.is_empty() {
+                spill.extend(small.iter_mut().take(len).filter_map(Option::take));
+            }
+            spill.push(split(p));
+        }
+    }
+    let mut write = |i: usize, (n, v): &Pair<'_>| {
         if i > 0 {
             emit(b"&");
         }
         emit(n.as_bytes());
         emit(b"=");
         emit(v.as_bytes());
+    };
+    if spill.is_empty() {
+        let pairs = small.get_mut(..len).unwrap_or_default();
+        // Insertion sort: queries have a handful of pairs.
+        for i in 1..pairs.len() {
+            let mut j = i;
+            while j > 0 && pairs.get(j - 1) > pairs.get(j) {
+                pairs.swap(j - 1, j);
+                j -= 1;
+            }
+        }
+        for (i, p) in pairs.iter().flatten().enumerate() {
+            write(i, p);
+        }
+    } else {
+        spill.sort_unstable();
+        for (i, p) in spill.iter().enumerate() {
+            write(i, p);
+        }
     }
 }
 
