@@ -266,6 +266,43 @@ impl IdentityCenterProvider {
     }
 }
 
+impl IdentityCenterProvider {
+    /// The email of an Identity Store user (primary email, else user name), cached.
+    async fn email_of(&self, user_id: &str) -> Result<Option<String>, ProviderError> {
+        if let Some(email) = self.users.lock().ok().and_then(|m| {
+            m.iter()
+                .find(|(_, id)| *id == user_id)
+                .map(|(e, _)| e.clone())
+        }) {
+            return Ok(Some(email));
+        }
+        let (_, store) = self.instance().await?;
+        let out = match self
+            .ids
+            .describe_user()
+            .identity_store_id(&store)
+            .user_id(user_id)
+            .send()
+            .await
+        {
+            Ok(o) => o,
+            Err(e) => return Err(ProviderError::Retry(sdk_err("DescribeUser", &e))),
+        };
+        let email = out
+            .emails()
+            .iter()
+            .find(|e| e.primary())
+            .or_else(|| out.emails().first())
+            .and_then(|e| e.value())
+            .or(out.user_name())
+            .map(str::to_ascii_lowercase);
+        if let (Some(e), Ok(mut m)) = (&email, self.users.lock()) {
+            m.insert(e.clone(), user_id.to_owned());
+        }
+        Ok(email)
+    }
+}
+
 #[async_trait]
 impl AccessProvider for IdentityCenterProvider {
     fn name(&self) -> &'static str {
@@ -345,5 +382,42 @@ impl AccessProvider for IdentityCenterProvider {
             self.wait(&instance, id, false).await?;
         }
         Ok(())
+    }
+
+    async fn assigned_users(
+        &self,
+        account_id: &str,
+        permission_set_arn: Option<&str>,
+    ) -> Result<Option<Vec<String>>, ProviderError> {
+        let Some(ps) = permission_set_arn else {
+            return Ok(None);
+        };
+        let (instance, _) = self.instance().await?;
+        let mut users = Vec::new();
+        let mut token = None;
+        loop {
+            let out = self
+                .sso
+                .list_account_assignments()
+                .instance_arn(&instance)
+                .account_id(account_id)
+                .permission_set_arn(ps)
+                .set_next_token(token)
+                .send()
+                .await
+                .map_err(|e| classify("ListAccountAssignments", &e))?;
+            for a in out.account_assignments() {
+                if a.principal_type() == Some(&PrincipalType::User)
+                    && let Some(id) = a.principal_id()
+                    && let Some(email) = self.email_of(id).await?
+                {
+                    users.push(email);
+                }
+            }
+            match out.next_token() {
+                Some(t) => token = Some(t.to_owned()),
+                None => return Ok(Some(users)),
+            }
+        }
     }
 }

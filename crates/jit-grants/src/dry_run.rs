@@ -101,4 +101,22 @@ impl AccessProvider for DryRunProvider {
     async fn revoke(&self, target: &Target) -> Result<(), ProviderError> {
         self.call(target, false).map(|_| ())
     }
+
+    async fn assigned_users(
+        &self,
+        account_id: &str,
+        permission_set_arn: Option<&str>,
+    ) -> Result<Option<Vec<String>>, ProviderError> {
+        let i = self
+            .inner
+            .lock()
+            .map_err(|_| ProviderError::Retry("lock poisoned".into()))?;
+        let suffix = format!("|{account_id}|{}", permission_set_arn.unwrap_or(""));
+        Ok(Some(
+            i.assigned
+                .iter()
+                .filter_map(|p| p.strip_suffix(&suffix).map(str::to_owned))
+                .collect(),
+        ))
+    }
 }

@@ -71,4 +71,14 @@ pub trait AccessProvider: Send + Sync + std::fmt::Debug {
 
     /// Removes the assignment (success if it is already gone).
     async fn revoke(&self, target: &Target) -> Result<(), ProviderError>;
+
+    /// Emails (lowercase) of the users who hold the assignment of `permission_set_arn` on
+    /// `account_id` now, for the drift check; `None` when the provider cannot list them.
+    async fn assigned_users(
+        &self,
+        _account_id: &str,
+        _permission_set_arn: Option<&str>,
+    ) -> Result<Option<Vec<String>>, ProviderError> {
+        Ok(None)
+    }
 }

@@ -99,6 +99,15 @@ async fn assignments_are_idempotent_and_standing_ones_are_reported() {
     let bob = target("bob@example.com", Some(&f.permission_set));
     p.grant(&bob).await.unwrap();
     assert!(p.is_assigned(&bob).await.unwrap());
+    // The drift check's view: who holds the assignment, by email.
+    let fresh = IdentityCenterProvider::new(&f.conf, None, fast());
+    assert_eq!(
+        fresh
+            .assigned_users("123456789012", Some(&f.permission_set))
+            .await
+            .unwrap(),
+        Some(vec!["bob@example.com".to_owned()])
+    );
     assert_eq!(
         p.user_id("bob@example.com").await.unwrap(),
         p.user_id("bob@example.com").await.unwrap()

@@ -38,6 +38,30 @@ pub struct Config {
     pub grants: GrantsConfig,
     /// Where callbacks go.
     pub callbacks: CallbacksConfig,
+    /// The drift check.
+    pub drift: DriftConfig,
+}
+
+/// The drift check (off by default).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DriftConfig {
+    /// Run it.
+    pub enabled: bool,
+    /// Seconds between runs.
+    pub interval_secs: u64,
+    /// Remove what it finds (otherwise report only).
+    pub remove: bool,
+}
+
+impl Default for DriftConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            interval_secs: 3600,
+            remove: false,
+        }
+    }
 }
 
 /// The access provider.
@@ -141,6 +165,7 @@ impl Default for Config {
             reconcile_interval_secs: 60,
             grants: GrantsConfig::default(),
             callbacks: CallbacksConfig::default(),
+            drift: DriftConfig::default(),
         }
     }
 }
@@ -317,6 +342,12 @@ impl Config {
             self.grants.identity_store_id
         );
         opt!("JIT_CALLBACKS_URL", self.callbacks.url);
+        if let Some(v) = env_value(env, "JIT_DRIFT_ENABLED")? {
+            self.drift.enabled = parse_bool("JIT_DRIFT_ENABLED", &v)?;
+        }
+        if let Some(v) = env_value(env, "JIT_DRIFT_REMOVE")? {
+            self.drift.remove = parse_bool("JIT_DRIFT_REMOVE", &v)?;
+        }
         if let Some(v) = env_value(env, "JIT_CALLBACKS_SIGNATURE_VERSION")? {
             self.callbacks.signature_version = parse_env("JIT_CALLBACKS_SIGNATURE_VERSION", &v)?;
         }

@@ -190,10 +190,100 @@ impl Lifecycle {
             kind,
             request_id: r.id.as_str().to_owned(),
         });
-        let mut same = r.clone();
-        same.version += 1;
-        self.st.store.update_request(&same, ctx).await?;
+        self.st.store.record(ctx).await?;
         Ok(())
+    }
+
+    /// The drift check: lists who really holds each bound account's permission sets, and
+    /// reports (or with `remove`, removes) assignments this system made that no grant, and no
+    /// standing assignment, explains any more. Users this system never granted are left alone.
+    pub async fn check_drift(&self, remove: bool) -> Result<Vec<Drift>, StoreError> {
+        let mut found = Vec::new();
+        for b in self.st.store.list_bindings().await? {
+            for (account, sets) in &b.accounts {
+                let sets: Vec<Option<&str>> = if sets.is_empty() {
+                    vec![None]
+                } else {
+                    sets.iter().map(|s| Some(s.as_str())).collect()
+                };
+                for ps in sets {
+                    let real = match self.provider.assigned_users(account.as_str(), ps).await {
+                        Ok(Some(u)) => u,
+                        Ok(None) => continue,
+                        Err(e) => {
+                            tracing::warn!(account_id = %account, error = %e, "drift check could not list assignments");
+                            continue;
+                        }
+                    };
+                    let ours = self.st.store.granted_emails(account.as_str(), ps).await?;
+                    for email in real.iter().filter(|e| ours.contains(e)) {
+                        let t = Target {
+                            request_id: String::new(),
+                            user_email: email.clone(),
+                            account_id: account.as_str().to_owned(),
+                            permission_set_arn: ps.map(str::to_owned),
+                        };
+                        if self
+                            .st
+                            .store
+                            .get_assignment(&t.principal())
+                            .await?
+                            .is_some()
+                        {
+                            continue; // held by a running grant, or standing
+                        }
+                        let removed = remove && self.provider.revoke(&t).await.is_ok();
+                        let mut d = AuditDraft::new(if removed {
+                            "drift.removed"
+                        } else {
+                            "drift.detected"
+                        });
+                        d.actor_id = Some("system".into());
+                        d.account_id = Some(account.as_str().to_owned());
+                        d.channel_id = Some(b.channel_id.as_str().to_owned());
+                        d.data = json!({"user_email": email, "permission_set_arn": ps});
+                        self.st
+                            .store
+                            .record(WriteCtx::with_audit(vec![d], self.st.clock.now()))
+                            .await?;
+                        tracing::error!(target: "audit", account_id = %account, user_email = %email, removed,
+                            "drift: an assignment this system made is still in place with no grant behind it");
+                        found.push(Drift {
+                            account_id: account.as_str().to_owned(),
+                            permission_set_arn: ps.map(str::to_owned),
+                            user_email: email.clone(),
+                            removed,
+                        });
+                    }
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// Runs the drift check every `interval` until `shutdown`.
+    pub fn spawn_drift(
+        self: &Arc<Self>,
+        interval: Duration,
+        remove: bool,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> tokio::task::JoinHandle<()> {
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            loop {
+                tokio::select! {
+                    r = shutdown.changed() => {
+                        if r.is_err() || *shutdown.borrow() { break; }
+                    }
+                    _ = tick.tick() => {
+                        if let Err(e) = this.check_drift(remove).await {
+                            tracing::error!(error = %e, "drift check failed");
+                        }
+                    }
+                }
+            }
+        })
     }
 
     async fn commit(
@@ -479,6 +569,19 @@ impl Lifecycle {
             }
         })
     }
+}
+
+/// An assignment found by the drift check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Drift {
+    /// Account.
+    pub account_id: String,
+    /// Permission set.
+    pub permission_set_arn: Option<String>,
+    /// Who holds it.
+    pub user_email: String,
+    /// Whether it was removed.
+    pub removed: bool,
 }
 
 #[derive(Debug, thiserror::Error)]

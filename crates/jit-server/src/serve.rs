@@ -285,6 +285,14 @@ impl Server {
             state.callback_ring.spawn(shutdown_tx.subscribe()),
         ];
         if workers {
+            if config.drift.enabled {
+                let every = Duration::from_secs(config.drift.interval_secs.max(60));
+                tasks.push(lifecycle.spawn_drift(
+                    every,
+                    config.drift.remove,
+                    shutdown_tx.subscribe(),
+                ));
+            }
             tasks.push(lifecycle.spawn(shutdown_tx.subscribe()));
             if let Some(d) = &dispatcher {
                 tasks.push(d.spawn(shutdown_tx.subscribe()));

@@ -1478,6 +1478,38 @@ mod lifecycle {
         assert_eq!(l.app.get("/callbacks?status=DEAD").await.body["count"], 0);
     }
 
+    async fn drift_is_reported_and_removed_only_where_this_system_made_it(pg: bool) {
+        let l = spawn(pg, None).await;
+        let id = l.request(30).await;
+        l.approve(&id).await;
+        l.step().await;
+        assert!(
+            l.lifecycle.check_drift(false).await.unwrap().is_empty(),
+            "a running grant is not drift"
+        );
+        l.advance(30 * 60);
+        l.step().await;
+        // Someone puts the assignment back by hand; a user we never granted also holds one.
+        l.provider.preassign(PRINCIPAL);
+        l.provider.preassign("stranger@example.com|123456789012|");
+        let found = l.lifecycle.check_drift(false).await.unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(
+            (found[0].user_email.as_str(), found[0].removed),
+            ("alice@example.com", false)
+        );
+        assert!(l.provider.is_assigned(PRINCIPAL), "report only");
+        let found = l.lifecycle.check_drift(true).await.unwrap();
+        assert!(found[0].removed);
+        assert!(!l.provider.is_assigned(PRINCIPAL));
+        assert!(
+            l.provider.is_assigned("stranger@example.com|123456789012|"),
+            "not ours: left alone"
+        );
+        let ev = l.app.get("/audit?type=drift.removed").await;
+        assert_eq!(ev.body["count"], 1);
+    }
+
     macro_rules! both {
         ($($name:ident),* $(,)?) => {
             mod on_sqlite { $( #[tokio::test] async fn $name() { super::$name(false).await } )* }
@@ -1495,5 +1527,6 @@ mod lifecycle {
         a_permanent_grant_failure_needs_a_human,
         the_reconciler_recreates_a_lost_job,
         callbacks_arrive_signed_in_order_and_dead_letters_can_be_resent,
+        drift_is_reported_and_removed_only_where_this_system_made_it,
     );
 }

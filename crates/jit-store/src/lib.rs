@@ -289,6 +289,19 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// A channel's binding.
     async fn get_binding(&self, channel: &ChannelId) -> Result<Option<Binding>, StoreError>;
 
+    /// Commits only what `ctx` carries (audit events, jobs, assignment records, callbacks).
+    async fn record(&self, ctx: WriteCtx) -> Result<(), StoreError>;
+
+    /// Every binding (for the drift check).
+    async fn list_bindings(&self) -> Result<Vec<Binding>, StoreError>;
+
+    /// Emails of everyone this system ever granted the account and permission set to.
+    async fn granted_emails(
+        &self,
+        account_id: &str,
+        permission_set: Option<&str>,
+    ) -> Result<Vec<String>, StoreError>;
+
     /// Creates (`expected_version` = 0) or updates (compare-and-set) a binding. Returns the
     /// stored binding with its new version.
     async fn save_binding(

@@ -627,6 +627,38 @@ impl Store for SqlStore {
         row.as_ref().map(binding_from_row).transpose()
     }
 
+    async fn record(&self, ctx: WriteCtx) -> Result<(), StoreError> {
+        self.write_tx(&ctx.clone(), |_tx| Box::pin(async { Ok(()) }))
+            .await
+    }
+
+    async fn list_bindings(&self) -> Result<Vec<Binding>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT channel_id, accounts, policy, version FROM bindings ORDER BY channel_id",
+        )
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter().map(binding_from_row).collect()
+    }
+
+    async fn granted_emails(
+        &self,
+        account_id: &str,
+        permission_set: Option<&str>,
+    ) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT requester_email FROM requests WHERE account_id = $1 AND COALESCE(permission_set_arn, '') = $2 \
+             AND granted_at IS NOT NULL",
+        )
+        .bind(account_id.to_owned())
+        .bind(permission_set.unwrap_or("").to_owned())
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|r| Ok(r.try_get::<String, _>("requester_email")?))
+            .collect()
+    }
+
     async fn save_binding(
         &self,
         b: &Binding,
