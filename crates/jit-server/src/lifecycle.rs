@@ -391,9 +391,7 @@ impl Lifecycle {
                     request_id: r.id.as_str().to_owned(),
                     due_ms: ms(end),
                 });
-                let mut same = r.clone();
-                same.version += 1;
-                self.st.store.update_request(&same, ctx).await?;
+                self.st.store.record(ctx).await?;
                 return Ok(());
             }
             (State::Granted(_), _) => false,
@@ -453,9 +451,7 @@ impl Lifecycle {
                 request_id: r.id.as_str().to_owned(),
             });
             ctx.assignments = ops;
-            let mut same = r.clone();
-            same.version += 1;
-            self.st.store.update_request(&same, ctx).await?;
+            self.st.store.record(ctx).await?;
             return Ok(());
         }
         let next = r.expire(now).map_err(|e| JobError::Store(e.message))?;
@@ -508,17 +504,12 @@ impl Lifecycle {
                     JobKind::Timeout => r.pending_deadline,
                 };
                 let mut ctx = WriteCtx::with_audit(vec![], now);
-                ctx.jobs.push(JobOp::Schedule {
+                ctx.jobs.push(JobOp::Ensure {
                     kind,
                     request_id: r.id.as_str().to_owned(),
                     due_ms: ms(due),
                 });
-                let mut same = r.clone();
-                same.version += 1;
-                match self.st.store.update_request(&same, ctx).await {
-                    Ok(()) | Err(StoreError::Conflict) => {}
-                    Err(e) => return Err(e),
-                }
+                self.st.store.record(ctx).await?;
                 tracing::warn!(request_id = %r.id, job = kind.as_str(), "reconciler recreated a missing job");
                 created += 1;
             }

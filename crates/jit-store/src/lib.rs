@@ -147,6 +147,16 @@ pub enum JobOp {
         /// When (unix ms).
         due_ms: i64,
     },
+    /// Schedule `kind` at `due_ms` unless the request already has such a job (the reconciler:
+    /// never moves or unleases a job that exists).
+    Ensure {
+        /// What.
+        kind: JobKind,
+        /// For which request.
+        request_id: String,
+        /// When (unix ms).
+        due_ms: i64,
+    },
     /// Remove the job (done, or no longer needed).
     Remove {
         /// What.

@@ -460,6 +460,23 @@ async fn apply_ops(tx: &mut AnyConnection, ctx: &WriteCtx) -> Result<(), StoreEr
                 .execute(&mut *tx)
                 .await?;
             }
+            JobOp::Ensure {
+                kind,
+                request_id,
+                due_ms,
+            } => {
+                sqlx::query(
+                    "INSERT INTO jobs (id, kind, request_id, due_at, attempts, created_at) VALUES ($1, $2, $3, $4, 0, $5) \
+                     ON CONFLICT (id) DO NOTHING",
+                )
+                .bind(kind.id_for(request_id))
+                .bind(kind.as_str())
+                .bind(request_id.clone())
+                .bind(*due_ms)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
             JobOp::Remove { kind, request_id } => {
                 sqlx::query("DELETE FROM jobs WHERE id = $1")
                     .bind(kind.id_for(request_id))
