@@ -1,0 +1,155 @@
+//! Bridge configuration: a TOML file, then `JIT_MM_*` environment variables (`_FILE` variants
+//! for secrets). Unknown keys are refused; secrets print as `***`.
+
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use zeroize::Zeroizing;
+
+/// `jit mattermost` settings.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BridgeConfig {
+    /// Address to listen on.
+    pub listen: String,
+    /// How Mattermost reaches the bridge (button and dialog URLs point here).
+    pub public_url: String,
+    /// The Mattermost server.
+    pub mattermost_url: String,
+    /// The bot account's access token (secret).
+    pub bot_token: String,
+    /// Slash command tokens accepted (several, for rotation; secret).
+    pub slash_tokens: Vec<String>,
+    /// The backend API.
+    pub backend_url: String,
+    /// Bridge-to-backend ring (the bridge signs with its newest key).
+    pub backend_keys: String,
+    /// Pin the signing key (the runbook's "Signing Key ID"); otherwise the newest key signs.
+    pub backend_signing_key_id: Option<String>,
+    /// Callback ring (verifies the backend's callbacks).
+    pub callback_keys: String,
+    /// Key ring reload period.
+    pub refresh_interval_secs: u64,
+    /// Secret that MACs button contexts and dialog state; generated into `data_dir` if empty.
+    pub bridge_secret: String,
+    /// Where a generated bridge secret is kept.
+    pub data_dir: PathBuf,
+    /// Ticket link template, e.g. `https://jira.example.com/browse/{ticket}`.
+    pub ticket_url_template: Option<String>,
+    /// How long buttons and dialogs stay valid, in seconds.
+    pub action_ttl_secs: i64,
+}
+
+impl std::fmt::Debug for BridgeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BridgeConfig")
+            .field("listen", &self.listen)
+            .field("public_url", &self.public_url)
+            .field("mattermost_url", &self.mattermost_url)
+            .field("bot_token", &"***")
+            .field("slash_tokens", &format!("{} × ***", self.slash_tokens.len()))
+            .field("backend_url", &self.backend_url)
+            .field("backend_keys", &self.backend_keys)
+            .field("callback_keys", &self.callback_keys)
+            .field("bridge_secret", &"***")
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for BridgeConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8081".into(),
+            public_url: "http://127.0.0.1:8081".into(),
+            mattermost_url: "http://127.0.0.1:8065".into(),
+            bot_token: String::new(),
+            slash_tokens: Vec::new(),
+            backend_url: "http://127.0.0.1:8080".into(),
+            backend_keys: "file:jit-data/keys/backend.json".into(),
+            backend_signing_key_id: None,
+            callback_keys: "file:jit-data/keys/callback.json".into(),
+            refresh_interval_secs: 60,
+            bridge_secret: String::new(),
+            data_dir: PathBuf::from("jit-data"),
+            ticket_url_template: None,
+            action_ttl_secs: 7 * 24 * 3600,
+        }
+    }
+}
+
+fn env(name: &str) -> anyhow::Result<Option<String>> {
+    if let Ok(v) = std::env::var(name) {
+        return Ok(Some(v));
+    }
+    match std::env::var(format!("{name}_FILE")) {
+        Ok(p) => Ok(Some(std::fs::read_to_string(&p).map(|s| s.trim_end().to_owned()).map_err(|e| anyhow::anyhow!("{name}_FILE {p}: {e}"))?)),
+        Err(_) => Ok(None),
+    }
+}
+
+impl BridgeConfig {
+    /// File (optional), then environment, then validation.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
+        let mut c: Self = match file {
+            Some(p) => toml::from_str(&std::fs::read_to_string(p)?).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?,
+            None => Self::default(),
+        };
+        let set = |field: &mut String, name: &str| -> anyhow::Result<()> {
+            if let Some(v) = env(name)? {
+                *field = v;
+            }
+            Ok(())
+        };
+        set(&mut c.listen, "JIT_MM_LISTEN")?;
+        set(&mut c.public_url, "JIT_MM_PUBLIC_URL")?;
+        set(&mut c.mattermost_url, "JIT_MM_URL")?;
+        set(&mut c.bot_token, "JIT_MM_BOT_TOKEN")?;
+        set(&mut c.backend_url, "JIT_MM_BACKEND_URL")?;
+        set(&mut c.backend_keys, "JIT_MM_BACKEND_KEYS")?;
+        set(&mut c.callback_keys, "JIT_MM_CALLBACK_KEYS")?;
+        set(&mut c.bridge_secret, "JIT_MM_BRIDGE_SECRET")?;
+        if let Some(v) = env("JIT_MM_SLASH_TOKENS")? {
+            c.slash_tokens = v.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect();
+        }
+        if let Some(v) = env("JIT_MM_BACKEND_SIGNING_KEY_ID")? {
+            c.backend_signing_key_id = Some(v).filter(|s| !s.is_empty());
+        }
+        if let Some(v) = env("JIT_MM_DATA_DIR")? {
+            c.data_dir = PathBuf::from(v);
+        }
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Refuses what cannot work.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.listen.parse::<std::net::SocketAddr>().is_ok(), "listen must be IP:PORT");
+        anyhow::ensure!(!self.bot_token.is_empty(), "bot_token is required (JIT_MM_BOT_TOKEN or JIT_MM_BOT_TOKEN_FILE)");
+        anyhow::ensure!(!self.slash_tokens.is_empty(), "at least one slash command token is required (JIT_MM_SLASH_TOKENS)");
+        for u in [&self.public_url, &self.mattermost_url, &self.backend_url] {
+            anyhow::ensure!(u.starts_with("http://") || u.starts_with("https://"), "{u:?} is not an http(s) URL");
+        }
+        anyhow::ensure!((60..=30 * 24 * 3600).contains(&self.action_ttl_secs), "action_ttl_secs must be 60 s to 30 days");
+        Ok(())
+    }
+
+    /// The bridge secret, generating and keeping one (mode 0600) when none is configured.
+    pub fn bridge_secret(&self) -> anyhow::Result<Zeroizing<Vec<u8>>> {
+        if !self.bridge_secret.is_empty() {
+            return Ok(Zeroizing::new(self.bridge_secret.as_bytes().to_vec()));
+        }
+        let path = self.data_dir.join("keys/bridge-secret");
+        if let Ok(s) = std::fs::read_to_string(&path) {
+            return Ok(Zeroizing::new(s.trim().as_bytes().to_vec()));
+        }
+        let secret = jit_proto::keyring::Secret::generate().map_err(|e| anyhow::anyhow!("random generator: {e}"))?;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        std::io::Write::write_all(&mut opts.open(&path)?, secret.expose())?;
+        Ok(Zeroizing::new(secret.expose().to_vec()))
+    }
+}
