@@ -11,7 +11,7 @@ def canon_query(raw):
         if not part:
             continue
         n, _, v = part.partition("=")
-        enc = lambda s: urllib.parse.quote(urllib.parse.unquote_to_bytes(s), safe=UNRESERVED)
+        enc = lambda s: urllib.parse.quote(urllib.parse.unquote_to_bytes(s.replace("+", " ")), safe=UNRESERVED)
         pairs.append((enc(n), enc(v)))
     pairs.sort()
     return "&".join(f"{n}={v}" for n, v in pairs)

@@ -82,20 +82,27 @@ impl CommandProvider {
 /// `token` or `key` (`name=value`, `name: value`) and long hex or base64 runs.
 pub fn redact(text: &str) -> String {
     let mut out = Vec::new();
+    let mut hide_next = false;
     for word in text.split_inclusive(char::is_whitespace) {
         let trimmed = word.trim_end();
+        let ws = word.get(trimmed.len()..).unwrap_or_default();
         let lower = trimmed.to_ascii_lowercase();
-        let sensitive = ["secret", "password", "token", "key"]
+        let sensitive = ["secret", "password", "passwd", "token", "key", "credential"]
             .iter()
             .any(|k| lower.contains(k));
         let long_opaque = trimmed.len() >= 24
             && trimmed
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || "+/=_-".contains(c));
-        if let Some((name, _)) = trimmed.split_once(['=', ':']).filter(|_| sensitive) {
-            out.push(format!("{name}=***{}", &word[trimmed.len()..]));
+        if hide_next && !trimmed.is_empty() {
+            out.push(format!("***{ws}"));
+            hide_next = false;
+        } else if let Some((name, value)) = trimmed.split_once(['=', ':']).filter(|_| sensitive) {
+            out.push(format!("{name}=***{ws}"));
+            // `password: hunter2`: the value is the next word.
+            hide_next = value.is_empty();
         } else if long_opaque {
-            out.push(format!("***{}", &word[trimmed.len()..]));
+            out.push(format!("***{ws}"));
         } else {
             out.push(word.to_owned());
         }

@@ -26,6 +26,7 @@ struct Inner {
     assigned: BTreeSet<String>,
     calls: Vec<DryRunCall>,
     failures: VecDeque<ProviderError>,
+    after: VecDeque<ProviderError>,
 }
 
 impl DryRunProvider {
@@ -45,6 +46,14 @@ impl DryRunProvider {
     pub fn fail_next(&self, errors: impl IntoIterator<Item = ProviderError>) {
         if let Ok(mut i) = self.inner.lock() {
             i.failures.extend(errors);
+        }
+    }
+
+    /// Makes the next calls do their work and then fail anyway (a provider that timed out
+    /// after acting), in order.
+    pub fn succeed_then_fail_next(&self, errors: impl IntoIterator<Item = ProviderError>) {
+        if let Ok(mut i) = self.inner.lock() {
+            i.after.extend(errors);
         }
     }
 
@@ -73,16 +82,20 @@ impl DryRunProvider {
             return Err(e);
         }
         let p = target.principal();
-        if grant {
+        let out = if grant {
             i.calls.push(DryRunCall::Grant(p.clone()));
             let pre = !i.assigned.insert(p);
             tracing::info!(request_id = %target.request_id, account_id = %target.account_id, pre_existing = pre, "dry-run: would grant");
-            Ok(pre)
+            pre
         } else {
             i.calls.push(DryRunCall::Revoke(p.clone()));
             i.assigned.remove(&p);
             tracing::info!(request_id = %target.request_id, account_id = %target.account_id, "dry-run: would revoke");
-            Ok(false)
+            false
+        };
+        match i.after.pop_front() {
+            Some(e) => Err(e),
+            None => Ok(out),
         }
     }
 }

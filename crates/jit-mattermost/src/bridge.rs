@@ -50,29 +50,49 @@ struct Inner {
     slash_tokens: Vec<Zeroizing<String>>,
 }
 
+/// Sets a member of a JSON object (no-op on anything else).
+fn set(v: &mut Value, key: &str, x: Value) {
+    if let Value::Object(m) = v {
+        m.insert(key.to_owned(), x);
+    }
+}
+
 fn ephemeral(text: impl Into<String>) -> Response {
     Json(json!({"response_type": "ephemeral", "text": text.into()})).into_response()
 }
 
 fn message_of(a: &Answer) -> String {
-    a.body.get("message").and_then(Value::as_str).or_else(|| a.code()).unwrap_or("the backend refused").to_owned()
+    a.body
+        .get("message")
+        .and_then(Value::as_str)
+        .or_else(|| a.code())
+        .unwrap_or("the backend refused")
+        .to_owned()
 }
 
 impl Bridge {
     /// Loads the key rings and builds the bridge.
     pub async fn build(cfg: BridgeConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
         let source = |spec: &str| -> anyhow::Result<Arc<dyn jit_keys::KeySource>> {
-            Ok(match jit_keys::SourceSpec::parse(spec).map_err(anyhow::Error::msg)? {
-                jit_keys::SourceSpec::File(p) => Arc::new(jit_keys::FileSource::new(p)),
-                jit_keys::SourceSpec::Env(v) => Arc::new(jit_keys::EnvSource::new(v)),
-                jit_keys::SourceSpec::SecretsManager { .. } => {
-                    anyhow::bail!("the bridge reads its rings from files or the environment; point it at a file kept in sync with Secrets Manager")
-                }
-            })
+            Ok(
+                match jit_keys::SourceSpec::parse(spec).map_err(anyhow::Error::msg)? {
+                    jit_keys::SourceSpec::File(p) => Arc::new(jit_keys::FileSource::new(p)),
+                    jit_keys::SourceSpec::Env(v) => Arc::new(jit_keys::EnvSource::new(v)),
+                    jit_keys::SourceSpec::SecretsManager { .. } => {
+                        anyhow::bail!(
+                            "the bridge reads its rings from files or the environment; point it at a file kept in sync with Secrets Manager"
+                        )
+                    }
+                },
+            )
         };
         let mut bcfg = RingConfig::new("backend");
         bcfg.refresh_interval = std::time::Duration::from_secs(cfg.refresh_interval_secs);
-        bcfg.signing_key_id = cfg.backend_signing_key_id.as_deref().map(jit_proto::keyring::KeyId::parse).transpose()?;
+        bcfg.signing_key_id = cfg
+            .backend_signing_key_id
+            .as_deref()
+            .map(jit_proto::keyring::KeyId::parse)
+            .transpose()?;
         let mut ccfg = RingConfig::new("callback");
         ccfg.refresh_interval = bcfg.refresh_interval;
         let backend_ring = RefreshingRing::new(bcfg, source(&cfg.backend_keys)?, clock.clone());
@@ -83,10 +103,18 @@ impl Bridge {
                 tracing::error!(ring = r.config().name, error = %e, "key ring did not load");
             }
         }
-        let backend = Client::new(&cfg.backend_url, Keys::Refreshing(backend_ring.clone()), clock.clone())?;
+        let backend = Client::new(
+            &cfg.backend_url,
+            Keys::Refreshing(backend_ring.clone()),
+            clock.clone(),
+        )?;
         let mm = MmClient::new(&cfg.mattermost_url, Zeroizing::new(cfg.bot_token.clone()))?;
         let secret = BridgeSecret::new(cfg.bridge_secret()?.to_vec());
-        let slash_tokens = cfg.slash_tokens.iter().map(|t| Zeroizing::new(t.clone())).collect();
+        let slash_tokens = cfg
+            .slash_tokens
+            .iter()
+            .map(|t| Zeroizing::new(t.clone()))
+            .collect();
         Ok(Self {
             inner: Arc::new(Inner {
                 mm,
@@ -106,8 +134,14 @@ impl Bridge {
     }
 
     /// Starts the key rings' reload loops.
-    pub fn spawn_rings(&self, shutdown: tokio::sync::watch::Receiver<bool>) -> Vec<tokio::task::JoinHandle<()>> {
-        vec![self.inner.backend_ring.spawn(shutdown.clone()), self.inner.callback_ring.spawn(shutdown)]
+    pub fn spawn_rings(
+        &self,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        vec![
+            self.inner.backend_ring.spawn(shutdown.clone()),
+            self.inner.callback_ring.spawn(shutdown),
+        ]
     }
 
     /// The routes Mattermost and the backend call.
@@ -133,14 +167,20 @@ impl Inner {
 
     fn slash_token_ok(&self, given: &str) -> bool {
         // Compare against every configured token, in constant time each.
-        self.slash_tokens.iter().fold(false, |ok, t| ok | bool::from(t.as_bytes().ct_eq(given.as_bytes())))
+        self.slash_tokens.iter().fold(false, |ok, t| {
+            ok | bool::from(t.as_bytes().ct_eq(given.as_bytes()))
+        })
     }
 
     /// The actor as the backend needs it: email and roles from Mattermost, never from the
     /// payload's display names.
     async fn actor(&self, user_id: &str, channel_id: &str) -> anyhow::Result<Value> {
         let u = self.mm.user(user_id).await?;
-        let mut roles: Vec<&str> = u.roles.split_whitespace().filter(|r| *r == "system_admin").collect();
+        let mut roles: Vec<&str> = u
+            .roles
+            .split_whitespace()
+            .filter(|r| *r == "system_admin")
+            .collect();
         if let Ok(m) = self.mm.channel_member(channel_id, user_id).await
             && m.roles.split_whitespace().any(|r| r == "channel_admin")
         {
@@ -150,7 +190,11 @@ impl Inner {
     }
 
     async fn bot_id(&self) -> anyhow::Result<String> {
-        Ok(self.bot_id.get_or_try_init(|| async { self.mm.user("me").await.map(|u| u.id) }).await?.clone())
+        Ok(self
+            .bot_id
+            .get_or_try_init(|| async { self.mm.user("me").await.map(|u| u.id) })
+            .await?
+            .clone())
     }
 
     fn buttons(&self, request_id: &str) -> Vec<crate::client::Action> {
@@ -169,7 +213,11 @@ impl Inner {
     fn card_for(&self, req: &Value) -> crate::client::Attachment {
         let id = req.get("request_id").and_then(Value::as_str).unwrap_or("");
         let pending = req.get("status").and_then(Value::as_str) == Some("PENDING");
-        let buttons = if pending { self.buttons(id) } else { Vec::new() };
+        let buttons = if pending {
+            self.buttons(id)
+        } else {
+            Vec::new()
+        };
         card(req, self.cfg.ticket_url_template.as_deref(), buttons)
     }
 }
@@ -177,16 +225,31 @@ impl Inner {
 // ---------------------------------------------------------------------------------------------
 // Slash command
 
-async fn command(State(b): State<Bridge>, headers: HeaderMap, Form(form): Form<HashMap<String, String>>) -> Response {
+async fn command(
+    State(b): State<Bridge>,
+    headers: HeaderMap,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
     let me = &b.inner;
-    let header_token = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Token ")).map(str::trim);
-    let token = header_token.or_else(|| form.get("token").map(String::as_str)).unwrap_or("");
+    let header_token = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Token "))
+        .map(str::trim);
+    let token = header_token
+        .or_else(|| form.get("token").map(String::as_str))
+        .unwrap_or("");
     if !me.slash_token_ok(token) {
         tracing::warn!(reason = "bad_slash_token", "slash command refused");
         return (StatusCode::UNAUTHORIZED, Json(json!({"response_type": "ephemeral", "text": "This command did not come from Mattermost."}))).into_response();
     }
     let get = |k: &str| form.get(k).map(String::as_str).unwrap_or("");
-    let (user_id, channel_id, text, trigger_id) = (get("user_id"), get("channel_id"), get("text"), get("trigger_id"));
+    let (user_id, channel_id, text, trigger_id) = (
+        get("user_id"),
+        get("channel_id"),
+        get("text"),
+        get("trigger_id"),
+    );
     let cmd = match parse(text) {
         Ok(c) => c,
         Err(e) => return ephemeral(format!("{}\n\n{USAGE}", e.0)),
@@ -215,32 +278,84 @@ fn short_arn(arn: &str) -> &str {
     arn.rsplit('/').next().unwrap_or(arn)
 }
 
-async fn run_command(me: &Inner, cmd: Command, actor: &Value, user_id: &str, channel_id: &str, trigger_id: &str) -> anyhow::Result<Option<String>> {
+async fn run_command(
+    me: &Inner,
+    cmd: Command,
+    actor: &Value,
+    user_id: &str,
+    channel_id: &str,
+    trigger_id: &str,
+) -> anyhow::Result<Option<String>> {
     let post = |path: String, body: Value| async move { me.backend.post(&path, &body).await };
-    let done = |a: Answer, ok: String| if a.is_success() { ok } else { format!("Refused: {}", message_of(&a)) };
+    let done = |a: Answer, ok: String| {
+        if a.is_success() {
+            ok
+        } else {
+            format!("Refused: {}", message_of(&a))
+        }
+    };
     Ok(Some(match cmd {
         Command::Help => USAGE.to_owned(),
         Command::Request => {
-            let b = me.backend.get(&format!("/config/accounts?channel_id={channel_id}")).await?;
-            let accounts: Vec<String> = b.body.get("accounts").and_then(Value::as_array).map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect()).unwrap_or_default();
+            let b = me
+                .backend
+                .get(&format!("/config/accounts?channel_id={channel_id}"))
+                .await?;
+            let accounts: Vec<String> = b
+                .body
+                .get("accounts")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default();
             if accounts.is_empty() {
                 return Ok(Some("This channel has no bound AWS accounts yet; an admin runs `/jit bind <account-id>`.".into()));
             }
             let policy = b.body.get("policy").cloned().unwrap_or(Value::Null);
-            let max_minutes = policy.get("max_request_hours").and_then(Value::as_u64).unwrap_or(4) * 60;
-            let require_ticket = policy.get("require_ticket").and_then(Value::as_bool).unwrap_or(true);
+            let max_minutes = policy
+                .get("max_request_hours")
+                .and_then(Value::as_u64)
+                .unwrap_or(4)
+                * 60;
+            let require_ticket = policy
+                .get("require_ticket")
+                .and_then(Value::as_bool)
+                .unwrap_or(true);
             let sets: Vec<String> = b
                 .body
                 .get("bindings")
                 .and_then(Value::as_array)
-                .map(|bs| bs.iter().flat_map(|x| x.get("permission_set_arns").and_then(Value::as_array).cloned().unwrap_or_default()).filter_map(|v| v.as_str().map(str::to_owned)).collect())
+                .map(|bs| {
+                    bs.iter()
+                        .flat_map(|x| {
+                            x.get("permission_set_arns")
+                                .and_then(Value::as_array)
+                                .cloned()
+                                .unwrap_or_default()
+                        })
+                        .filter_map(|v| v.as_str().map(str::to_owned))
+                        .collect()
+                })
                 .unwrap_or_default();
-            let several = b.body.get("bindings").and_then(Value::as_array).is_some_and(|bs| {
-                bs.iter().any(|x| x.get("permission_set_arns").and_then(Value::as_array).is_some_and(|a| a.len() > 1))
-            });
-            let mut elements = vec![json!({"display_name": "AWS account", "name": "account", "type": "select",
+            let several = b
+                .body
+                .get("bindings")
+                .and_then(Value::as_array)
+                .is_some_and(|bs| {
+                    bs.iter().any(|x| {
+                        x.get("permission_set_arns")
+                            .and_then(Value::as_array)
+                            .is_some_and(|a| a.len() > 1)
+                    })
+                });
+            let mut elements = vec![
+                json!({"display_name": "AWS account", "name": "account", "type": "select",
                 "options": accounts.iter().map(|a| json!({"text": a, "value": a})).collect::<Vec<_>>(),
-                "default": if accounts.len() == 1 { accounts[0].clone() } else { String::new() }})];
+                "default": if accounts.len() == 1 { accounts.first().cloned().unwrap_or_default() } else { String::new() }}),
+            ];
             if several {
                 elements.push(json!({"display_name": "Permission set", "name": "permission_set", "type": "select", "optional": true,
                     "options": sets.iter().map(|a| json!({"text": short_arn(a), "value": a})).collect::<Vec<_>>()}));
@@ -250,65 +365,124 @@ async fn run_command(me: &Inner, cmd: Command, actor: &Value, user_id: &str, cha
             elements.push(json!({"display_name": "Ticket", "name": "ticket", "type": "text", "optional": !require_ticket, "max_length": 256,
                 "placeholder": "OPS-123"}));
             elements.push(json!({"display_name": "Reason", "name": "reason", "type": "textarea", "optional": false, "max_length": 2000}));
-            let state = me.secret.sign(&["request", user_id, channel_id], me.now() + 3600);
+            let state = me
+                .secret
+                .sign(&["request", user_id, channel_id], me.now() + 3600);
             let dialog = Dialog {
                 callback_id: "request".into(),
                 title: "Request access".into(),
-                introduction_text: "Access is granted for the approved time only, then removed.".into(),
+                introduction_text: "Access is granted for the approved time only, then removed."
+                    .into(),
                 elements,
                 submit_label: "Request".into(),
                 state,
                 notify_on_cancel: false,
             };
-            me.mm.open_dialog(trigger_id, &me.url("/mattermost/dialog"), &dialog).await?;
+            me.mm
+                .open_dialog(trigger_id, &me.url("/mattermost/dialog"), &dialog)
+                .await?;
             return Ok(None);
         }
-        Command::Bind { account, permission_set } => {
+        Command::Bind {
+            account,
+            permission_set,
+        } => {
             let mut body = json!({"actor": actor, "channel_id": channel_id, "account_id": account});
             if let Some(p) = &permission_set {
-                body["permission_set_arn"] = json!(p);
+                set(&mut body, "permission_set_arn", json!(p));
             }
-            done(post("/config/bind".into(), body).await?, format!("Bound account {account} to this channel."))
+            done(
+                post("/config/bind".into(), body).await?,
+                format!("Bound account {account} to this channel."),
+            )
         }
         Command::Unbind { account } => done(
-            post("/config/unbind".into(), json!({"actor": actor, "channel_id": channel_id, "account_id": account})).await?,
+            post(
+                "/config/unbind".into(),
+                json!({"actor": actor, "channel_id": channel_id, "account_id": account}),
+            )
+            .await?,
             format!("Unbound account {account}."),
         ),
-        Command::Approvers { usernames, required } => {
+        Command::Approvers {
+            usernames,
+            required,
+        } => {
             let users = me.mm.users_by_usernames(&usernames).await?;
-            let unknown: Vec<&String> = usernames.iter().filter(|n| !users.iter().any(|u| &u.username == *n)).collect();
+            let unknown: Vec<&String> = usernames
+                .iter()
+                .filter(|n| !users.iter().any(|u| &u.username == *n))
+                .collect();
             if !unknown.is_empty() {
-                return Ok(Some(format!("Unknown users: {}", unknown.iter().map(|n| format!("@{n}")).collect::<Vec<_>>().join(", "))));
+                return Ok(Some(format!(
+                    "Unknown users: {}",
+                    unknown
+                        .iter()
+                        .map(|n| format!("@{n}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
             }
             let mut body = json!({"actor": actor, "channel_id": channel_id, "approvers": users.iter().map(|u| u.id.clone()).collect::<Vec<_>>()});
             if let Some(n) = required {
-                body["required_approvals"] = json!(n);
+                set(&mut body, "required_approvals", json!(n));
             }
-            done(post("/config/approvers".into(), body).await?, format!("Approvers: {}.", usernames.iter().map(|n| format!("@{n}")).collect::<Vec<_>>().join(", ")))
+            done(
+                post("/config/approvers".into(), body).await?,
+                format!(
+                    "Approvers: {}.",
+                    usernames
+                        .iter()
+                        .map(|n| format!("@{n}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )
         }
         Command::Policy { changes } => {
             let mut body = json!({"actor": actor, "channel_id": channel_id});
             for (k, v) in changes {
-                body[k] = v;
+                set(&mut body, &k, v);
             }
-            done(post("/config/policy".into(), body).await?, "Policy updated.".into())
+            done(
+                post("/config/policy".into(), body).await?,
+                "Policy updated.".into(),
+            )
         }
         Command::Revoke { id, reason } => done(
-            post(format!("/requests/{id}/revoke"), json!({"actor": actor, "reason": reason})).await?,
+            post(
+                format!("/requests/{id}/revoke"),
+                json!({"actor": actor, "reason": reason}),
+            )
+            .await?,
             format!("Revoked {id}; access is being removed."),
         ),
-        Command::Cancel { id } => done(post(format!("/requests/{id}/cancel"), json!({"actor": actor})).await?, format!("Cancelled {id}.")),
+        Command::Cancel { id } => done(
+            post(format!("/requests/{id}/cancel"), json!({"actor": actor})).await?,
+            format!("Cancelled {id}."),
+        ),
         Command::Extend { id, minutes } => done(
-            post(format!("/requests/{id}/extend"), json!({"actor": actor, "minutes": minutes})).await?,
+            post(
+                format!("/requests/{id}/extend"),
+                json!({"actor": actor, "minutes": minutes}),
+            )
+            .await?,
             format!("Extended {id} by {minutes} minutes."),
         ),
         Command::Status { mine } => {
-            let mut pq = format!("/requests?channel_id={channel_id}&status=PENDING,APPROVED,GRANTED&limit=50");
+            let mut pq = format!(
+                "/requests?channel_id={channel_id}&status=PENDING,APPROVED,GRANTED&limit=50"
+            );
             if mine {
                 pq.push_str(&format!("&requester_mm_user_id={user_id}"));
             }
             let a = me.backend.get(&pq).await?;
-            let items = a.body.get("requests").and_then(Value::as_array).cloned().unwrap_or_default();
+            let items = a
+                .body
+                .get("requests")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
             if items.is_empty() {
                 "No open requests or active grants.".to_owned()
             } else {
@@ -316,8 +490,14 @@ async fn run_command(me: &Inner, cmd: Command, actor: &Value, user_id: &str, cha
                     .iter()
                     .map(|r| {
                         let g = |k: &str| r.get(k).and_then(Value::as_str).unwrap_or("");
-                        format!("* `{}` {} — {} on {} until {}", g("request_id"), g("status"), g("requester_email"), g("account_id"),
-                            r.get("end_time").and_then(Value::as_str).unwrap_or("—"))
+                        format!(
+                            "* `{}` {} — {} on {} until {}",
+                            g("request_id"),
+                            g("status"),
+                            g("requester_email"),
+                            g("account_id"),
+                            r.get("end_time").and_then(Value::as_str).unwrap_or("—")
+                        )
                     })
                     .collect::<Vec<_>>()
                     .join("\n")
@@ -343,43 +523,88 @@ struct ActionRequest {
 
 async fn action(State(b): State<Bridge>, Json(req): Json<ActionRequest>) -> Response {
     let me = &b.inner;
-    let ctx = |k: &str| req.context.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
+    let ctx = |k: &str| {
+        req.context
+            .get(k)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned()
+    };
     let (act, request_id, token) = (ctx("action"), ctx("request_id"), ctx("token"));
     match me.secret.verify(&token, &[&act, &request_id], me.now()) {
         Ok(()) => {}
-        Err(TokenError::Expired) => return Json(json!({"ephemeral_text": "This card's buttons have expired; use /jit status."})).into_response(),
+        Err(TokenError::Expired) => {
+            return Json(
+                json!({"ephemeral_text": "This card's buttons have expired; use /jit status."}),
+            )
+            .into_response();
+        }
         Err(e) => {
             tracing::warn!(reason = %e, "button click refused");
-            return (StatusCode::FORBIDDEN, Json(json!({"ephemeral_text": "This button is not valid."}))).into_response();
+            return (
+                StatusCode::FORBIDDEN,
+                Json(json!({"ephemeral_text": "This button is not valid."})),
+            )
+                .into_response();
         }
     }
     let actor = match me.actor(&req.user_id, &req.channel_id).await {
         Ok(a) => a,
-        Err(_) => return Json(json!({"ephemeral_text": "Could not look you up in Mattermost; try again."})).into_response(),
+        Err(_) => {
+            return Json(
+                json!({"ephemeral_text": "Could not look you up in Mattermost; try again."}),
+            )
+            .into_response();
+        }
     };
     match act.as_str() {
-        "approve" => match me.backend.post(&format!("/requests/{request_id}/approve"), &json!({"actor": actor})).await {
-            Ok(a) if a.is_success() => Json(json!({"update": {"props": {"attachments": [me.card_for(&a.body)]}}})).into_response(),
+        "approve" => match me
+            .backend
+            .post(
+                &format!("/requests/{request_id}/approve"),
+                &json!({"actor": actor}),
+            )
+            .await
+        {
+            Ok(a) if a.is_success() => {
+                Json(json!({"update": {"props": {"attachments": [me.card_for(&a.body)]}}}))
+                    .into_response()
+            }
             Ok(a) => Json(json!({"ephemeral_text": message_of(&a)})).into_response(),
-            Err(_) => Json(json!({"ephemeral_text": "The backend is unavailable; try again."})).into_response(),
+            Err(_) => Json(json!({"ephemeral_text": "The backend is unavailable; try again."}))
+                .into_response(),
         },
         "deny" => {
-            let state = me.secret.sign(&["deny", &request_id, &req.user_id, &req.channel_id], me.now() + 3600);
+            let state = me.secret.sign(
+                &["deny", &request_id, &req.user_id, &req.channel_id],
+                me.now() + 3600,
+            );
             let dialog = Dialog {
                 callback_id: format!("deny:{request_id}"),
                 title: "Deny access".into(),
                 introduction_text: String::new(),
-                elements: vec![json!({"display_name": "Reason", "name": "reason", "type": "textarea", "optional": true, "max_length": 2000})],
+                elements: vec![
+                    json!({"display_name": "Reason", "name": "reason", "type": "textarea", "optional": true, "max_length": 2000}),
+                ],
                 submit_label: "Deny".into(),
                 state,
                 notify_on_cancel: false,
             };
-            match me.mm.open_dialog(&req.trigger_id, &me.url("/mattermost/dialog"), &dialog).await {
+            match me
+                .mm
+                .open_dialog(&req.trigger_id, &me.url("/mattermost/dialog"), &dialog)
+                .await
+            {
                 Ok(()) => Json(json!({})).into_response(),
-                Err(_) => Json(json!({"ephemeral_text": "Could not open the form; try again."})).into_response(),
+                Err(_) => Json(json!({"ephemeral_text": "Could not open the form; try again."}))
+                    .into_response(),
             }
         }
-        _ => (StatusCode::FORBIDDEN, Json(json!({"ephemeral_text": "Unknown action."}))).into_response(),
+        _ => (
+            StatusCode::FORBIDDEN,
+            Json(json!({"ephemeral_text": "Unknown action."})),
+        )
+            .into_response(),
     }
 }
 
@@ -408,7 +633,9 @@ fn field_for(code: &str) -> Option<&'static str> {
         "invalid_ticket" | "ticket_required" => Some("ticket"),
         "invalid_reason" | "reason_required" => Some("reason"),
         "invalid_account_id" | "account_not_bound" => Some("account"),
-        "permission_set_required" | "permission_set_not_bound" | "invalid_permission_set_arn" => Some("permission_set"),
+        "permission_set_required" | "permission_set_not_bound" | "invalid_permission_set_arn" => {
+            Some("permission_set")
+        }
         _ => None,
     }
 }
@@ -424,28 +651,51 @@ async fn dialog(State(b): State<Bridge>, Json(d): Json<DialogSubmission>) -> Res
         _ => String::new(),
     };
     if d.callback_id == "request" {
-        if me.secret.verify(&d.state, &["request", &d.user_id, &d.channel_id], me.now()).is_err() {
+        if me
+            .secret
+            .verify(&d.state, &["request", &d.user_id, &d.channel_id], me.now())
+            .is_err()
+        {
             tracing::warn!(reason = "bad_dialog_state", "dialog submission refused");
-            return (StatusCode::FORBIDDEN, Json(json!({"error": "This form is not valid; run /jit request again."}))).into_response();
+            return (
+                StatusCode::FORBIDDEN,
+                Json(json!({"error": "This form is not valid; run /jit request again."})),
+            )
+                .into_response();
         }
         let duration = sub("duration");
         if duration.trim().parse::<u32>().map_or(true, |m| m == 0) {
-            return Json(json!({"errors": {"duration": "Enter a whole number of minutes."}})).into_response();
+            return Json(json!({"errors": {"duration": "Enter a whole number of minutes."}}))
+                .into_response();
         }
         let actor = match me.actor(&d.user_id, &d.channel_id).await {
             Ok(a) => a,
-            Err(_) => return Json(json!({"error": "Could not look you up in Mattermost; try again."})).into_response(),
+            Err(_) => {
+                return Json(json!({"error": "Could not look you up in Mattermost; try again."}))
+                    .into_response();
+            }
         };
         let mut body = json!({"actor": actor, "channel_id": d.channel_id, "account_id": sub("account"), "jira": sub("ticket"),
             "reason": sub("reason"), "requested_duration_minutes": duration.trim()});
         if !sub("permission_set").is_empty() {
-            body["permission_set_arn"] = json!(sub("permission_set"));
+            set(
+                &mut body,
+                "permission_set_arn",
+                json!(sub("permission_set")),
+            );
         }
         // The same submitted form (same state) creates one request, however often it is retried.
         let key = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(d.state.as_bytes()));
-        let a = match me.backend.send(reqwest::Method::POST, "/requests", Some(&body), Some(&key)).await {
+        let a = match me
+            .backend
+            .send(reqwest::Method::POST, "/requests", Some(&body), Some(&key))
+            .await
+        {
             Ok(a) => a,
-            Err(_) => return Json(json!({"error": "The backend is unavailable; try again."})).into_response(),
+            Err(_) => {
+                return Json(json!({"error": "The backend is unavailable; try again."}))
+                    .into_response();
+            }
         };
         if !a.is_success() {
             let msg = message_of(&a);
@@ -454,34 +704,89 @@ async fn dialog(State(b): State<Bridge>, Json(d): Json<DialogSubmission>) -> Res
                 None => Json(json!({"error": msg})).into_response(),
             };
         }
-        let id = a.body.get("request_id").and_then(Value::as_str).unwrap_or("").to_owned();
-        let email = a.body.get("requester_email").and_then(Value::as_str).unwrap_or("");
-        match me.mm.create_post(&d.channel_id, &format!("{email} asks for access."), None, &[me.card_for(&a.body)]).await {
+        let id = a
+            .body
+            .get("request_id")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
+        let email = a
+            .body
+            .get("requester_email")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        match me
+            .mm
+            .create_post(
+                &d.channel_id,
+                &format!("{email} asks for access."),
+                None,
+                &[me.card_for(&a.body)],
+            )
+            .await
+        {
             Ok(post_id) => {
-                if let Err(e) = me.backend.post(&format!("/requests/{id}/post"), &json!({"post_id": post_id})).await {
+                if let Err(e) = me
+                    .backend
+                    .post(
+                        &format!("/requests/{id}/post"),
+                        &json!({"post_id": post_id}),
+                    )
+                    .await
+                {
                     tracing::error!(request_id = %id, error = %e, "recording the card's post id failed");
                 }
             }
-            Err(e) => tracing::error!(request_id = %id, error = %e, "posting the approval card failed"),
+            Err(e) => {
+                tracing::error!(request_id = %id, error = %e, "posting the approval card failed")
+            }
         }
         return StatusCode::OK.into_response();
     }
     if let Some(request_id) = d.callback_id.strip_prefix("deny:") {
-        if me.secret.verify(&d.state, &["deny", request_id, &d.user_id, &d.channel_id], me.now()).is_err() {
+        if me
+            .secret
+            .verify(
+                &d.state,
+                &["deny", request_id, &d.user_id, &d.channel_id],
+                me.now(),
+            )
+            .is_err()
+        {
             tracing::warn!(reason = "bad_dialog_state", "dialog submission refused");
-            return (StatusCode::FORBIDDEN, Json(json!({"error": "This form is not valid."}))).into_response();
+            return (
+                StatusCode::FORBIDDEN,
+                Json(json!({"error": "This form is not valid."})),
+            )
+                .into_response();
         }
         let actor = match me.actor(&d.user_id, &d.channel_id).await {
             Ok(a) => a,
-            Err(_) => return Json(json!({"error": "Could not look you up in Mattermost; try again."})).into_response(),
+            Err(_) => {
+                return Json(json!({"error": "Could not look you up in Mattermost; try again."}))
+                    .into_response();
+            }
         };
-        return match me.backend.post(&format!("/requests/{request_id}/deny"), &json!({"actor": actor, "reason": sub("reason")})).await {
+        return match me
+            .backend
+            .post(
+                &format!("/requests/{request_id}/deny"),
+                &json!({"actor": actor, "reason": sub("reason")}),
+            )
+            .await
+        {
             Ok(a) if a.is_success() => StatusCode::OK.into_response(),
             Ok(a) => Json(json!({"error": message_of(&a)})).into_response(),
-            Err(_) => Json(json!({"error": "The backend is unavailable; try again."})).into_response(),
+            Err(_) => {
+                Json(json!({"error": "The backend is unavailable; try again."})).into_response()
+            }
         };
     }
-    (StatusCode::BAD_REQUEST, Json(json!({"error": "Unknown form."}))).into_response()
+    (
+        StatusCode::BAD_REQUEST,
+        Json(json!({"error": "Unknown form."})),
+    )
+        .into_response()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -498,25 +803,53 @@ fn line_for(status: &str, req: &Value, actor: &str) -> String {
         "CANCELLED" => "Request cancelled.".into(),
         "TIMED_OUT" => "Nobody decided in time; the request timed out.".into(),
         "EXTENDED" => format!("Extended until {end}."),
-        "ERROR" => format!("Something needs a human: {}", req.get("error_message").and_then(Value::as_str).unwrap_or("see the backend log")),
+        "ERROR" => format!(
+            "Something needs a human: {}",
+            req.get("error_message")
+                .and_then(Value::as_str)
+                .unwrap_or("see the backend log")
+        ),
         other => other.to_owned(),
     }
 }
 
 async fn webhook(State(b): State<Bridge>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     let me = &b.inner;
-    let rp = RequestParts { method: "POST", path_and_query: uri.path_and_query().map_or("/", |p| p.as_str()), body: &body };
-    if let Err(r) = me.callback_ring.verify(&me.verifier, &headers, &rp, &me.nonces).await {
+    let rp = RequestParts {
+        method: "POST",
+        path_and_query: uri.path_and_query().map_or("/", |p| p.as_str()),
+        body: &body,
+    };
+    if let Err(r) = me
+        .callback_ring
+        .verify(&me.verifier, &headers, &rp, &me.nonces)
+        .await
+    {
         tracing::warn!(reason = r.code(), "callback refused");
         return (StatusCode::UNAUTHORIZED, Json(json!({"code": r.code()}))).into_response();
     }
-    let event_id = headers.get("x-jit-event-id").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
-    if me.seen.lock().map(|s| s.0.contains(&event_id)).unwrap_or(false) {
+    let event_id = headers
+        .get("x-jit-event-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    if me
+        .seen
+        .lock()
+        .map(|s| s.0.contains(&event_id))
+        .unwrap_or(false)
+    {
         return Json(json!({"duplicate": true})).into_response();
     }
     let ev: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
-        Err(_) => return (StatusCode::BAD_REQUEST, Json(json!({"code": "invalid_json"}))).into_response(),
+        Err(_) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"code": "invalid_json"})),
+            )
+                .into_response();
+        }
     };
     let status = ev.get("status").and_then(Value::as_str).unwrap_or("");
     let request_id = ev.get("request_id").and_then(Value::as_str).unwrap_or("");
@@ -530,15 +863,32 @@ async fn webhook(State(b): State<Bridge>, uri: Uri, headers: HeaderMap, body: By
     let result: anyhow::Result<()> = async {
         if let Some(post_id) = req.get("post_id").and_then(Value::as_str) {
             me.mm.patch_post(post_id, "", &[me.card_for(&req)]).await?;
-            me.mm.create_post(channel, &line, Some(post_id), &[]).await?;
+            me.mm
+                .create_post(channel, &line, Some(post_id), &[])
+                .await?;
         } else {
-            me.mm.create_post(channel, &format!("Request {request_id}: {line}"), None, &[]).await?;
+            me.mm
+                .create_post(channel, &format!("Request {request_id}: {line}"), None, &[])
+                .await?;
         }
-        if matches!(status, "APPROVED" | "DENIED" | "GRANTED" | "EXPIRED" | "REVOKED") {
-            let requester = req.get("requester_mm_user_id").and_then(Value::as_str).unwrap_or("");
+        if matches!(
+            status,
+            "APPROVED" | "DENIED" | "GRANTED" | "EXPIRED" | "REVOKED"
+        ) {
+            let requester = req
+                .get("requester_mm_user_id")
+                .and_then(Value::as_str)
+                .unwrap_or("");
             let dm = me.mm.direct_channel(&me.bot_id().await?, requester).await?;
             let account = req.get("account_id").and_then(Value::as_str).unwrap_or("");
-            me.mm.create_post(&dm, &format!("Your access request for {account}: {line}"), None, &[]).await?;
+            me.mm
+                .create_post(
+                    &dm,
+                    &format!("Your access request for {account}: {line}"),
+                    None,
+                    &[],
+                )
+                .await?;
         }
         Ok(())
     }

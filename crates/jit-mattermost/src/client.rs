@@ -142,16 +142,31 @@ pub struct MmClient {
 impl MmClient {
     /// A client of the server at `base_url` using the bot's access token.
     pub fn new(base_url: &str, bot_token: zeroize::Zeroizing<String>) -> Result<Self, MmError> {
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).connect_timeout(Duration::from_secs(3)).build()?;
-        Ok(Self { http, base: base_url.trim_end_matches('/').to_owned(), token: std::sync::Arc::new(bot_token) })
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .connect_timeout(Duration::from_secs(3))
+            .build()?;
+        Ok(Self {
+            http,
+            base: base_url.trim_end_matches('/').to_owned(),
+            token: std::sync::Arc::new(bot_token),
+        })
     }
 
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> Result<Value, MmError> {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, MmError> {
         let url = format!("{}/api/v4{path}", self.base);
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let mut rb = self.http.request(method.clone(), &url).bearer_auth(self.token.as_str());
+            let mut rb = self
+                .http
+                .request(method.clone(), &url)
+                .bearer_auth(self.token.as_str());
             if let Some(b) = body {
                 rb = rb.json(b);
             }
@@ -165,14 +180,23 @@ impl MmClient {
                     .and_then(|v| v.parse::<u64>().ok())
                     .map_or(Duration::from_millis(200 * attempt), Duration::from_secs)
                     .min(Duration::from_secs(10));
-                tracing::warn!(status, path, retry_in_ms = wait.as_millis() as u64, "Mattermost asked to retry");
+                tracing::warn!(
+                    status,
+                    path,
+                    retry_in_ms = wait.as_millis() as u64,
+                    "Mattermost asked to retry"
+                );
                 tokio::time::sleep(wait).await;
                 continue;
             }
             let text = resp.text().await?;
             let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
             if !(200..300).contains(&status) {
-                let message = v.get("message").and_then(Value::as_str).unwrap_or("").to_owned();
+                let message = v
+                    .get("message")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_owned();
                 return Err(MmError::Status { status, message });
             }
             return Ok(v);
@@ -180,66 +204,153 @@ impl MmClient {
     }
 
     /// `POST /posts`: returns the new post's id.
-    pub async fn create_post(&self, channel_id: &str, message: &str, root_id: Option<&str>, attachments: &[Attachment]) -> Result<String, MmError> {
+    pub async fn create_post(
+        &self,
+        channel_id: &str,
+        message: &str,
+        root_id: Option<&str>,
+        attachments: &[Attachment],
+    ) -> Result<String, MmError> {
         let mut body = serde_json::json!({"channel_id": channel_id, "message": message});
-        if let Some(r) = root_id {
-            body["root_id"] = Value::String(r.to_owned());
+        if let Value::Object(m) = &mut body {
+            if let Some(r) = root_id {
+                m.insert("root_id".into(), Value::String(r.to_owned()));
+            }
+            if !attachments.is_empty() {
+                m.insert(
+                    "props".into(),
+                    serde_json::json!({"attachments": attachments}),
+                );
+            }
         }
-        if !attachments.is_empty() {
-            body["props"] = serde_json::json!({"attachments": attachments});
-        }
-        let v = self.call(reqwest::Method::POST, "/posts", Some(&body)).await?;
-        Ok(v.get("id").and_then(Value::as_str).unwrap_or_default().to_owned())
+        let v = self
+            .call(reqwest::Method::POST, "/posts", Some(&body))
+            .await?;
+        Ok(v.get("id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned())
     }
 
     /// `PUT /posts/{id}/patch`: replaces the card's message and attachments.
-    pub async fn patch_post(&self, post_id: &str, message: &str, attachments: &[Attachment]) -> Result<(), MmError> {
+    pub async fn patch_post(
+        &self,
+        post_id: &str,
+        message: &str,
+        attachments: &[Attachment],
+    ) -> Result<(), MmError> {
         let body = serde_json::json!({"message": message, "props": {"attachments": attachments}});
-        self.call(reqwest::Method::PUT, &format!("/posts/{post_id}/patch"), Some(&body)).await.map(|_| ())
+        self.call(
+            reqwest::Method::PUT,
+            &format!("/posts/{post_id}/patch"),
+            Some(&body),
+        )
+        .await
+        .map(|_| ())
     }
 
     /// `POST /posts/ephemeral`: a message only `user_id` sees.
-    pub async fn ephemeral(&self, user_id: &str, channel_id: &str, message: &str) -> Result<(), MmError> {
+    pub async fn ephemeral(
+        &self,
+        user_id: &str,
+        channel_id: &str,
+        message: &str,
+    ) -> Result<(), MmError> {
         let body = serde_json::json!({"user_id": user_id, "post": {"channel_id": channel_id, "message": message}});
-        self.call(reqwest::Method::POST, "/posts/ephemeral", Some(&body)).await.map(|_| ())
+        self.call(reqwest::Method::POST, "/posts/ephemeral", Some(&body))
+            .await
+            .map(|_| ())
     }
 
     /// `POST /actions/dialogs/open`.
-    pub async fn open_dialog(&self, trigger_id: &str, url: &str, dialog: &Dialog) -> Result<(), MmError> {
+    pub async fn open_dialog(
+        &self,
+        trigger_id: &str,
+        url: &str,
+        dialog: &Dialog,
+    ) -> Result<(), MmError> {
         let body = serde_json::json!({"trigger_id": trigger_id, "url": url, "dialog": dialog});
-        self.call(reqwest::Method::POST, "/actions/dialogs/open", Some(&body)).await.map(|_| ())
+        self.call(reqwest::Method::POST, "/actions/dialogs/open", Some(&body))
+            .await
+            .map(|_| ())
     }
 
     /// `GET /users/{id}` (`me` for the bot itself).
     pub async fn user(&self, user_id: &str) -> Result<User, MmError> {
-        let v = self.call(reqwest::Method::GET, &format!("/users/{user_id}"), None).await?;
-        serde_json::from_value(v).map_err(|e| MmError::Status { status: 200, message: format!("unexpected user: {e}") })
+        let v = self
+            .call(reqwest::Method::GET, &format!("/users/{user_id}"), None)
+            .await?;
+        serde_json::from_value(v).map_err(|e| MmError::Status {
+            status: 200,
+            message: format!("unexpected user: {e}"),
+        })
     }
 
     /// `POST /users/usernames`.
     pub async fn users_by_usernames(&self, names: &[String]) -> Result<Vec<User>, MmError> {
-        let v = self.call(reqwest::Method::POST, "/users/usernames", Some(&serde_json::json!(names))).await?;
-        serde_json::from_value(v).map_err(|e| MmError::Status { status: 200, message: format!("unexpected users: {e}") })
+        let v = self
+            .call(
+                reqwest::Method::POST,
+                "/users/usernames",
+                Some(&serde_json::json!(names)),
+            )
+            .await?;
+        serde_json::from_value(v).map_err(|e| MmError::Status {
+            status: 200,
+            message: format!("unexpected users: {e}"),
+        })
     }
 
     /// `GET /channels/{channel}/members/{user}`.
-    pub async fn channel_member(&self, channel_id: &str, user_id: &str) -> Result<ChannelMember, MmError> {
-        let v = self.call(reqwest::Method::GET, &format!("/channels/{channel_id}/members/{user_id}"), None).await?;
-        serde_json::from_value(v).map_err(|e| MmError::Status { status: 200, message: format!("unexpected member: {e}") })
+    pub async fn channel_member(
+        &self,
+        channel_id: &str,
+        user_id: &str,
+    ) -> Result<ChannelMember, MmError> {
+        let v = self
+            .call(
+                reqwest::Method::GET,
+                &format!("/channels/{channel_id}/members/{user_id}"),
+                None,
+            )
+            .await?;
+        serde_json::from_value(v).map_err(|e| MmError::Status {
+            status: 200,
+            message: format!("unexpected member: {e}"),
+        })
     }
 
     /// `POST /channels/direct`: the direct channel between the bot and a user.
     pub async fn direct_channel(&self, bot_id: &str, user_id: &str) -> Result<String, MmError> {
-        let v = self.call(reqwest::Method::POST, "/channels/direct", Some(&serde_json::json!([bot_id, user_id]))).await?;
-        Ok(v.get("id").and_then(Value::as_str).unwrap_or_default().to_owned())
+        let v = self
+            .call(
+                reqwest::Method::POST,
+                "/channels/direct",
+                Some(&serde_json::json!([bot_id, user_id])),
+            )
+            .await?;
+        Ok(v.get("id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned())
     }
 
     /// `POST /commands`: registers the slash command; returns its token.
-    pub async fn create_command(&self, team_id: &str, trigger: &str, url: &str) -> Result<String, MmError> {
+    pub async fn create_command(
+        &self,
+        team_id: &str,
+        trigger: &str,
+        url: &str,
+    ) -> Result<String, MmError> {
         let body = serde_json::json!({"team_id": team_id, "method": "P", "trigger": trigger, "url": url,
             "auto_complete": true, "auto_complete_desc": "Just-in-time access", "auto_complete_hint": "request | status | help",
             "display_name": "jit", "description": "Just-in-time privileged access"});
-        let v = self.call(reqwest::Method::POST, "/commands", Some(&body)).await?;
-        Ok(v.get("token").and_then(Value::as_str).unwrap_or_default().to_owned())
+        let v = self
+            .call(reqwest::Method::POST, "/commands", Some(&body))
+            .await?;
+        Ok(v.get("token")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned())
     }
 }

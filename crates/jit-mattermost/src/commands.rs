@@ -7,13 +7,21 @@ pub enum Command {
     /// Open the request dialog.
     Request,
     /// Bind an account (and optionally a permission set) to this channel.
-    Bind { account: String, permission_set: Option<String> },
+    Bind {
+        account: String,
+        permission_set: Option<String>,
+    },
     /// Unbind an account.
     Unbind { account: String },
     /// Set approvers (usernames without `@`) and optionally N.
-    Approvers { usernames: Vec<String>, required: Option<u32> },
+    Approvers {
+        usernames: Vec<String>,
+        required: Option<u32>,
+    },
     /// Change policy fields (`name=value` pairs, already mapped to API field names).
-    Policy { changes: Vec<(String, serde_json::Value)> },
+    Policy {
+        changes: Vec<(String, serde_json::Value)>,
+    },
     /// End access early.
     Revoke { id: String, reason: Option<String> },
     /// Withdraw a pending request.
@@ -50,10 +58,12 @@ fn on_off(v: &str) -> Result<bool, ParseError> {
 }
 
 fn number(name: &str, v: &str) -> Result<u32, ParseError> {
-    v.parse().map_err(|_| ParseError(format!("{name} needs a whole number, not `{v}`")))
+    v.parse()
+        .map_err(|_| ParseError(format!("{name} needs a whole number, not `{v}`")))
 }
 
 /// Parses the text after `/jit`.
+#[allow(clippy::indexing_slicing)] // every index is behind a `need(n)` length check
 pub fn parse(text: &str) -> Result<Command, ParseError> {
     let words: Vec<&str> = text.split_whitespace().collect();
     let (first, rest) = match words.split_first() {
@@ -61,19 +71,30 @@ pub fn parse(text: &str) -> Result<Command, ParseError> {
         Some((f, r)) => (f.to_ascii_lowercase(), r),
     };
     let need = |n: usize, what: &str| -> Result<(), ParseError> {
-        if rest.len() < n { Err(ParseError(format!("usage: /jit {first} {what}"))) } else { Ok(()) }
+        if rest.len() < n {
+            Err(ParseError(format!("usage: /jit {first} {what}")))
+        } else {
+            Ok(())
+        }
     };
     match first.as_str() {
         "request" => Ok(Command::Request),
         "help" | "-h" | "--help" => Ok(Command::Help),
-        "status" => Ok(Command::Status { mine: rest.first().is_some_and(|w| w.eq_ignore_ascii_case("mine")) }),
+        "status" => Ok(Command::Status {
+            mine: rest.first().is_some_and(|w| w.eq_ignore_ascii_case("mine")),
+        }),
         "bind" => {
             need(1, "<account-id> [permission-set-arn]")?;
-            Ok(Command::Bind { account: rest[0].to_owned(), permission_set: rest.get(1).map(|s| (*s).to_owned()) })
+            Ok(Command::Bind {
+                account: rest[0].to_owned(),
+                permission_set: rest.get(1).map(|s| (*s).to_owned()),
+            })
         }
         "unbind" => {
             need(1, "<account-id>")?;
-            Ok(Command::Unbind { account: rest[0].to_owned() })
+            Ok(Command::Unbind {
+                account: rest[0].to_owned(),
+            })
         }
         "approvers" => {
             let mut usernames = Vec::new();
@@ -81,7 +102,9 @@ pub fn parse(text: &str) -> Result<Command, ParseError> {
             let mut it = rest.iter();
             while let Some(w) = it.next() {
                 if *w == "--required" || *w == "-n" {
-                    let v = it.next().ok_or_else(|| ParseError("--required needs a number".into()))?;
+                    let v = it
+                        .next()
+                        .ok_or_else(|| ParseError("--required needs a number".into()))?;
                     required = Some(number("--required", v)?);
                 } else if let Some(v) = w.strip_prefix("--required=") {
                     required = Some(number("--required", v)?);
@@ -90,22 +113,33 @@ pub fn parse(text: &str) -> Result<Command, ParseError> {
                 }
             }
             if usernames.is_empty() {
-                return Err(ParseError("usage: /jit approvers @alice @bob [--required N]".into()));
+                return Err(ParseError(
+                    "usage: /jit approvers @alice @bob [--required N]".into(),
+                ));
             }
-            Ok(Command::Approvers { usernames, required })
+            Ok(Command::Approvers {
+                usernames,
+                required,
+            })
         }
         "policy" => {
             need(1, "name=value …")?;
             let mut changes = Vec::new();
             for w in rest {
-                let (k, v) = w.split_once('=').ok_or_else(|| ParseError(format!("`{w}` should be name=value")))?;
+                let (k, v) = w
+                    .split_once('=')
+                    .ok_or_else(|| ParseError(format!("`{w}` should be name=value")))?;
                 let change = match k.to_ascii_lowercase().as_str() {
                     "max-hours" => ("max_request_hours", serde_json::json!(number(k, v)?)),
                     "self-approval" => ("allow_self_approval", serde_json::json!(on_off(v)?)),
-                    "pending-timeout" => ("pending_timeout_minutes", serde_json::json!(number(k, v)?)),
+                    "pending-timeout" => {
+                        ("pending_timeout_minutes", serde_json::json!(number(k, v)?))
+                    }
                     "require-ticket" => ("require_ticket", serde_json::json!(on_off(v)?)),
                     "break-glass" => ("break_glass_enabled", serde_json::json!(on_off(v)?)),
-                    "break-glass-max" => ("break_glass_max_minutes", serde_json::json!(number(k, v)?)),
+                    "break-glass-max" => {
+                        ("break_glass_max_minutes", serde_json::json!(number(k, v)?))
+                    }
                     "required" => ("required_approvals", serde_json::json!(number(k, v)?)),
                     _ => return Err(ParseError(format!("unknown policy setting `{k}`"))),
                 };
@@ -115,16 +149,28 @@ pub fn parse(text: &str) -> Result<Command, ParseError> {
         }
         "revoke" => {
             need(1, "<id> [reason]")?;
-            let reason = if rest.len() > 1 { Some(rest[1..].join(" ")) } else { None };
-            Ok(Command::Revoke { id: rest[0].to_owned(), reason })
+            let reason = if rest.len() > 1 {
+                Some(rest[1..].join(" "))
+            } else {
+                None
+            };
+            Ok(Command::Revoke {
+                id: rest[0].to_owned(),
+                reason,
+            })
         }
         "cancel" => {
             need(1, "<id>")?;
-            Ok(Command::Cancel { id: rest[0].to_owned() })
+            Ok(Command::Cancel {
+                id: rest[0].to_owned(),
+            })
         }
         "extend" => {
             need(2, "<id> <minutes>")?;
-            Ok(Command::Extend { id: rest[0].to_owned(), minutes: number("minutes", rest[1])? })
+            Ok(Command::Extend {
+                id: rest[0].to_owned(),
+                minutes: number("minutes", rest[1])?,
+            })
         }
         other => Err(ParseError(format!("unknown command `{other}`"))),
     }
@@ -141,27 +187,70 @@ mod tests {
         assert_eq!(parse("status mine"), Ok(Command::Status { mine: true }));
         assert_eq!(
             parse("bind 123456789012 arn:aws:sso:::permissionSet/ssoins-1/ps-2"),
-            Ok(Command::Bind { account: "123456789012".into(), permission_set: Some("arn:aws:sso:::permissionSet/ssoins-1/ps-2".into()) })
+            Ok(Command::Bind {
+                account: "123456789012".into(),
+                permission_set: Some("arn:aws:sso:::permissionSet/ssoins-1/ps-2".into())
+            })
         );
         assert_eq!(
             parse("approvers @alice, @bob --required 2"),
-            Ok(Command::Approvers { usernames: vec!["alice".into(), "bob".into()], required: Some(2) })
+            Ok(Command::Approvers {
+                usernames: vec!["alice".into(), "bob".into()],
+                required: Some(2)
+            })
         );
         assert_eq!(
             parse("policy max-hours=2 self-approval=off"),
-            Ok(Command::Policy { changes: vec![("max_request_hours".into(), serde_json::json!(2)), ("allow_self_approval".into(), serde_json::json!(false))] })
+            Ok(Command::Policy {
+                changes: vec![
+                    ("max_request_hours".into(), serde_json::json!(2)),
+                    ("allow_self_approval".into(), serde_json::json!(false))
+                ]
+            })
         );
-        assert_eq!(parse("revoke abc done for today"), Ok(Command::Revoke { id: "abc".into(), reason: Some("done for today".into()) }));
-        assert_eq!(parse("extend abc 30"), Ok(Command::Extend { id: "abc".into(), minutes: 30 }));
+        assert_eq!(
+            parse("revoke abc done for today"),
+            Ok(Command::Revoke {
+                id: "abc".into(),
+                reason: Some("done for today".into())
+            })
+        );
+        assert_eq!(
+            parse("extend abc 30"),
+            Ok(Command::Extend {
+                id: "abc".into(),
+                minutes: 30
+            })
+        );
     }
 
     #[test]
     fn bad_forms_say_what_is_wrong() {
-        assert!(parse("frobnicate").unwrap_err().0.contains("unknown command"));
+        assert!(
+            parse("frobnicate")
+                .unwrap_err()
+                .0
+                .contains("unknown command")
+        );
         assert!(parse("bind").unwrap_err().0.contains("usage"));
-        assert!(parse("extend abc soon").unwrap_err().0.contains("whole number"));
-        assert!(parse("policy colour=red").unwrap_err().0.contains("unknown policy"));
-        assert!(parse("policy self-approval=maybe").unwrap_err().0.contains("on or off"));
+        assert!(
+            parse("extend abc soon")
+                .unwrap_err()
+                .0
+                .contains("whole number")
+        );
+        assert!(
+            parse("policy colour=red")
+                .unwrap_err()
+                .0
+                .contains("unknown policy")
+        );
+        assert!(
+            parse("policy self-approval=maybe")
+                .unwrap_err()
+                .0
+                .contains("on or off")
+        );
         assert!(parse("approvers --required 2").is_err());
     }
 }

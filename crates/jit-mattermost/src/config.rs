@@ -46,7 +46,10 @@ impl std::fmt::Debug for BridgeConfig {
             .field("public_url", &self.public_url)
             .field("mattermost_url", &self.mattermost_url)
             .field("bot_token", &"***")
-            .field("slash_tokens", &format!("{} × ***", self.slash_tokens.len()))
+            .field(
+                "slash_tokens",
+                &format!("{} × ***", self.slash_tokens.len()),
+            )
             .field("backend_url", &self.backend_url)
             .field("backend_keys", &self.backend_keys)
             .field("callback_keys", &self.callback_keys)
@@ -81,7 +84,11 @@ fn env(name: &str) -> anyhow::Result<Option<String>> {
         return Ok(Some(v));
     }
     match std::env::var(format!("{name}_FILE")) {
-        Ok(p) => Ok(Some(std::fs::read_to_string(&p).map(|s| s.trim_end().to_owned()).map_err(|e| anyhow::anyhow!("{name}_FILE {p}: {e}"))?)),
+        Ok(p) => Ok(Some(
+            std::fs::read_to_string(&p)
+                .map(|s| s.trim_end().to_owned())
+                .map_err(|e| anyhow::anyhow!("{name}_FILE {p}: {e}"))?,
+        )),
         Err(_) => Ok(None),
     }
 }
@@ -90,7 +97,8 @@ impl BridgeConfig {
     /// File (optional), then environment, then validation.
     pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
         let mut c: Self = match file {
-            Some(p) => toml::from_str(&std::fs::read_to_string(p)?).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?,
+            Some(p) => toml::from_str(&std::fs::read_to_string(p)?)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?,
             None => Self::default(),
         };
         let set = |field: &mut String, name: &str| -> anyhow::Result<()> {
@@ -108,7 +116,11 @@ impl BridgeConfig {
         set(&mut c.callback_keys, "JIT_MM_CALLBACK_KEYS")?;
         set(&mut c.bridge_secret, "JIT_MM_BRIDGE_SECRET")?;
         if let Some(v) = env("JIT_MM_SLASH_TOKENS")? {
-            c.slash_tokens = v.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect();
+            c.slash_tokens = v
+                .split(',')
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect();
         }
         if let Some(v) = env("JIT_MM_BACKEND_SIGNING_KEY_ID")? {
             c.backend_signing_key_id = Some(v).filter(|s| !s.is_empty());
@@ -122,13 +134,28 @@ impl BridgeConfig {
 
     /// Refuses what cannot work.
     pub fn validate(&self) -> anyhow::Result<()> {
-        anyhow::ensure!(self.listen.parse::<std::net::SocketAddr>().is_ok(), "listen must be IP:PORT");
-        anyhow::ensure!(!self.bot_token.is_empty(), "bot_token is required (JIT_MM_BOT_TOKEN or JIT_MM_BOT_TOKEN_FILE)");
-        anyhow::ensure!(!self.slash_tokens.is_empty(), "at least one slash command token is required (JIT_MM_SLASH_TOKENS)");
+        anyhow::ensure!(
+            self.listen.parse::<std::net::SocketAddr>().is_ok(),
+            "listen must be IP:PORT"
+        );
+        anyhow::ensure!(
+            !self.bot_token.is_empty(),
+            "bot_token is required (JIT_MM_BOT_TOKEN or JIT_MM_BOT_TOKEN_FILE)"
+        );
+        anyhow::ensure!(
+            !self.slash_tokens.is_empty(),
+            "at least one slash command token is required (JIT_MM_SLASH_TOKENS)"
+        );
         for u in [&self.public_url, &self.mattermost_url, &self.backend_url] {
-            anyhow::ensure!(u.starts_with("http://") || u.starts_with("https://"), "{u:?} is not an http(s) URL");
+            anyhow::ensure!(
+                u.starts_with("http://") || u.starts_with("https://"),
+                "{u:?} is not an http(s) URL"
+            );
         }
-        anyhow::ensure!((60..=30 * 24 * 3600).contains(&self.action_ttl_secs), "action_ttl_secs must be 60 s to 30 days");
+        anyhow::ensure!(
+            (60..=30 * 24 * 3600).contains(&self.action_ttl_secs),
+            "action_ttl_secs must be 60 s to 30 days"
+        );
         Ok(())
     }
 
@@ -141,7 +168,8 @@ impl BridgeConfig {
         if let Ok(s) = std::fs::read_to_string(&path) {
             return Ok(Zeroizing::new(s.trim().as_bytes().to_vec()));
         }
-        let secret = jit_proto::keyring::Secret::generate().map_err(|e| anyhow::anyhow!("random generator: {e}"))?;
+        let secret = jit_proto::keyring::Secret::generate()
+            .map_err(|e| anyhow::anyhow!("random generator: {e}"))?;
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }

@@ -52,7 +52,10 @@ impl BridgeSecret {
 
     /// A token over `fields` valid until `expiry` (unix seconds): `"<expiry>.<hex mac>"`.
     pub fn sign(&self, fields: &[&str], expiry: i64) -> String {
-        format!("{expiry}.{}", hex::encode(self.mac(fields, expiry).finalize().into_bytes()))
+        format!(
+            "{expiry}.{}",
+            hex::encode(self.mac(fields, expiry).finalize().into_bytes())
+        )
     }
 
     /// Checks a token over `fields` at `now`.
@@ -60,7 +63,9 @@ impl BridgeSecret {
         let (exp, mac) = token.split_once('.').ok_or(TokenError::Malformed)?;
         let exp: i64 = exp.parse().map_err(|_| TokenError::Malformed)?;
         let mac = hex::decode(mac).map_err(|_| TokenError::Malformed)?;
-        self.mac(fields, exp).verify_slice(&mac).map_err(|_| TokenError::Forged)?;
+        self.mac(fields, exp)
+            .verify_slice(&mac)
+            .map_err(|_| TokenError::Forged)?;
         if now > exp {
             return Err(TokenError::Expired);
         }
@@ -82,17 +87,36 @@ mod tests {
         let s = BridgeSecret::new(b"bridge-secret-0123456789abcdef0123".to_vec());
         let t = s.sign(&["approve", "req-1"], 1000);
         assert_eq!(s.verify(&t, &["approve", "req-1"], 1000), Ok(()));
-        assert_eq!(s.verify(&t, &["deny", "req-1"], 1000), Err(TokenError::Forged));
-        assert_eq!(s.verify(&t, &["approve", "req-2"], 1000), Err(TokenError::Forged));
-        assert_eq!(s.verify(&t, &["approve", "req-1"], 1001), Err(TokenError::Expired));
+        assert_eq!(
+            s.verify(&t, &["deny", "req-1"], 1000),
+            Err(TokenError::Forged)
+        );
+        assert_eq!(
+            s.verify(&t, &["approve", "req-2"], 1000),
+            Err(TokenError::Forged)
+        );
+        assert_eq!(
+            s.verify(&t, &["approve", "req-1"], 1001),
+            Err(TokenError::Expired)
+        );
         let later = t.replacen("1000", "9999", 1);
-        assert_eq!(s.verify(&later, &["approve", "req-1"], 1000), Err(TokenError::Forged), "expiry is signed");
-        assert_eq!(s.verify("garbage", &["approve"], 0), Err(TokenError::Malformed));
+        assert_eq!(
+            s.verify(&later, &["approve", "req-1"], 1000),
+            Err(TokenError::Forged),
+            "expiry is signed"
+        );
+        assert_eq!(
+            s.verify("garbage", &["approve"], 0),
+            Err(TokenError::Malformed)
+        );
         // Field boundaries are part of the MAC: ("ab","c") differs from ("a","bc").
         let t = s.sign(&["ab", "c"], 5);
         assert_eq!(s.verify(&t, &["a", "bc"], 0), Err(TokenError::Forged));
         let other = BridgeSecret::new(b"another-secret-0123456789abcdef0123".to_vec());
-        assert_eq!(other.verify(&s.sign(&["x"], 5), &["x"], 0), Err(TokenError::Forged));
+        assert_eq!(
+            other.verify(&s.sign(&["x"], 5), &["x"], 0),
+            Err(TokenError::Forged)
+        );
         assert!(!format!("{s:?}").contains("bridge-secret"));
     }
 }

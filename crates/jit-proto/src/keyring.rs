@@ -488,8 +488,13 @@ impl KeyRing {
     /// natural order of its id). Keys whose `not_before` is in the future and verify-only keys
     /// never sign.
     pub fn signing_key(&self, now: OffsetDateTime) -> Option<&Arc<KeyEntry>> {
-        if let Some(id) = &self.signing_key_id {
-            return self.keys.get(id);
+        if let Some(k) = self
+            .signing_key_id
+            .as_ref()
+            .and_then(|id| self.keys.get(id))
+            .filter(|k| k.can_sign_at(now))
+        {
+            return Some(k);
         }
         self.keys
             .values()
@@ -705,6 +710,25 @@ mod tests {
             .with_signing_key(Some(KeyId::parse("key-v9").unwrap()))
             .unwrap_err();
         assert_eq!(err, KeyRingError::UnknownSigningKey("key-v9".into()));
+    }
+
+    #[test]
+    fn a_pinned_key_that_may_not_sign_yet_is_passed_over() {
+        let now = datetime!(2026-11-25 12:00 UTC);
+        let ring = KeyRing::parse(
+            r#"{"key-v1":"a","key-v2":{"secret":"b","not_before":"2026-11-26T00:00:00Z"}}"#,
+        )
+        .unwrap()
+        .with_signing_key(Some(KeyId::parse("key-v2").unwrap()))
+        .unwrap();
+        assert_eq!(ring.signing_key(now).unwrap().id().as_str(), "key-v1");
+        assert_eq!(
+            ring.signing_key(datetime!(2026-11-26 0:00 UTC))
+                .unwrap()
+                .id()
+                .as_str(),
+            "key-v2"
+        );
     }
 
     #[test]

@@ -373,7 +373,8 @@ impl<'a> RequestParts<'a> {
 /// The v2 canonical form of a raw query string: pairs split at the first `=`, percent-decoded,
 /// re-encoded with only RFC 3986 unreserved characters left bare (uppercase hex), sorted by
 /// encoded name then encoded value, joined with `&`. Empty pieces are dropped; a pair without
-/// `=` has an empty value. `+` is not a space here: it is encoded as `%2B`.
+/// `=` has an empty value. `+` is a space (form encoding, as the server decodes queries), so
+/// `a+b` and `a%20b` sign alike and mean alike; a literal plus is `%2B`.
 pub fn canonical_query(raw: &str) -> String {
     let mut out = String::with_capacity(raw.len() + 8);
     emit_canonical_query(raw, |b| out.push_str(&String::from_utf8_lossy(b)));
@@ -390,7 +391,9 @@ fn canonical_part(s: &str) -> Cow<'_, str> {
     if is_canonical(s) {
         Cow::Borrowed(s)
     } else {
-        let bytes: Vec<u8> = percent_decode_str(s).collect();
+        // `+` is a space, as the server's query parser reads it (form encoding).
+        let spaced = s.replace('+', " ");
+        let bytes: Vec<u8> = percent_decode_str(&spaced).collect();
         Cow::Owned(percent_encode(&bytes, UNRESERVED).to_string())
     }
 }
@@ -680,7 +683,11 @@ impl Verifier {
     ) -> Result<Verified, Rejection> {
         let parsed = SignedHeaders::parse(headers)?;
         let verified = self.check(ring, &parsed, req, now)?;
-        let expires = now.saturating_add(self.config.max_skew_secs.saturating_mul(2));
+        // Accepted until `timestamp + skew`; remembered one second past that.
+        let expires = parsed
+            .timestamp
+            .saturating_add(self.config.max_skew_secs)
+            .saturating_add(1);
         match nonces.check_and_insert(parsed.nonce, now, expires).await {
             Ok(()) => Ok(verified),
             Err(NonceError::Replayed) => Err(Rejection::ReplayedNonce),
@@ -700,7 +707,8 @@ mod tests {
         assert_eq!(canonical_query("a=2&a=1"), "a=1&a=2");
         assert_eq!(canonical_query("q=a b"), "q=a%20b");
         assert_eq!(canonical_query("q=a%20b"), "q=a%20b");
-        assert_eq!(canonical_query("q=a+b"), "q=a%2Bb");
+        assert_eq!(canonical_query("q=a+b"), "q=a%20b");
+        assert_eq!(canonical_query("q=a%2Bb"), "q=a%2Bb");
         assert_eq!(canonical_query("e=%7e%2d"), "e=~-");
         assert_eq!(canonical_query("flag&&x="), "flag=&x=");
         assert_eq!(canonical_query("k=%zz"), "k=%25zz");

@@ -636,6 +636,13 @@ async fn review(
         &["reviewer", "approver"],
         |req, b, actor, m, _now| {
             authz::may_review(actor, &b.policy)?;
+            if actor.user_id == req.requester_id {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "self_review_forbidden",
+                    "another approver must review your break-glass access",
+                ));
+            }
             let note = Reason::parse(opt_str(m, &["note", "reason"])?.unwrap_or(""))?;
             let next = req.review()?;
             Ok((
@@ -664,7 +671,7 @@ async fn extend(
         id,
         inc,
         &["approver", "requester"],
-        |req, b, actor, m, _now| {
+        |req, b, actor, m, now| {
             authz::may_decide(actor, &b.policy)?;
             if actor.user_id == req.requester_id && !b.policy.allow_self_approval {
                 return Err(ApiError::new(
@@ -677,6 +684,13 @@ async fn extend(
                 Some(v) => DurationMinutes::from_json(v)?,
                 None => return Err(ApiError::bad("missing_field", "minutes is required")),
             };
+            if req.ends_at().is_some_and(|end| end <= now) {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "grant_ended",
+                    "this grant has reached its end; ask for access again",
+                ));
+            }
             let next = req.extend(minutes, &b.policy)?;
             let data = json!({"minutes": minutes, "end_time": next.ends_at().map(views::ts)});
             Ok((
@@ -794,14 +808,18 @@ async fn set_post(
             "post_id must be 1-64 letters or digits",
         ));
     }
-    let req = load_request(&st, &id).await?;
-    let mut next = req.clone();
-    next.post_id = Some(post_id.to_owned());
-    next.version += 1;
-    st.store
-        .update_request(&next, WriteCtx::with_audit(vec![], st.clock.now()))
-        .await?;
-    Ok(Json(views::request(&next)).into_response())
+    let id = RequestId::parse(&id)?;
+    match st.store.set_post_id(&id, post_id).await {
+        Ok(()) => {}
+        Err(StoreError::NotFound) => return Err(ApiError::request_not_found()),
+        Err(e) => return Err(e.into()),
+    }
+    let req = st
+        .store
+        .get_request(&id)
+        .await?
+        .ok_or_else(ApiError::request_not_found)?;
+    Ok(Json(views::request(&req)).into_response())
 }
 
 fn parse_time_param(name: &str, v: &str, end_of_day: bool) -> Result<i64, ApiError> {

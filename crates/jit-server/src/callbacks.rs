@@ -184,7 +184,11 @@ impl Dispatcher {
         for (k, v) in sign(&key, &input) {
             rb = rb.header(k, v);
         }
-        let resp = rb.send().await.map_err(|e| format!("sending: {e}"))?;
+        // Without the URL: a callback URL can carry a token in its query.
+        let resp = rb
+            .send()
+            .await
+            .map_err(|e| format!("sending: {}", e.without_url()))?;
         if resp.status().is_success() {
             Ok(())
         } else {

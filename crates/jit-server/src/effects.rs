@@ -64,7 +64,9 @@ pub fn effects(
             event = Some("GRANTED");
         }
         (Some(Approved), Revoked) => {
-            jobs.push(remove(JobKind::Grant, next));
+            // The grant job runs at once and removes whatever an interrupted attempt put in
+            // place.
+            jobs.push(schedule(JobKind::Grant, next, now));
             event = Some("REVOKED");
         }
         (Some(Granted), Granted) if prev.and_then(Request::ends_at) != next.ends_at() => {
@@ -83,7 +85,7 @@ pub fn effects(
             event = Some("EXPIRED");
         }
         (Some(Approved), Error) => {
-            jobs.push(remove(JobKind::Grant, next));
+            jobs.push(schedule(JobKind::Grant, next, now));
             event = Some("ERROR");
         }
         (Some(Granted), Error) => event = Some("ERROR"),

@@ -147,14 +147,15 @@ impl Lifecycle {
         heartbeat.abort();
         if let Err(e) = outcome {
             let now = self.st.clock.now();
-            let delay = backoff(job.attempts);
+            // Claims count attempts: the first run has attempts = 1.
+            let delay = backoff(job.attempts.saturating_sub(1));
             let retry_at = ms(now) + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
             let overdue_s = (ms(now) - job.due_ms) / 1000;
             if job.kind == JobKind::Revoke && overdue_s > 0 {
-                tracing::error!(request_id = %job.request_id, overdue_seconds = overdue_s, attempts = job.attempts + 1,
+                tracing::error!(request_id = %job.request_id, overdue_seconds = overdue_s, attempts = job.attempts,
                     error = %e, retry_in_s = delay.as_secs(), "revocation overdue: access is still in place past its end");
             } else {
-                tracing::warn!(request_id = %job.request_id, job = job.kind.as_str(), attempts = job.attempts + 1,
+                tracing::warn!(request_id = %job.request_id, job = job.kind.as_str(), attempts = job.attempts,
                     error = %e, retry_in_s = delay.as_secs(), "job failed; will retry");
             }
             if let Err(e) = self
@@ -216,7 +217,22 @@ impl Lifecycle {
                         }
                     };
                     let ours = self.st.store.granted_emails(account.as_str(), ps).await?;
-                    for email in real.iter().filter(|e| ours.contains(e)) {
+                    let in_flight: Vec<String> = self
+                        .st
+                        .store
+                        .requests_in(Status::Approved, 10_000)
+                        .await?
+                        .iter()
+                        .filter(|r| {
+                            r.account_id == *account
+                                && r.permission_set_arn.as_ref().map(|p| p.as_str()) == ps
+                        })
+                        .map(|r| r.requester_email.as_str().to_owned())
+                        .collect();
+                    for email in real
+                        .iter()
+                        .filter(|e| ours.contains(e) && !in_flight.contains(e))
+                    {
                         let t = Target {
                             request_id: String::new(),
                             user_email: email.clone(),
@@ -310,71 +326,136 @@ impl Lifecycle {
         Ok(())
     }
 
+    /// Whether another grant of ours still needs `t`'s assignment.
+    async fn covered_by_others(
+        &self,
+        t: &Target,
+        except: &str,
+        now: OffsetDateTime,
+    ) -> Result<bool, JobError> {
+        let others = self
+            .st
+            .store
+            .active_grants_for(
+                &t.user_email,
+                &t.account_id,
+                t.permission_set_arn.as_deref(),
+                except,
+            )
+            .await?;
+        Ok(others.iter().any(|o| o.ends_at().is_some_and(|e| e > now)))
+    }
+
+    async fn record_assignment(&self, op: AssignmentOp) -> Result<(), JobError> {
+        let mut ctx = WriteCtx::with_audit(vec![], self.st.clock.now());
+        ctx.assignments.push(op);
+        self.st.store.record(ctx).await?;
+        Ok(())
+    }
+
     async fn grant(&self, job: &Job) -> Result<(), JobError> {
         let Some(r) = self.load(&job.request_id).await? else {
             return Ok(());
         };
-        if r.status() != Status::Approved {
-            return self.done(JobKind::Grant, &r).await;
-        }
         let t = target(&r);
         let principal = t.principal();
         let lock = self.principal_lock(&principal);
         let _held = lock.lock().await;
-        // Already covered by another grant of ours, or standing: nothing to call.
-        let (standing, call) = match self.st.store.get_assignment(&principal).await? {
-            Some(standing) => (standing, false),
-            None => (false, true),
-        };
-        let mut ops = Vec::new();
-        let mut pre_existing = standing;
-        if call {
-            match self.provider.grant(&t).await {
-                Ok(a) => {
-                    // "Already assigned" only means standing when no grant of ours holds it:
-                    // mistaking our own grant for a standing one would leave access forever.
-                    let ours = !self
-                        .st
-                        .store
-                        .active_grants_for(
-                            &t.user_email,
-                            &t.account_id,
-                            t.permission_set_arn.as_deref(),
-                            r.id.as_str(),
-                        )
-                        .await?
-                        .is_empty();
-                    pre_existing = a.pre_existing && !ours;
-                    ops.push(AssignmentOp::Add {
-                        principal,
-                        standing: pre_existing,
-                    });
-                }
-                Err(ProviderError::Permanent(m)) => {
-                    let now = self.st.clock.now();
-                    let next = r
-                        .fail(format!("granting access failed: {m}"), now)
-                        .map_err(|e| JobError::Store(e.message))?;
-                    let d = system_draft(
-                        "request.error",
-                        &r,
-                        json!({"stage": "grant", "error": m, "provider": self.provider.name()}),
-                    );
-                    tracing::error!(request_id = %r.id, error = %m, "grant failed permanently; the request needs a human");
-                    return self.commit(&r, &next, vec![d], vec![]).await;
-                }
-                Err(e) => return Err(JobError::Provider(e)),
+        let record = self.st.store.get_assignment(&principal).await?;
+        if r.status() != Status::Approved {
+            // Withdrawn before it was granted. If an earlier attempt put the access in place
+            // (its provider call succeeded, its commit did not), take it away again.
+            // A failed earlier attempt (attempts > 1) may have made it without recording it (the
+            // provider did its part, then timed out): removing is the safe side.
+            let maybe_ours = record == Some(false) || (record.is_none() && job.attempts > 1);
+            if maybe_ours
+                && !self
+                    .covered_by_others(&t, r.id.as_str(), self.st.clock.now())
+                    .await?
+            {
+                self.provider.revoke(&t).await.map_err(JobError::Provider)?;
+                self.record_assignment(AssignmentOp::Remove { principal })
+                    .await?;
+                let d = system_draft(
+                    "request.access_removed",
+                    &r,
+                    json!({"assignment_removed": true, "stage": "withdrawn before grant"}),
+                );
+                self.st
+                    .store
+                    .record(WriteCtx::with_audit(vec![d], self.st.clock.now()))
+                    .await?;
             }
+            return self.done(JobKind::Grant, &r).await;
         }
+        let standing = match record {
+            // Another grant of ours holds it: nothing to call.
+            Some(false) => false,
+            // Standing: make sure it is (still) there; it stays standing.
+            Some(true) => {
+                if let Err(e) = self.provider.grant(&t).await {
+                    return self.grant_failed(&r, e).await;
+                }
+                true
+            }
+            None => match self.provider.grant(&t).await {
+                Ok(a) => {
+                    // "Already assigned" means standing only on the first attempt, with no grant
+                    // of ours covering it: a retry may be finding what an earlier attempt made,
+                    // and mistaking our own grant for a standing one would leave access forever.
+                    let standing = a.pre_existing
+                        && job.attempts <= 1
+                        && self
+                            .st
+                            .store
+                            .active_grants_for(
+                                &t.user_email,
+                                &t.account_id,
+                                t.permission_set_arn.as_deref(),
+                                r.id.as_str(),
+                            )
+                            .await?
+                            .is_empty();
+                    // Recorded at once, before the request moves on: a retry then never calls
+                    // the provider again and never misreads its own grant.
+                    self.record_assignment(AssignmentOp::Add {
+                        principal,
+                        standing,
+                    })
+                    .await?;
+                    standing
+                }
+                Err(e) => return self.grant_failed(&r, e).await,
+            },
+        };
         let now = self.st.clock.now();
         let next = r.grant(now).map_err(|e| JobError::Store(e.message))?;
         let d = system_draft(
             "request.granted",
             &next,
             json!({"granted_at": crate::views::ts(now), "end_time": next.ends_at().map(crate::views::ts),
-                   "provider": self.provider.name(), "standing_assignment": pre_existing}),
+                   "provider": self.provider.name(), "standing_assignment": standing}),
         );
-        self.commit(&r, &next, vec![d], ops).await
+        self.commit(&r, &next, vec![d], vec![]).await
+    }
+
+    async fn grant_failed(&self, r: &Request, e: ProviderError) -> Result<(), JobError> {
+        match e {
+            ProviderError::Permanent(m) => {
+                let now = self.st.clock.now();
+                let next = r
+                    .fail(format!("granting access failed: {m}"), now)
+                    .map_err(|e| JobError::Store(e.message))?;
+                let d = system_draft(
+                    "request.error",
+                    r,
+                    json!({"stage": "grant", "error": m, "provider": self.provider.name()}),
+                );
+                tracing::error!(request_id = %r.id, error = %m, "grant failed permanently; the request needs a human");
+                self.commit(r, &next, vec![d], vec![]).await
+            }
+            e => Err(JobError::Provider(e)),
+        }
     }
 
     async fn revoke(&self, job: &Job) -> Result<(), JobError> {
@@ -409,18 +490,9 @@ impl Lifecycle {
         let lock = self.principal_lock(&principal);
         let _held = lock.lock().await;
         // Another grant of the same user, account and permission set still running keeps the
-        // shared assignment; a standing assignment is never removed.
-        let others = self
-            .st
-            .store
-            .active_grants_for(
-                &t.user_email,
-                &t.account_id,
-                t.permission_set_arn.as_deref(),
-                r.id.as_str(),
-            )
-            .await?;
-        let covered = others.iter().any(|o| o.ends_at().is_some_and(|e| e > now));
+        // shared assignment; a standing assignment is never removed (and its record is kept, so
+        // the drift check knows it).
+        let covered = self.covered_by_others(&t, r.id.as_str(), now).await?;
         let standing = self
             .st
             .store
@@ -428,15 +500,11 @@ impl Lifecycle {
             .await?
             .unwrap_or(false);
         let mut ops = Vec::new();
-        let removed = if covered {
-            false
-        } else {
-            if !standing {
-                self.provider.revoke(&t).await.map_err(JobError::Provider)?;
-            }
+        let removed = !covered && !standing;
+        if removed {
+            self.provider.revoke(&t).await.map_err(JobError::Provider)?;
             ops.push(AssignmentOp::Remove { principal });
-            !standing
-        };
+        }
         let late_ms = r.ends_at().map(|e| ms(now) - ms(e)).unwrap_or(0);
         if ended_early {
             // REVOKED (or ERROR) already; record that the access is gone and drop the job.
@@ -460,8 +528,25 @@ impl Lifecycle {
             &next,
             json!({"late_ms": late_ms, "assignment_removed": removed, "kept_for_other_grant": covered, "standing_assignment": standing}),
         );
-        tracing::info!(request_id = %r.id, late_ms, "grant ended");
-        self.commit(&r, &next, vec![d], ops).await
+        match self.commit(&r, &next, vec![d], ops).await {
+            Ok(()) => {
+                tracing::info!(request_id = %r.id, late_ms, "grant ended");
+                Ok(())
+            }
+            Err(e) => {
+                // The request changed while its access was being removed (extended at the last
+                // moment): if it still runs, put the access back before retrying.
+                if removed
+                    && let Ok(Some(fresh)) = self.load(&job.request_id).await
+                    && fresh.status() == Status::Granted
+                    && fresh.ends_at().is_some_and(|end| end > self.st.clock.now())
+                {
+                    tracing::warn!(request_id = %r.id, "grant extended while ending; restoring its access");
+                    self.provider.grant(&t).await.map_err(JobError::Provider)?;
+                }
+                Err(e)
+            }
+        }
     }
 
     async fn time_out(&self, job: &Job) -> Result<(), JobError> {

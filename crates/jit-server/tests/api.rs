@@ -1478,6 +1478,79 @@ mod lifecycle {
         assert_eq!(l.app.get("/callbacks?status=DEAD").await.body["count"], 0);
     }
 
+    async fn an_interrupted_grant_is_never_taken_for_a_standing_one(pg: bool) {
+        let l = spawn(pg, None).await;
+        // The provider assigns, then times out: the retry finds the assignment in place.
+        l.provider
+            .succeed_then_fail_next([ProviderError::Retry("status polling deadline".into())]);
+        let id = l.request(30).await;
+        l.approve(&id).await;
+        l.step().await;
+        assert_eq!(l.status(&id).await["status"], "APPROVED");
+        l.advance(2);
+        l.step().await;
+        assert_eq!(l.status(&id).await["status"], "GRANTED");
+        l.advance(30 * 60);
+        l.step().await;
+        assert_eq!(l.status(&id).await["status"], "EXPIRED");
+        assert!(
+            !l.provider.is_assigned(PRINCIPAL),
+            "removed at the end: it was ours, not standing"
+        );
+    }
+
+    async fn revoking_during_an_interrupted_grant_removes_what_it_made(pg: bool) {
+        let l = spawn(pg, None).await;
+        l.provider
+            .succeed_then_fail_next([ProviderError::Retry("status polling deadline".into())]);
+        let id = l.request(30).await;
+        l.approve(&id).await;
+        l.step().await;
+        assert!(
+            l.provider.is_assigned(PRINCIPAL),
+            "the provider acted before failing"
+        );
+        let r = l
+            .app
+            .post(
+                &format!("/requests/{id}/revoke"),
+                json!({"actor": actor("bob")}),
+            )
+            .await;
+        assert_eq!(r.body["status"], "REVOKED");
+        l.advance(2);
+        l.step().await;
+        assert!(
+            !l.provider.is_assigned(PRINCIPAL),
+            "withdrawn before the grant completed: access taken away"
+        );
+        assert!(l.app.state.store.list_jobs(None).await.unwrap().is_empty());
+    }
+
+    async fn a_grant_cannot_be_extended_after_its_end_and_standing_survives_drift(pg: bool) {
+        let l = spawn(pg, None).await;
+        l.provider.preassign(PRINCIPAL);
+        let id = l.request(30).await;
+        l.approve(&id).await;
+        l.step().await;
+        l.advance(30 * 60);
+        let e = l
+            .app
+            .post(
+                &format!("/requests/{id}/extend"),
+                json!({"actor": actor("carol"), "minutes": 10}),
+            )
+            .await;
+        assert_eq!(e.code(), Some("grant_ended"));
+        l.step().await;
+        assert_eq!(l.status(&id).await["status"], "EXPIRED");
+        assert!(
+            l.lifecycle.check_drift(true).await.unwrap().is_empty(),
+            "a standing assignment is not drift"
+        );
+        assert!(l.provider.is_assigned(PRINCIPAL));
+    }
+
     async fn drift_is_reported_and_removed_only_where_this_system_made_it(pg: bool) {
         let l = spawn(pg, None).await;
         let id = l.request(30).await;
@@ -1528,5 +1601,8 @@ mod lifecycle {
         the_reconciler_recreates_a_lost_job,
         callbacks_arrive_signed_in_order_and_dead_letters_can_be_resent,
         drift_is_reported_and_removed_only_where_this_system_made_it,
+        an_interrupted_grant_is_never_taken_for_a_standing_one,
+        revoking_during_an_interrupted_grant_removes_what_it_made,
+        a_grant_cannot_be_extended_after_its_end_and_standing_survives_drift,
     );
 }

@@ -299,6 +299,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// A channel's binding.
     async fn get_binding(&self, channel: &ChannelId) -> Result<Option<Binding>, StoreError>;
 
+    /// Records the approval card's post id (not a state change: no version bump, no event).
+    async fn set_post_id(&self, id: &RequestId, post_id: &str) -> Result<(), StoreError>;
+
     /// Commits only what `ctx` carries (audit events, jobs, assignment records, callbacks).
     async fn record(&self, ctx: WriteCtx) -> Result<(), StoreError>;
 
@@ -370,7 +373,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn purge_nonces(&self, now_unix: i64) -> Result<u64, StoreError>;
 
     /// Leases up to `limit` jobs due at `now_ms` to `owner` for `lease_ms` (a job leased by
-    /// another live server is skipped: `FOR UPDATE SKIP LOCKED` on PostgreSQL).
+    /// another live server is skipped: `FOR UPDATE SKIP LOCKED` on PostgreSQL). Each claim
+    /// counts as an attempt, so a job re-run after a crash knows it ran before.
     async fn claim_jobs(
         &self,
         owner: &str,
@@ -392,7 +396,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Releases every lease (SQLite at start: no other process can hold one).
     async fn release_all_leases(&self) -> Result<(), StoreError>;
 
-    /// Records a failed attempt: the job is retried at `retry_ms` and its lease released.
+    /// Records a failed attempt: the job is retried at `retry_ms` and its lease released (the
+    /// attempt was already counted when it was claimed).
     async fn retry_job(
         &self,
         kind: JobKind,

@@ -387,6 +387,10 @@ async fn run_batch(
         if let Err(e) = outcome {
             if savepoint {
                 tx.execute("ROLLBACK TO SAVEPOINT w").await?;
+                if dialect == Dialect::Postgres {
+                    // The rollback may have released the head row lock taken in this savepoint.
+                    head = None;
+                }
             }
             if matches!(e, StoreError::Backend(_)) {
                 return Err(e);
@@ -419,6 +423,10 @@ async fn run_batch(
             if let Err(e) = r {
                 let e = map_write_err(e);
                 tx.execute("ROLLBACK TO SAVEPOINT w").await?;
+                if dialect == Dialect::Postgres {
+                    // The rollback may have released the head row lock taken in this savepoint.
+                    head = None;
+                }
                 if matches!(e, StoreError::Backend(_)) {
                     return Err(e);
                 }
@@ -642,6 +650,27 @@ impl Store for SqlStore {
         .fetch_optional(&self.read)
         .await?;
         row.as_ref().map(binding_from_row).transpose()
+    }
+
+    async fn set_post_id(&self, id: &RequestId, post_id: &str) -> Result<(), StoreError> {
+        let (id, post_id) = (id.as_str().to_owned(), post_id.to_owned());
+        let ctx = WriteCtx::with_audit(vec![], time::OffsetDateTime::UNIX_EPOCH);
+        self.write_tx(&ctx, move |tx| {
+            Box::pin(async move {
+                let n = sqlx::query("UPDATE requests SET post_id = $1 WHERE id = $2")
+                    .bind(post_id)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if n == 1 {
+                    Ok(())
+                } else {
+                    Err(StoreError::NotFound)
+                }
+            })
+        })
+        .await
     }
 
     async fn record(&self, ctx: WriteCtx) -> Result<(), StoreError> {
@@ -1051,7 +1080,7 @@ impl Store for SqlStore {
             Dialect::Sqlite => "",
         };
         let sql = format!(
-            "UPDATE jobs SET lease_owner = $1, lease_until = $2 WHERE id IN (SELECT id FROM jobs WHERE due_at <= $3 \
+            "UPDATE jobs SET lease_owner = $1, lease_until = $2, attempts = attempts + 1 WHERE id IN (SELECT id FROM jobs WHERE due_at <= $3 \
              AND (lease_until IS NULL OR lease_until < $3) ORDER BY due_at LIMIT $4{lock}) \
              RETURNING kind, request_id, due_at, attempts, last_error"
         );
@@ -1102,7 +1131,7 @@ impl Store for SqlStore {
         self.write_tx(&ctx, move |tx| {
             Box::pin(async move {
                 sqlx::query(
-                    "UPDATE jobs SET due_at = $1, attempts = attempts + 1, last_error = $2, lease_owner = NULL, lease_until = NULL WHERE id = $3",
+                    "UPDATE jobs SET due_at = $1, last_error = $2, lease_owner = NULL, lease_until = NULL WHERE id = $3",
                 )
                 .bind(retry_ms)
                 .bind(error)
