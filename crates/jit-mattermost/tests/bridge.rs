@@ -1,0 +1,631 @@
+//! End to end with real HTTP: a Mattermost double ↔ the bridge ↔ the backend (with its grant
+//! lifecycle and callback dispatcher running). The double speaks Mattermost's payload formats
+//! and checks every call the bridge makes against the contract derived from the Mattermost API
+//! v4 OpenAPI files (`fixtures/mattermost-contract.json`); a call the spec does not allow fails
+//! the test.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, Method, Uri};
+use jit_mattermost::{Bridge, BridgeConfig};
+use jit_proto::keyring::KeyRing;
+use jit_proto::sign::{Audience, RequestParts, SignInput, SignatureVersion, new_nonce, sign};
+use jit_proto::{Clock, SystemClock};
+use serde_json::{Value, json};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[derive(Default)]
+struct Double {
+    calls: Vec<(String, String, Value)>,
+    violations: Vec<String>,
+    next_id: u64,
+}
+
+type Shared = Arc<Mutex<Double>>;
+
+fn contract() -> Value {
+    let p = format!(
+        "{}/../../fixtures/mattermost-contract.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+}
+
+fn type_ok(t: &str, v: &Value) -> bool {
+    match t {
+        "string" => v.is_string(),
+        "integer" => v.is_i64() || v.is_u64(),
+        "number" => v.is_number(),
+        "boolean" => v.is_boolean(),
+        "array" => v.is_array(),
+        "object" => v.is_object(),
+        _ => true,
+    }
+}
+
+fn check(schema: &Value, v: &Value, at: &str, out: &mut Vec<String>) {
+    if let Some(t) = schema.get("type").and_then(Value::as_str)
+        && !type_ok(t, v)
+    {
+        out.push(format!("{at}: expected {t}, got {v}"));
+        return;
+    }
+    if let Some(req) = schema.get("required").and_then(Value::as_array) {
+        for r in req {
+            if v.get(r.as_str().unwrap()).is_none() {
+                out.push(format!("{at}: missing required {r}"));
+            }
+        }
+    }
+    if let (Some(props), Some(obj)) = (
+        schema.get("properties").and_then(Value::as_object),
+        v.as_object(),
+    ) {
+        for (k, ps) in props {
+            if let Some(x) = obj.get(k) {
+                check(ps, x, &format!("{at}.{k}"), out);
+            }
+        }
+    }
+    if let (Some(items), Some(arr)) = (schema.get("items"), v.as_array()) {
+        for (i, x) in arr.iter().enumerate() {
+            check(items, x, &format!("{at}[{i}]"), out);
+        }
+    }
+}
+
+fn template_matches(template: &str, path: &str) -> bool {
+    let (t, p): (Vec<&str>, Vec<&str>) = (template.split('/').collect(), path.split('/').collect());
+    t.len() == p.len()
+        && t.iter()
+            .zip(&p)
+            .all(|(a, b)| (a.starts_with('{') && !b.is_empty()) || a == b)
+}
+
+fn user(id: &str) -> Value {
+    let (name, roles) = match id {
+        "uadmin" => ("admin", "system_user system_admin"),
+        "ubot" => ("jitbot", "system_user"),
+        other => (other.trim_start_matches('u'), "system_user"),
+    };
+    json!({"id": id, "username": name, "email": format!("{name}@example.com"), "roles": roles})
+}
+
+async fn mattermost(
+    axum::extract::State(d): axum::extract::State<Shared>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let path = uri.path().to_owned();
+    let body: Value = if body.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&body).unwrap_or(Value::Null)
+    };
+    let c = contract();
+    let mut d = d.lock().unwrap();
+    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some("Bearer bot-token") {
+        d.violations.push(format!("{method} {path}: no bot token"));
+    }
+    let op = c["operations"].as_object().unwrap().iter().find(|(k, _)| {
+        let (m, t) = k.split_once(' ').unwrap();
+        m == method.as_str() && template_matches(t, &path)
+    });
+    match op {
+        None => d.violations.push(format!(
+            "{method} {path}: not an operation of the Mattermost API v4"
+        )),
+        Some((name, spec)) => {
+            let mut out = Vec::new();
+            if !spec["body"].is_null() {
+                check(&spec["body"], &body, "body", &mut out);
+            }
+            for o in out {
+                d.violations.push(format!("{name}: {o}"));
+            }
+        }
+    }
+    d.calls
+        .push((method.to_string(), path.clone(), body.clone()));
+    d.next_id += 1;
+    let id = format!("p{:025}", d.next_id);
+    let parts: Vec<&str> = path.trim_start_matches("/api/v4/").split('/').collect();
+    let answer = match (method.as_str(), parts.as_slice()) {
+        ("GET", ["users", "me"]) => user("ubot"),
+        ("GET", ["users", uid]) => user(uid),
+        ("POST", ["users", "usernames"]) => Value::Array(
+            body.as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|n| n.as_str())
+                .filter(|n| ["bob", "carol", "alice"].contains(n))
+                .map(|n| user(&format!("u{n}")))
+                .collect(),
+        ),
+        ("GET", ["channels", _, "members", _]) => json!({"roles": "channel_user"}),
+        ("POST", ["channels", "direct"]) => {
+            json!({"id": format!("dm-{}", body[1].as_str().unwrap_or(""))})
+        }
+        ("POST", ["posts"]) | ("PUT", ["posts", _, "patch"]) => json!({"id": id}),
+        _ => json!({"status": "OK"}),
+    };
+    (axum::http::StatusCode::OK, axum::Json(answer)).into_response()
+}
+
+fn form(pairs: &[(&str, &str)]) -> String {
+    pairs
+        .iter()
+        .map(|(k, v)| {
+            let enc: String = v
+                .bytes()
+                .map(|b| {
+                    if b.is_ascii_alphanumeric() {
+                        (b as char).to_string()
+                    } else {
+                        format!("%{b:02X}")
+                    }
+                })
+                .collect();
+            format!("{k}={enc}")
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+struct World {
+    double: Shared,
+    bridge: String,
+    backend: jit_client::Client,
+    http: reqwest::Client,
+    callback_ring: KeyRing,
+    _dirs: (tempfile::TempDir, tempfile::TempDir),
+}
+
+impl World {
+    async fn slash(&self, token: &str, user: &str, text: &str) -> (u16, Value) {
+        let body = form(&[
+            ("token", token),
+            ("user_id", user),
+            ("user_name", "whoever"),
+            ("channel_id", "ch1"),
+            ("channel_name", "ops"),
+            ("team_id", "t1"),
+            ("team_domain", "acme"),
+            ("command", "/jit"),
+            ("text", text),
+            ("trigger_id", &format!("trig-{user}")),
+            ("response_url", "http://127.0.0.1:1/none"),
+        ]);
+        let r = self
+            .http
+            .post(format!("{}/mattermost/command", self.bridge))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("authorization", format!("Token {token}"))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let s = r.status().as_u16();
+        (s, r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn post_json(&self, path: &str, body: Value) -> (u16, Value) {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.bridge))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let s = r.status().as_u16();
+        (s, r.json().await.unwrap_or(Value::Null))
+    }
+
+    fn calls(&self, method: &str, suffix: &str) -> Vec<Value> {
+        self.double
+            .lock()
+            .unwrap()
+            .calls
+            .iter()
+            .filter(|(m, p, _)| m == method && p.ends_with(suffix))
+            .map(|(_, _, b)| b.clone())
+            .collect()
+    }
+
+    async fn wait_for(&self, what: &str, cond: impl Fn(&Double) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !cond(&self.double.lock().unwrap()) {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn status(&self, id: &str) -> String {
+        self.backend
+            .get(&format!("/requests/{id}"))
+            .await
+            .unwrap()
+            .body["status"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+}
+
+async fn world() -> World {
+    let double: Shared = Arc::default();
+    let app = axum::Router::new()
+        .fallback(mattermost)
+        .with_state(double.clone());
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mm_url = format!("http://{}", l.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+
+    let bridge_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let bridge_url = format!("http://{}", bridge_listener.local_addr().unwrap());
+
+    let backend_dir = tempfile::tempdir().unwrap();
+    let mut config = jit_server::Config {
+        listen: "127.0.0.1:0".into(),
+        data_dir: backend_dir.path().to_path_buf(),
+        admins: vec![],
+        ..jit_server::Config::default()
+    };
+    config.callbacks.url = Some(format!("{bridge_url}/jit/webhook"));
+    let server = jit_server::serve::Server::build(config, Arc::new(SystemClock))
+        .await
+        .unwrap();
+    let backend_url = format!("http://{}", server.local_addr().unwrap());
+    tokio::spawn(server.serve());
+
+    let keys = backend_dir.path().join("keys");
+    let bridge_dir = tempfile::tempdir().unwrap();
+    let cfg = BridgeConfig {
+        listen: bridge_listener.local_addr().unwrap().to_string(),
+        public_url: bridge_url.clone(),
+        mattermost_url: mm_url,
+        bot_token: "bot-token".into(),
+        slash_tokens: vec!["tok-old".into(), "tok-new".into()],
+        backend_url: backend_url.clone(),
+        backend_keys: format!("file:{}", keys.join("backend.json").display()),
+        callback_keys: format!("file:{}", keys.join("callback.json").display()),
+        data_dir: bridge_dir.path().to_path_buf(),
+        ..BridgeConfig::default()
+    };
+    cfg.validate().unwrap();
+    let bridge = Bridge::build(cfg, Arc::new(SystemClock)).await.unwrap();
+    let router = bridge.router();
+    tokio::spawn(async move { axum::serve(bridge_listener, router).await.unwrap() });
+
+    let ring =
+        KeyRing::parse(&std::fs::read_to_string(keys.join("backend.json")).unwrap()).unwrap();
+    let backend = jit_client::Client::new(
+        &backend_url,
+        jit_client::Keys::Fixed(Arc::new(ring)),
+        Arc::new(SystemClock),
+    )
+    .unwrap();
+    let callback_ring =
+        KeyRing::parse(&std::fs::read_to_string(keys.join("callback.json")).unwrap()).unwrap();
+    World {
+        double,
+        bridge: bridge_url,
+        backend,
+        http: reqwest::Client::new(),
+        callback_ring,
+        _dirs: (backend_dir, bridge_dir),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_to_grant_and_back_with_every_identity_proven() {
+    let w = world().await;
+
+    // Slash command tokens: a wrong one is refused; either configured one works (rotation).
+    assert_eq!(w.slash("nope", "uadmin", "help").await.0, 401);
+    let (s, r) = w.slash("tok-old", "uadmin", "help").await;
+    assert_eq!(s, 200);
+    assert!(r["text"].as_str().unwrap().contains("/jit request"));
+    let (_, r) = w.slash("tok-new", "uadmin", "frobnicate").await;
+    assert!(
+        r["text"].as_str().unwrap().contains("unknown command"),
+        "{r}"
+    );
+
+    // Admin binds and sets approvers; a non-admin is refused by the backend.
+    let (_, r) = w.slash("tok-new", "uadmin", "bind 123456789012").await;
+    assert_eq!(r["text"], "Bound account 123456789012 to this channel.");
+    let (_, r) = w.slash("tok-new", "uadmin", "approvers @bob").await;
+    assert_eq!(r["text"], "Approvers: @bob.");
+    let (_, r) = w.slash("tok-new", "ualice", "bind 210987654321").await;
+    assert!(r["text"].as_str().unwrap().starts_with("Refused:"), "{r}");
+    let (_, r) = w.slash("tok-new", "uadmin", "approvers @nobody").await;
+    assert!(
+        r["text"]
+            .as_str()
+            .unwrap()
+            .contains("Unknown users: @nobody")
+    );
+
+    // Alice asks: the dialog opens with the channel's account.
+    let (s, _) = w.slash("tok-new", "ualice", "request").await;
+    assert_eq!(s, 200);
+    let opened = w.calls("POST", "/actions/dialogs/open");
+    assert_eq!(opened.len(), 1);
+    let dialog = &opened[0]["dialog"];
+    assert_eq!(opened[0]["trigger_id"], "trig-ualice");
+    assert_eq!(dialog["elements"][0]["options"][0]["value"], "123456789012");
+    let state = dialog["state"].as_str().unwrap().to_owned();
+    let submission = |user: &str, state: &str, duration: &str| {
+        json!({"type": "dialog_submission", "callback_id": "request", "state": state, "user_id": user, "channel_id": "ch1",
+               "team_id": "t1", "submission": {"account": "123456789012", "duration": duration, "ticket": "OPS-1", "reason": "deploy hotfix"},
+               "cancelled": false})
+    };
+    let (_, r) = w
+        .post_json("/mattermost/dialog", submission("ualice", &state, "soon"))
+        .await;
+    assert!(r["errors"]["duration"].is_string(), "{r}");
+    let (_, r) = w
+        .post_json("/mattermost/dialog", submission("ualice", &state, "999"))
+        .await;
+    assert!(
+        r["errors"]["duration"]
+            .as_str()
+            .unwrap()
+            .contains("4 hours"),
+        "policy limit shown on the field: {r}"
+    );
+    // Carol replays Alice's form: the state is bound to Alice.
+    let (s, _) = w
+        .post_json("/mattermost/dialog", submission("ucarol", &state, "30"))
+        .await;
+    assert_eq!(s, 403);
+    let (s, _) = w
+        .post_json("/mattermost/dialog", submission("ualice", &state, "30"))
+        .await;
+    assert_eq!(s, 200);
+
+    // The card is posted with Approve / Deny, and its post id is stored on the request.
+    let cards = w.calls("POST", "/api/v4/posts");
+    let card = cards
+        .iter()
+        .find(|p| p["props"]["attachments"][0]["actions"].is_array())
+        .unwrap()
+        .clone();
+    let actions = card["props"]["attachments"][0]["actions"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(actions.len(), 2);
+    let approve_ctx = actions[0]["integration"]["context"].clone();
+    let id = approve_ctx["request_id"].as_str().unwrap().to_owned();
+    let listed = w.backend.get(&format!("/requests/{id}")).await.unwrap();
+    assert!(
+        listed.body["post_id"]
+            .as_str()
+            .is_some_and(|p| p.starts_with('p'))
+    );
+    assert_eq!(w.status(&id).await, "PENDING");
+
+    let click = |user: &str, ctx: Value| {
+        json!({"user_id": user, "user_name": "x", "post_id": "p1", "channel_id": "ch1", "channel_name": "ops", "team_id": "t1",
+               "team_domain": "acme", "trigger_id": format!("trig-click-{user}"), "type": "", "data_source": "", "context": ctx})
+    };
+    // A forged click (context altered to approve another request) is refused; nothing changes.
+    let mut forged = approve_ctx.clone();
+    forged["action"] = json!("deny");
+    let (s, _) = w
+        .post_json("/mattermost/action", click("ubob", forged))
+        .await;
+    assert_eq!(s, 403);
+    let (s, _) = w
+        .post_json(
+            "/mattermost/action",
+            click("ubob", json!({"action": "approve", "request_id": id})),
+        )
+        .await;
+    assert_eq!(s, 403, "no token, no click");
+    // Carol may not approve: she gets an explanation only she sees.
+    let (s, r) = w
+        .post_json("/mattermost/action", click("ucarol", approve_ctx.clone()))
+        .await;
+    assert_eq!(s, 200);
+    assert!(
+        r["ephemeral_text"].as_str().unwrap().contains("approvers"),
+        "{r}"
+    );
+    assert_eq!(w.status(&id).await, "PENDING");
+
+    // Bob approves: the card updates at once, the grant follows, and the callbacks update the
+    // card in place, reply in its thread and tell Alice directly.
+    let (s, r) = w
+        .post_json("/mattermost/action", click("ubob", approve_ctx.clone()))
+        .await;
+    assert_eq!(s, 200);
+    assert!(
+        r["update"]["props"]["attachments"][0]["title"]
+            .as_str()
+            .unwrap()
+            .contains("APPROVED"),
+        "{r}"
+    );
+    w.wait_for("the GRANTED card", |d| {
+        d.calls.iter().any(|(m, p, b)| {
+            m == "PUT"
+                && p.ends_with("/patch")
+                && b["props"]["attachments"][0]["title"]
+                    .as_str()
+                    .is_some_and(|t| t.contains("GRANTED"))
+        })
+    })
+    .await;
+    assert_eq!(w.status(&id).await, "GRANTED");
+    w.wait_for("a direct message to Alice", |d| {
+        d.calls
+            .iter()
+            .any(|(m, p, b)| m == "POST" && p.ends_with("/posts") && b["channel_id"] == "dm-ualice")
+    })
+    .await;
+    let threaded = w
+        .calls("POST", "/api/v4/posts")
+        .iter()
+        .filter(|p| p["root_id"].is_string())
+        .count();
+    assert!(threaded >= 1, "a line in the card's thread");
+
+    // A forged callback and a replayed one are refused with nothing changed.
+    let payload = json!({"event_id": "e-forged", "request_id": id, "status": "EXPIRED", "account_id": "123456789012", "channel_id": "ch1", "actor": "system", "details": {}}).to_string();
+    let key = w
+        .callback_ring
+        .signing_key(SystemClock.now())
+        .unwrap()
+        .clone();
+    let nonce = new_nonce().unwrap();
+    let input = SignInput {
+        version: SignatureVersion::V2,
+        audience: Audience::Bridge,
+        request: RequestParts {
+            method: "POST",
+            path_and_query: "/jit/webhook",
+            body: payload.as_bytes(),
+        },
+        timestamp: SystemClock.unix(),
+        nonce: &nonce,
+    };
+    let headers = sign(&key, &input);
+    let send = |body: String, tamper: bool| {
+        let mut rb = w
+            .http
+            .post(format!("{}/jit/webhook", w.bridge))
+            .header("content-type", "application/json")
+            .header("X-JIT-Event-ID", "e-forged");
+        for (k, v) in &headers {
+            let v = if tamper && *k == "X-JIT-Signature" {
+                format!("{}0", &v[..63])
+            } else {
+                v.clone()
+            };
+            rb = rb.header(*k, v);
+        }
+        rb.body(body).send()
+    };
+    let before = w.double.lock().unwrap().calls.len();
+    assert_eq!(
+        send(payload.clone(), true).await.unwrap().status().as_u16(),
+        401,
+        "bad signature"
+    );
+    let backend_audience = SignInput {
+        audience: Audience::Backend,
+        ..input
+    };
+    let mut rb = w
+        .http
+        .post(format!("{}/jit/webhook", w.bridge))
+        .header("X-JIT-Event-ID", "e-x");
+    for (k, v) in sign(&key, &backend_audience) {
+        rb = rb.header(k, v);
+    }
+    assert_eq!(
+        rb.body(payload.clone())
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        401,
+        "a request for the backend is not a callback"
+    );
+    assert_eq!(
+        send(payload.clone(), false)
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        200,
+        "genuine"
+    );
+    assert_eq!(
+        send(payload.clone(), false)
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        401,
+        "replayed"
+    );
+    let after_genuine = w.double.lock().unwrap().calls.len();
+    assert!(after_genuine > before);
+
+    // Alice ends it early from chat.
+    let (_, r) = w
+        .slash("tok-new", "ualice", &format!("revoke {id} done"))
+        .await;
+    assert!(r["text"].as_str().unwrap().starts_with("Revoked"), "{r}");
+    w.wait_for("the REVOKED card", |d| {
+        d.calls.iter().any(|(m, p, b)| {
+            m == "PUT"
+                && p.ends_with("/patch")
+                && b["props"]["attachments"][0]["title"]
+                    .as_str()
+                    .is_some_and(|t| t.contains("REVOKED"))
+        })
+    })
+    .await;
+    let (_, r) = w.slash("tok-new", "ualice", "status").await;
+    assert_eq!(r["text"], "No open requests or active grants.");
+
+    // Deny through the dialog.
+    let (s, _) = w.slash("tok-new", "ualice", "request").await;
+    assert_eq!(s, 200);
+    let state2 = w.calls("POST", "/actions/dialogs/open").last().unwrap()["dialog"]["state"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (s, _) = w
+        .post_json("/mattermost/dialog", submission("ualice", &state2, "30"))
+        .await;
+    assert_eq!(s, 200);
+    let card2 = w
+        .calls("POST", "/api/v4/posts")
+        .into_iter()
+        .rev()
+        .find(|p| p["props"]["attachments"][0]["actions"].is_array())
+        .unwrap();
+    let deny_ctx = card2["props"]["attachments"][0]["actions"][1]["integration"]["context"].clone();
+    let id2 = deny_ctx["request_id"].as_str().unwrap().to_owned();
+    assert_ne!(id2, id);
+    let (s, _) = w
+        .post_json("/mattermost/action", click("ubob", deny_ctx))
+        .await;
+    assert_eq!(s, 200);
+    let deny_dialog = w
+        .calls("POST", "/actions/dialogs/open")
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(deny_dialog["dialog"]["callback_id"], format!("deny:{id2}"));
+    let deny_state = deny_dialog["dialog"]["state"].as_str().unwrap().to_owned();
+    let (s, _) = w
+        .post_json("/mattermost/dialog", json!({"type": "dialog_submission", "callback_id": format!("deny:{id2}"), "state": deny_state,
+            "user_id": "ubob", "channel_id": "ch1", "submission": {"reason": "not during the freeze"}, "cancelled": false}))
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(w.status(&id2).await, "DENIED");
+
+    let v = w.double.lock().unwrap().violations.clone();
+    assert!(
+        v.is_empty(),
+        "calls the Mattermost API does not allow:\n{}",
+        v.join("\n")
+    );
+}
