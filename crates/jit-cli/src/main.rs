@@ -23,6 +23,14 @@ enum Command {
         #[arg(long, short, env = "JIT_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Run the Mattermost bridge (slash command, buttons, dialogs, callbacks).
+    Mattermost {
+        /// TOML configuration file (then JIT_MM_* environment variables override it).
+        #[arg(long, short, env = "JIT_MM_CONFIG")]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        command: Option<MattermostCommand>,
+    },
     /// Key tools.
     Keys {
         #[command(subcommand)]
@@ -34,6 +42,20 @@ enum Command {
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum MattermostCommand {
+    /// Register the `/jit` slash command through the REST API (the bot needs the permission to
+    /// manage slash commands) and print its token for `slash_tokens`.
+    Setup {
+        /// The team the command belongs to.
+        #[arg(long)]
+        team_id: String,
+        /// The trigger word.
+        #[arg(long, default_value = "jit")]
+        trigger: String,
     },
 }
 
@@ -73,6 +95,25 @@ fn init_logging() {
     }
 }
 
+async fn run_bridge(cfg: jit_mattermost::BridgeConfig) -> anyhow::Result<()> {
+    use jit_proto::SystemClock;
+    let listen: std::net::SocketAddr = cfg.listen.parse()?;
+    tracing::info!(listen = %listen, mattermost = %cfg.mattermost_url, backend = %cfg.backend_url, "starting jit mattermost");
+    let bridge = jit_mattermost::Bridge::build(cfg, std::sync::Arc::new(SystemClock)).await?;
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let rings = bridge.spawn_rings(rx);
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    jit_mattermost::bridge::serve(listener, bridge.router(), async move {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await?;
+    let _ = stop.send(true);
+    for r in rings {
+        let _ = r.await;
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
@@ -92,6 +133,25 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             let config =
                 jit_server::Config::load(config.as_deref(), &jit_server::config::ProcessEnv)?;
             jit_server::run(config).await?;
+        }
+        Command::Mattermost { config, command } => {
+            let cfg = jit_mattermost::BridgeConfig::load(config.as_deref())?;
+            match command {
+                Some(MattermostCommand::Setup { team_id, trigger }) => {
+                    let mm = jit_mattermost::client::MmClient::new(
+                        &cfg.mattermost_url,
+                        zeroize::Zeroizing::new(cfg.bot_token.clone()),
+                    )?;
+                    let url = format!(
+                        "{}/mattermost/command",
+                        cfg.public_url.trim_end_matches('/')
+                    );
+                    let token = mm.create_command(&team_id, &trigger, &url).await?;
+                    println!("registered /{trigger} -> {url}");
+                    println!("add this token to slash_tokens (JIT_MM_SLASH_TOKENS): {token}");
+                }
+                None => run_bridge(cfg).await?,
+            }
         }
         Command::Keys { command } => keys::run(command).await?,
         Command::Sign(args) => sign::run(args).await?,

@@ -11,7 +11,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Form, Json, Router};
+use axum::{Form, Json};
 use jit_client::{Answer, Client, Keys};
 use jit_keys::{RefreshingRing, RingConfig};
 use jit_proto::sign::{Audience, RequestParts, Verifier, VerifierConfig};
@@ -22,6 +22,19 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
+
+pub use axum::Router;
+
+/// Serves `router` until `shutdown` completes, then drains in-flight requests.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
 
 /// How many callback event ids are remembered for dedupe.
 const SEEN_EVENTS: usize = 100_000;
@@ -365,9 +378,14 @@ async fn run_command(
             elements.push(json!({"display_name": "Ticket", "name": "ticket", "type": "text", "optional": !require_ticket, "max_length": 256,
                 "placeholder": "OPS-123"}));
             elements.push(json!({"display_name": "Reason", "name": "reason", "type": "textarea", "optional": false, "max_length": 2000}));
-            let state = me
+            // A fresh id per form: two forms opened in the same second are two requests, while
+            // re-submitting one form (same state) stays one request (the idempotency key).
+            let form_id = jit_proto::sign::new_nonce()
+                .map_err(|e| anyhow::anyhow!("random generator: {e}"))?;
+            let token = me
                 .secret
-                .sign(&["request", user_id, channel_id], me.now() + 3600);
+                .sign(&["request", user_id, channel_id, &form_id], me.now() + 3600);
+            let state = format!("{form_id}:{token}");
             let dialog = Dialog {
                 callback_id: "request".into(),
                 title: "Request access".into(),
@@ -651,9 +669,14 @@ async fn dialog(State(b): State<Bridge>, Json(d): Json<DialogSubmission>) -> Res
         _ => String::new(),
     };
     if d.callback_id == "request" {
+        let (form_id, token) = d.state.split_once(':').unwrap_or(("", ""));
         if me
             .secret
-            .verify(&d.state, &["request", &d.user_id, &d.channel_id], me.now())
+            .verify(
+                token,
+                &["request", &d.user_id, &d.channel_id, form_id],
+                me.now(),
+            )
             .is_err()
         {
             tracing::warn!(reason = "bad_dialog_state", "dialog submission refused");

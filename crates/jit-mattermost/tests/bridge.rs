@@ -15,7 +15,7 @@ use axum::http::{HeaderMap, Method, Uri};
 use jit_mattermost::{Bridge, BridgeConfig};
 use jit_proto::keyring::KeyRing;
 use jit_proto::sign::{Audience, RequestParts, SignInput, SignatureVersion, new_nonce, sign};
-use jit_proto::{Clock, SystemClock};
+use jit_proto::{Clock, ManualClock, SystemClock};
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -187,6 +187,7 @@ struct World {
     backend: jit_client::Client,
     http: reqwest::Client,
     callback_ring: KeyRing,
+    clock: ManualClock,
     _dirs: (tempfile::TempDir, tempfile::TempDir),
 }
 
@@ -262,6 +263,8 @@ impl World {
 }
 
 async fn world() -> World {
+    // One clock for backend and bridge, moved by hand to reach a grant's end.
+    let clock = ManualClock::at(SystemClock.unix());
     let double: Shared = Arc::default();
     let app = axum::Router::new()
         .fallback(mattermost)
@@ -281,7 +284,7 @@ async fn world() -> World {
         ..jit_server::Config::default()
     };
     config.callbacks.url = Some(format!("{bridge_url}/jit/webhook"));
-    let server = jit_server::serve::Server::build(config, Arc::new(SystemClock))
+    let server = jit_server::serve::Server::build(config, Arc::new(clock.clone()))
         .await
         .unwrap();
     let backend_url = format!("http://{}", server.local_addr().unwrap());
@@ -302,7 +305,7 @@ async fn world() -> World {
         ..BridgeConfig::default()
     };
     cfg.validate().unwrap();
-    let bridge = Bridge::build(cfg, Arc::new(SystemClock)).await.unwrap();
+    let bridge = Bridge::build(cfg, Arc::new(clock.clone())).await.unwrap();
     let router = bridge.router();
     tokio::spawn(async move { axum::serve(bridge_listener, router).await.unwrap() });
 
@@ -311,7 +314,7 @@ async fn world() -> World {
     let backend = jit_client::Client::new(
         &backend_url,
         jit_client::Keys::Fixed(Arc::new(ring)),
-        Arc::new(SystemClock),
+        Arc::new(clock.clone()),
     )
     .unwrap();
     let callback_ring =
@@ -322,6 +325,7 @@ async fn world() -> World {
         backend,
         http: reqwest::Client::new(),
         callback_ring,
+        clock,
         _dirs: (backend_dir, bridge_dir),
     }
 }
@@ -344,8 +348,10 @@ async fn chat_to_grant_and_back_with_every_identity_proven() {
     // Admin binds and sets approvers; a non-admin is refused by the backend.
     let (_, r) = w.slash("tok-new", "uadmin", "bind 123456789012").await;
     assert_eq!(r["text"], "Bound account 123456789012 to this channel.");
-    let (_, r) = w.slash("tok-new", "uadmin", "approvers @bob").await;
-    assert_eq!(r["text"], "Approvers: @bob.");
+    let (_, r) = w
+        .slash("tok-new", "uadmin", "approvers @bob @carol --required 2")
+        .await;
+    assert_eq!(r["text"], "Approvers: @bob, @carol.");
     let (_, r) = w.slash("tok-new", "ualice", "bind 210987654321").await;
     assert!(r["text"].as_str().unwrap().starts_with("Refused:"), "{r}");
     let (_, r) = w.slash("tok-new", "uadmin", "approvers @nobody").await;
@@ -384,9 +390,9 @@ async fn chat_to_grant_and_back_with_every_identity_proven() {
             .contains("4 hours"),
         "policy limit shown on the field: {r}"
     );
-    // Carol replays Alice's form: the state is bound to Alice.
+    // Dave replays Alice's form: the state is bound to Alice.
     let (s, _) = w
-        .post_json("/mattermost/dialog", submission("ucarol", &state, "30"))
+        .post_json("/mattermost/dialog", submission("udave", &state, "30"))
         .await;
     assert_eq!(s, 403);
     let (s, _) = w
@@ -434,13 +440,29 @@ async fn chat_to_grant_and_back_with_every_identity_proven() {
         )
         .await;
     assert_eq!(s, 403, "no token, no click");
-    // Carol may not approve: she gets an explanation only she sees.
+    // Dave may not approve: he gets an explanation only he sees.
     let (s, r) = w
-        .post_json("/mattermost/action", click("ucarol", approve_ctx.clone()))
+        .post_json("/mattermost/action", click("udave", approve_ctx.clone()))
         .await;
     assert_eq!(s, 200);
     assert!(
         r["ephemeral_text"].as_str().unwrap().contains("approvers"),
+        "{r}"
+    );
+    assert_eq!(w.status(&id).await, "PENDING");
+
+    // Two approvals are needed: Carol's is the first of two.
+    let (_, r) = w
+        .post_json("/mattermost/action", click("ucarol", approve_ctx.clone()))
+        .await;
+    let fields = r["update"]["props"]["attachments"][0]["fields"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert!(
+        fields
+            .iter()
+            .any(|f| f["title"] == "Approvals" && f["value"] == "1 of 2"),
         "{r}"
     );
     assert_eq!(w.status(&id).await, "PENDING");
@@ -484,11 +506,7 @@ async fn chat_to_grant_and_back_with_every_identity_proven() {
 
     // A forged callback and a replayed one are refused with nothing changed.
     let payload = json!({"event_id": "e-forged", "request_id": id, "status": "EXPIRED", "account_id": "123456789012", "channel_id": "ch1", "actor": "system", "details": {}}).to_string();
-    let key = w
-        .callback_ring
-        .signing_key(SystemClock.now())
-        .unwrap()
-        .clone();
+    let key = w.callback_ring.signing_key(w.clock.now()).unwrap().clone();
     let nonce = new_nonce().unwrap();
     let input = SignInput {
         version: SignatureVersion::V2,
@@ -498,7 +516,7 @@ async fn chat_to_grant_and_back_with_every_identity_proven() {
             path_and_query: "/jit/webhook",
             body: payload.as_bytes(),
         },
-        timestamp: SystemClock.unix(),
+        timestamp: w.clock.unix(),
         nonce: &nonce,
     };
     let headers = sign(&key, &input);
@@ -566,18 +584,33 @@ async fn chat_to_grant_and_back_with_every_identity_proven() {
     let after_genuine = w.double.lock().unwrap().calls.len();
     assert!(after_genuine > before);
 
-    // Alice ends it early from chat.
+    // An approver extends it from chat; Alice may not extend her own.
     let (_, r) = w
-        .slash("tok-new", "ualice", &format!("revoke {id} done"))
+        .slash("tok-new", "ualice", &format!("extend {id} 10"))
         .await;
-    assert!(r["text"].as_str().unwrap().starts_with("Revoked"), "{r}");
-    w.wait_for("the REVOKED card", |d| {
+    assert!(r["text"].as_str().unwrap().starts_with("Refused"), "{r}");
+    let (_, r) = w.slash("tok-new", "ubob", &format!("extend {id} 10")).await;
+    assert_eq!(r["text"], format!("Extended {id} by 10 minutes."));
+    let (_, r) = w.slash("tok-new", "ualice", "status mine").await;
+    assert!(r["text"].as_str().unwrap().contains(&id), "{r}");
+
+    // It ends exactly at its (extended) end: the card says so and Alice hears it.
+    w.clock.advance_secs(40 * 60);
+    w.wait_for("the EXPIRED card", |d| {
         d.calls.iter().any(|(m, p, b)| {
             m == "PUT"
                 && p.ends_with("/patch")
                 && b["props"]["attachments"][0]["title"]
                     .as_str()
-                    .is_some_and(|t| t.contains("REVOKED"))
+                    .is_some_and(|t| t.contains("EXPIRED"))
+        })
+    })
+    .await;
+    assert_eq!(w.status(&id).await, "EXPIRED");
+    w.wait_for("the expiry DM", |d| {
+        d.calls.iter().any(|(_, _, b)| {
+            b["channel_id"] == "dm-ualice"
+                && b["message"].as_str().is_some_and(|m| m.contains("ended"))
         })
     })
     .await;
@@ -621,6 +654,32 @@ async fn chat_to_grant_and_back_with_every_identity_proven() {
         .await;
     assert_eq!(s, 200);
     assert_eq!(w.status(&id2).await, "DENIED");
+
+    // And a request withdrawn from chat.
+    let (s, _) = w.slash("tok-new", "ualice", "request").await;
+    assert_eq!(s, 200);
+    let state3 = w.calls("POST", "/actions/dialogs/open").last().unwrap()["dialog"]["state"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (s, _) = w
+        .post_json("/mattermost/dialog", submission("ualice", &state3, "30"))
+        .await;
+    assert_eq!(s, 200);
+    let card3 = w
+        .calls("POST", "/api/v4/posts")
+        .into_iter()
+        .rev()
+        .find(|p| p["props"]["attachments"][0]["actions"].is_array())
+        .unwrap();
+    let id3 =
+        card3["props"]["attachments"][0]["actions"][0]["integration"]["context"]["request_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+    let (_, r) = w.slash("tok-new", "ualice", &format!("cancel {id3}")).await;
+    assert_eq!(r["text"], format!("Cancelled {id3}."));
+    assert_eq!(w.status(&id3).await, "CANCELLED");
 
     let v = w.double.lock().unwrap().violations.clone();
     assert!(
