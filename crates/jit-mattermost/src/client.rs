@@ -354,3 +354,72 @@ impl MmClient {
             .to_owned())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A server that answers 429 (then 503) before it answers 201, counting the calls.
+    async fn flaky() -> (String, Arc<AtomicUsize>) {
+        let n = Arc::new(AtomicUsize::new(0));
+        let seen = n.clone();
+        let app = axum::Router::new().fallback(move || {
+            let seen = seen.clone();
+            async move {
+                use axum::response::IntoResponse;
+                match seen.fetch_add(1, Ordering::SeqCst) {
+                    0 => (
+                        axum::http::StatusCode::TOO_MANY_REQUESTS,
+                        [("retry-after", "0")],
+                        "{}",
+                    )
+                        .into_response(),
+                    1 => (axum::http::StatusCode::SERVICE_UNAVAILABLE, "{}").into_response(),
+                    _ => (
+                        axum::http::StatusCode::CREATED,
+                        axum::Json(serde_json::json!({"id": "post1"})),
+                    )
+                        .into_response(),
+                }
+            }
+        });
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+        (url, n)
+    }
+
+    #[tokio::test]
+    async fn rate_limits_and_server_errors_are_retried() {
+        let (url, n) = flaky().await;
+        let c = MmClient::new(&url, zeroize::Zeroizing::new("t".into())).unwrap();
+        assert_eq!(
+            c.create_post("ch1", "hi", None, &[]).await.unwrap(),
+            "post1"
+        );
+        assert_eq!(n.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn errors_carry_the_status_and_message() {
+        let app = axum::Router::new().fallback(|| async {
+            (
+                axum::http::StatusCode::FORBIDDEN,
+                axum::Json(serde_json::json!({"message": "no permission"})),
+            )
+        });
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+        let c = MmClient::new(&url, zeroize::Zeroizing::new("t".into())).unwrap();
+        match c.user("u1").await {
+            Err(MmError::Status {
+                status: 403,
+                message,
+            }) => assert_eq!(message, "no permission"),
+            other => panic!("{other:?}"),
+        }
+    }
+}
