@@ -168,34 +168,47 @@ impl IdentityCenterProvider {
         })
     }
 
-    /// Whether the user holds the assignment now.
-    pub async fn is_assigned(&self, t: &Target) -> Result<bool, ProviderError> {
+    /// Identity Store user ids holding `permission_set_arn` on `account_id` now.
+    async fn assigned_user_ids(
+        &self,
+        account_id: &str,
+        permission_set_arn: &str,
+    ) -> Result<Vec<String>, ProviderError> {
         let (instance, _) = self.instance().await?;
-        let ps = Self::permission_set(t)?;
-        let user = self.user_id(&t.user_email).await?;
+        let mut ids = Vec::new();
         let mut token = None;
         loop {
             let out = self
                 .sso
                 .list_account_assignments()
                 .instance_arn(&instance)
-                .account_id(&t.account_id)
-                .permission_set_arn(ps)
+                .account_id(account_id)
+                .permission_set_arn(permission_set_arn)
                 .set_next_token(token)
                 .send()
                 .await
                 .map_err(|e| classify("ListAccountAssignments", &e))?;
-            if out.account_assignments().iter().any(|a| {
-                a.principal_type() == Some(&PrincipalType::User)
-                    && a.principal_id() == Some(user.as_str())
-            }) {
-                return Ok(true);
-            }
+            ids.extend(
+                out.account_assignments()
+                    .iter()
+                    .filter(|a| a.principal_type() == Some(&PrincipalType::User))
+                    .filter_map(|a| a.principal_id().map(str::to_owned)),
+            );
             match out.next_token() {
                 Some(t) => token = Some(t.to_owned()),
-                None => return Ok(false),
+                None => return Ok(ids),
             }
         }
+    }
+
+    /// Whether the user holds the assignment now.
+    pub async fn is_assigned(&self, t: &Target) -> Result<bool, ProviderError> {
+        let ps = Self::permission_set(t)?;
+        let user = self.user_id(&t.user_email).await?;
+        Ok(self
+            .assigned_user_ids(&t.account_id, ps)
+            .await?
+            .contains(&user))
     }
 
     async fn wait(
@@ -392,32 +405,12 @@ impl AccessProvider for IdentityCenterProvider {
         let Some(ps) = permission_set_arn else {
             return Ok(None);
         };
-        let (instance, _) = self.instance().await?;
         let mut users = Vec::new();
-        let mut token = None;
-        loop {
-            let out = self
-                .sso
-                .list_account_assignments()
-                .instance_arn(&instance)
-                .account_id(account_id)
-                .permission_set_arn(ps)
-                .set_next_token(token)
-                .send()
-                .await
-                .map_err(|e| classify("ListAccountAssignments", &e))?;
-            for a in out.account_assignments() {
-                if a.principal_type() == Some(&PrincipalType::User)
-                    && let Some(id) = a.principal_id()
-                    && let Some(email) = self.email_of(id).await?
-                {
-                    users.push(email);
-                }
-            }
-            match out.next_token() {
-                Some(t) => token = Some(t.to_owned()),
-                None => return Ok(Some(users)),
+        for id in self.assigned_user_ids(account_id, ps).await? {
+            if let Some(email) = self.email_of(&id).await? {
+                users.push(email);
             }
         }
+        Ok(Some(users))
     }
 }

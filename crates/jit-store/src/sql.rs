@@ -284,6 +284,34 @@ impl SqlStore {
         }
     }
 
+    /// One statement through the writer, with no audit event; returns the rows it touched.
+    async fn write_one(&self, sql: &'static str, binds: Vec<Bind>) -> Result<u64, StoreError> {
+        self.statement(sql, binds, false).await
+    }
+
+    async fn statement(
+        &self,
+        sql: &'static str,
+        binds: Vec<Bind>,
+        reset_head: bool,
+    ) -> Result<u64, StoreError> {
+        let touched = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let out = touched.clone();
+        let body: WriteBody = Box::new(move |tx| {
+            Box::pin(async move {
+                let n = bind_all(sqlx::query(sql), binds)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                out.store(n, std::sync::atomic::Ordering::SeqCst);
+                Ok(())
+            })
+        });
+        let ctx = WriteCtx::with_audit(vec![], time::OffsetDateTime::UNIX_EPOCH);
+        self.send_job(ctx, body, reset_head).await?;
+        Ok(touched.load(std::sync::atomic::Ordering::SeqCst))
+    }
+
     /// Queues one write for the writer task and waits for its outcome. `body` makes the change;
     /// the writer then appends the audit events and the idempotency record in the same
     /// transaction.
@@ -292,11 +320,20 @@ impl SqlStore {
         ctx: &WriteCtx,
         body: impl for<'c> FnOnce(&'c mut AnyConnection) -> WriteFuture<'c, ()> + Send + 'static,
     ) -> Result<(), StoreError> {
+        self.send_job(ctx.clone(), Box::new(body), false).await
+    }
+
+    async fn send_job(
+        &self,
+        ctx: WriteCtx,
+        body: WriteBody,
+        reset_head: bool,
+    ) -> Result<(), StoreError> {
         let (reply, rx) = tokio::sync::oneshot::channel();
         let job = WriteJob {
-            ctx: ctx.clone(),
-            body: Some(Box::new(body)),
-            reset_head: false,
+            ctx,
+            body: Some(body),
+            reset_head,
             reply,
         };
         self.jobs
@@ -653,24 +690,17 @@ impl Store for SqlStore {
     }
 
     async fn set_post_id(&self, id: &RequestId, post_id: &str) -> Result<(), StoreError> {
-        let (id, post_id) = (id.as_str().to_owned(), post_id.to_owned());
-        let ctx = WriteCtx::with_audit(vec![], time::OffsetDateTime::UNIX_EPOCH);
-        self.write_tx(&ctx, move |tx| {
-            Box::pin(async move {
-                let n = sqlx::query("UPDATE requests SET post_id = $1 WHERE id = $2")
-                    .bind(post_id)
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                if n == 1 {
-                    Ok(())
-                } else {
-                    Err(StoreError::NotFound)
-                }
-            })
-        })
-        .await
+        let binds = vec![
+            Bind::Text(post_id.to_owned()),
+            Bind::Text(id.as_str().to_owned()),
+        ];
+        match self
+            .write_one("UPDATE requests SET post_id = $1 WHERE id = $2", binds)
+            .await?
+        {
+            1 => Ok(()),
+            _ => Err(StoreError::NotFound),
+        }
     }
 
     async fn record(&self, ctx: WriteCtx) -> Result<(), StoreError> {
@@ -1123,25 +1153,18 @@ impl Store for SqlStore {
         retry_ms: i64,
         error: &str,
     ) -> Result<(), StoreError> {
-        let (id, error) = (
-            kind.id_for(request_id),
-            error.chars().take(2000).collect::<String>(),
-        );
-        let ctx = WriteCtx::with_audit(vec![], time::OffsetDateTime::UNIX_EPOCH);
-        self.write_tx(&ctx, move |tx| {
-            Box::pin(async move {
-                sqlx::query(
-                    "UPDATE jobs SET due_at = $1, last_error = $2, lease_owner = NULL, lease_until = NULL WHERE id = $3",
-                )
-                .bind(retry_ms)
-                .bind(error)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-                Ok(())
-            })
-        })
+        let error: String = error.chars().take(2000).collect();
+        let binds = vec![
+            Bind::Int(retry_ms),
+            Bind::Text(error),
+            Bind::Text(kind.id_for(request_id)),
+        ];
+        self.write_one(
+            "UPDATE jobs SET due_at = $1, last_error = $2, lease_owner = NULL, lease_until = NULL WHERE id = $3",
+            binds,
+        )
         .await
+        .map(|_| ())
     }
 
     async fn renew_lease(
@@ -1151,33 +1174,26 @@ impl Store for SqlStore {
         owner: &str,
         until_ms: i64,
     ) -> Result<(), StoreError> {
-        let (id, owner) = (kind.id_for(request_id), owner.to_owned());
-        let ctx = WriteCtx::with_audit(vec![], time::OffsetDateTime::UNIX_EPOCH);
-        self.write_tx(&ctx, move |tx| {
-            Box::pin(async move {
-                sqlx::query("UPDATE jobs SET lease_until = $1 WHERE id = $2 AND lease_owner = $3")
-                    .bind(until_ms)
-                    .bind(id)
-                    .bind(owner)
-                    .execute(&mut *tx)
-                    .await?;
-                Ok(())
-            })
-        })
+        let binds = vec![
+            Bind::Int(until_ms),
+            Bind::Text(kind.id_for(request_id)),
+            Bind::Text(owner.to_owned()),
+        ];
+        self.write_one(
+            "UPDATE jobs SET lease_until = $1 WHERE id = $2 AND lease_owner = $3",
+            binds,
+        )
         .await
+        .map(|_| ())
     }
 
     async fn release_all_leases(&self) -> Result<(), StoreError> {
-        let ctx = WriteCtx::with_audit(vec![], time::OffsetDateTime::UNIX_EPOCH);
-        self.write_tx(&ctx, move |tx| {
-            Box::pin(async move {
-                sqlx::query("UPDATE jobs SET lease_owner = NULL, lease_until = NULL WHERE lease_owner IS NOT NULL")
-                    .execute(&mut *tx)
-                    .await?;
-                Ok(())
-            })
-        })
+        self.write_one(
+            "UPDATE jobs SET lease_owner = NULL, lease_until = NULL WHERE lease_owner IS NOT NULL",
+            vec![],
+        )
         .await
+        .map(|_| ())
     }
 
     async fn next_job_due(&self) -> Result<Option<i64>, StoreError> {
@@ -1261,21 +1277,13 @@ impl Store for SqlStore {
     }
 
     async fn callback_delivered(&self, event_id: &str, now_ms: i64) -> Result<(), StoreError> {
-        let id = event_id.to_owned();
-        let ctx = WriteCtx::with_audit(vec![], time::OffsetDateTime::UNIX_EPOCH);
-        self.write_tx(&ctx, move |tx| {
-            Box::pin(async move {
-                sqlx::query(
-                    "UPDATE outbox SET status = 'DELIVERED', delivered_at = $1 WHERE event_id = $2",
-                )
-                .bind(now_ms)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-                Ok(())
-            })
-        })
+        let binds = vec![Bind::Int(now_ms), Bind::Text(event_id.to_owned())];
+        self.write_one(
+            "UPDATE outbox SET status = 'DELIVERED', delivered_at = $1 WHERE event_id = $2",
+            binds,
+        )
         .await
+        .map(|_| ())
     }
 
     async fn callback_failed(
@@ -1285,27 +1293,19 @@ impl Store for SqlStore {
         error: &str,
         dead: bool,
     ) -> Result<(), StoreError> {
-        let (id, error) = (
-            event_id.to_owned(),
-            error.chars().take(2000).collect::<String>(),
-        );
         let status = if dead { "DEAD" } else { "PENDING" };
-        let ctx = WriteCtx::with_audit(vec![], time::OffsetDateTime::UNIX_EPOCH);
-        self.write_tx(&ctx, move |tx| {
-            Box::pin(async move {
-                sqlx::query(
-                    "UPDATE outbox SET status = $1, attempts = attempts + 1, next_attempt_at = $2, last_error = $3 WHERE event_id = $4",
-                )
-                .bind(status)
-                .bind(retry_ms)
-                .bind(error)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-                Ok(())
-            })
-        })
+        let binds = vec![
+            Bind::Text(status.to_owned()),
+            Bind::Int(retry_ms),
+            Bind::Text(error.chars().take(2000).collect()),
+            Bind::Text(event_id.to_owned()),
+        ];
+        self.write_one(
+            "UPDATE outbox SET status = $1, attempts = attempts + 1, next_attempt_at = $2, last_error = $3 WHERE event_id = $4",
+            binds,
+        )
         .await
+        .map(|_| ())
     }
 
     async fn list_callbacks(
@@ -1325,20 +1325,14 @@ impl Store for SqlStore {
     }
 
     async fn resend_callback(&self, event_id: &str, now_ms: i64) -> Result<(), StoreError> {
-        let id = event_id.to_owned();
-        let ctx = WriteCtx::with_audit(vec![], time::OffsetDateTime::UNIX_EPOCH);
-        self.write_tx(&ctx, move |tx| {
-            Box::pin(async move {
-                let n = sqlx::query("UPDATE outbox SET status = 'PENDING', next_attempt_at = $1 WHERE event_id = $2 AND status = 'DEAD'")
-                    .bind(now_ms)
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                if n == 1 { Ok(()) } else { Err(StoreError::NotFound) }
-            })
-        })
-        .await
+        let binds = vec![Bind::Int(now_ms), Bind::Text(event_id.to_owned())];
+        match self
+            .write_one("UPDATE outbox SET status = 'PENDING', next_attempt_at = $1 WHERE event_id = $2 AND status = 'DEAD'", binds)
+            .await?
+        {
+            1 => Ok(()),
+            _ => Err(StoreError::NotFound),
+        }
     }
 }
 
@@ -1376,29 +1370,6 @@ impl SqlStore {
     /// with audit rows and prove that verification notices); never reachable from the API.
     #[doc(hidden)]
     pub async fn raw_execute(&self, sql: &'static str) -> Result<u64, StoreError> {
-        let affected = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let out = affected.clone();
-        let (reply, rx) = tokio::sync::oneshot::channel();
-        let body: WriteBody = Box::new(move |tx| {
-            Box::pin(async move {
-                let n = sqlx::query(sql).execute(&mut *tx).await?.rows_affected();
-                out.store(n, std::sync::atomic::Ordering::SeqCst);
-                Ok(())
-            })
-        });
-        let ctx = WriteCtx::with_audit(vec![], time::OffsetDateTime::UNIX_EPOCH);
-        let job = WriteJob {
-            ctx,
-            body: Some(body),
-            reset_head: true,
-            reply,
-        };
-        self.jobs
-            .send(job)
-            .await
-            .map_err(|_| StoreError::Backend("the writer has stopped".into()))?;
-        rx.await
-            .map_err(|_| StoreError::Backend("the writer dropped the write".into()))??;
-        Ok(affected.load(std::sync::atomic::Ordering::SeqCst))
+        self.statement(sql, vec![], true).await
     }
 }
