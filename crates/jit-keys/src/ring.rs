@@ -75,6 +75,9 @@ pub struct RefreshingRing {
     reload_lock: tokio::sync::Mutex<()>,
     generation: watch::Sender<u64>,
     sibling: OnceLock<Weak<RefreshingRing>>,
+    /// Key id → last time (unix seconds) it verified a request here. In memory; whoever owns a
+    /// store persists it coarsely (at most once a minute per key).
+    usage: std::sync::Mutex<std::collections::BTreeMap<String, i64>>,
 }
 
 impl fmt::Debug for RefreshingRing {
@@ -101,6 +104,7 @@ impl RefreshingRing {
             reload_lock: tokio::sync::Mutex::new(()),
             generation: watch::channel(0).0,
             sibling: OnceLock::new(),
+            usage: std::sync::Mutex::new(std::collections::BTreeMap::new()),
         })
     }
 
@@ -197,6 +201,42 @@ impl RefreshingRing {
     /// Verifies a request. When the key id is unknown, reloads once (at most every
     /// `unknown_key_reload_interval`) and tries again, so a freshly added key works at once.
     pub async fn verify(
+        &self,
+        verifier: &Verifier,
+        headers: &(impl HeaderLookup + ?Sized),
+        req: &RequestParts<'_>,
+        nonces: &dyn NonceStore,
+    ) -> Result<Verified, Rejection> {
+        let r = self
+            .verify_once_or_reload(verifier, headers, req, nonces)
+            .await;
+        if let Ok(v) = &r {
+            self.note_use(v.key_id.as_str());
+        }
+        r
+    }
+
+    fn note_use(&self, key_id: &str) {
+        let now = self.clock.unix();
+        if let Ok(mut u) = self.usage.lock() {
+            match u.get_mut(key_id) {
+                Some(t) => *t = (*t).max(now),
+                None => {
+                    u.insert(key_id.to_owned(), now);
+                }
+            }
+        }
+    }
+
+    /// When each key last verified a request in this process (unix seconds).
+    pub fn usage(&self) -> Vec<(String, i64)> {
+        self.usage
+            .lock()
+            .map(|u| u.iter().map(|(k, t)| (k.clone(), *t)).collect())
+            .unwrap_or_default()
+    }
+
+    async fn verify_once_or_reload(
         &self,
         verifier: &Verifier,
         headers: &(impl HeaderLookup + ?Sized),

@@ -146,15 +146,39 @@ impl Bridge {
         })
     }
 
-    /// Starts the key rings' reload loops.
+    /// Starts the key rings' reload loops and the once-a-minute report of which callback keys
+    /// verified callbacks here (the backend keeps it for `jit keys status`).
     pub fn spawn_rings(
         &self,
         shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> Vec<tokio::task::JoinHandle<()>> {
+        let me = self.inner.clone();
+        let mut stop = shutdown.clone();
+        let reporter = tokio::spawn(async move {
+            let mut id = [0u8; 4];
+            let _ = getrandom::fill(&mut id);
+            let verifier = format!("bridge:{}", hex::encode(id));
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+            loop {
+                tokio::select! {
+                    r = stop.changed() => if r.is_err() || *stop.borrow() { break },
+                    _ = tick.tick() => {}
+                }
+                if let Err(e) = me.report_usage(&verifier).await {
+                    tracing::warn!(error = %e, "reporting key usage failed");
+                }
+            }
+        });
         vec![
             self.inner.backend_ring.spawn(shutdown.clone()),
             self.inner.callback_ring.spawn(shutdown),
+            reporter,
         ]
+    }
+
+    /// Reports callback key use to the backend now (the loop calls it every minute).
+    pub async fn report_usage(&self, verifier: &str) -> anyhow::Result<()> {
+        self.inner.report_usage(verifier).await
     }
 
     /// The routes Mattermost and the backend call.
@@ -170,6 +194,30 @@ impl Bridge {
 }
 
 impl Inner {
+    async fn report_usage(&self, verifier: &str) -> anyhow::Result<()> {
+        let usage = self.callback_ring.usage();
+        if usage.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<Value> = usage
+            .iter()
+            .map(|(k, t)| json!({"key_id": k, "last_used_unix": t}))
+            .collect();
+        let a = self
+            .backend
+            .post(
+                "/admin/keys/usage",
+                &json!({"ring": "callback", "verifier": verifier, "keys": keys}),
+            )
+            .await?;
+        anyhow::ensure!(
+            a.is_success(),
+            "the backend refused the usage report: {}",
+            message_of(&a)
+        );
+        Ok(())
+    }
+
     fn now(&self) -> i64 {
         self.clock.unix()
     }

@@ -188,6 +188,7 @@ struct World {
     http: reqwest::Client,
     callback_ring: KeyRing,
     clock: ManualClock,
+    handle: Bridge,
     _dirs: (tempfile::TempDir, tempfile::TempDir),
 }
 
@@ -307,6 +308,7 @@ async fn world() -> World {
     cfg.validate().unwrap();
     let bridge = Bridge::build(cfg, Arc::new(clock.clone())).await.unwrap();
     let router = bridge.router();
+    let handle = bridge.clone();
     tokio::spawn(async move { axum::serve(bridge_listener, router).await.unwrap() });
 
     let ring =
@@ -326,6 +328,7 @@ async fn world() -> World {
         http: reqwest::Client::new(),
         callback_ring,
         clock,
+        handle,
         _dirs: (backend_dir, bridge_dir),
     }
 }
@@ -680,6 +683,29 @@ async fn chat_to_grant_and_back_with_every_identity_proven() {
     let (_, r) = w.slash("tok-new", "ualice", &format!("cancel {id3}")).await;
     assert_eq!(r["text"], format!("Cancelled {id3}."));
     assert_eq!(w.status(&id3).await, "CANCELLED");
+
+    // Key use is a fact: the bridge reports which callback key verified callbacks, the backend
+    // keeps it for `jit keys status`.
+    w.handle.report_usage("bridge:test").await.unwrap();
+    let usage = w.backend.get("/admin/keys/usage").await.unwrap().body;
+    let cb_key = w
+        .callback_ring
+        .keys()
+        .next()
+        .unwrap()
+        .id()
+        .as_str()
+        .to_owned();
+    assert!(
+        usage["usage"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|u| u["ring"] == "callback"
+                && u["verifier"] == "bridge:test"
+                && u["key_id"] == cb_key.as_str()),
+        "{usage}"
+    );
 
     let v = w.double.lock().unwrap().violations.clone();
     assert!(

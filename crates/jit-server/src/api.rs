@@ -49,6 +49,7 @@ pub fn router(state: AppState) -> Router {
         .route("/config/accounts", get(get_accounts))
         .route("/audit", get(list_audit))
         .route("/audit/verify", get(verify_audit))
+        .route("/admin/keys/usage", get(key_usage).post(report_key_usage))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             require_signature,
@@ -787,6 +788,71 @@ async fn resend_callback(
         )),
         Err(e) => Err(e.into()),
     }
+}
+
+/// When each key last verified a request, per ring and verifier: what makes "is the old key
+/// still in use?" a fact.
+async fn key_usage(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let rows = st.store.key_usage().await?;
+    let items: Vec<Value> = rows
+        .iter()
+        .map(|u| {
+            let at = OffsetDateTime::from_unix_timestamp(u.last_used_unix).ok().map(views::ts);
+            json!({"ring": u.ring, "verifier": u.verifier, "key_id": u.key_id, "last_used_unix": u.last_used_unix, "last_used_at": at})
+        })
+        .collect();
+    Ok(Json(json!({"usage": items, "count": items.len()})))
+}
+
+/// A verifier elsewhere (the bridge, for the callback ring) reports its key use.
+async fn report_key_usage(
+    State(st): State<AppState>,
+    inc: Incoming,
+) -> Result<Json<Value>, ApiError> {
+    let m = body_object(&inc.headers, &inc.body)?;
+    let ring = req_str(&m, &["ring"])?;
+    if !matches!(ring, "backend" | "callback") {
+        return Err(ApiError::bad(
+            "invalid_field",
+            "ring must be backend or callback",
+        ));
+    }
+    let verifier = req_str(&m, &["verifier"])?;
+    if verifier.is_empty() || verifier.len() > 64 || !verifier.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Err(ApiError::bad(
+            "invalid_field",
+            "verifier must be 1-64 visible characters",
+        ));
+    }
+    let keys = match m.get("keys") {
+        Some(Value::Array(a)) if a.len() <= 100 => a,
+        _ => {
+            return Err(ApiError::bad(
+                "invalid_field",
+                "keys must be a list of at most 100 entries",
+            ));
+        }
+    };
+    let mut entries = Vec::new();
+    for k in keys {
+        let id = k
+            .get("key_id")
+            .and_then(Value::as_str)
+            .filter(|i| jit_proto::keyring::KeyId::parse(i).is_ok());
+        let at = k.get("last_used_unix").and_then(Value::as_i64);
+        match (id, at) {
+            (Some(id), Some(at)) => entries.push((id.to_owned(), at)),
+            _ => {
+                return Err(ApiError::bad(
+                    "invalid_field",
+                    "each key needs key_id and last_used_unix",
+                ));
+            }
+        }
+    }
+    st.store.record_key_usage(ring, verifier, &entries).await?;
+    Ok(Json(json!({"recorded": entries.len()})))
 }
 
 /// Records the approval card's post id on the request (the bridge keeps no database).

@@ -301,6 +301,7 @@ impl Server {
         if config.durable_nonces() {
             tasks.push(spawn_nonce_purge(state.clone(), shutdown_tx.subscribe()));
         }
+        tasks.push(spawn_usage_recorder(state.clone(), shutdown_tx.subscribe()));
         let app = crate::api::router(state)
             .layer(axum::middleware::from_fn(crate::serve::log_requests))
             .layer(
@@ -350,6 +351,37 @@ fn spawn_nonce_purge(
                         tracing::warn!(error = %e, "purging expired nonces failed");
                     }
                 }
+            }
+        }
+    })
+}
+
+/// Persists when each backend-ring key last verified a request here, once a minute.
+fn spawn_usage_recorder(
+    state: AppState,
+    mut shutdown: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    let mut id = [0u8; 4];
+    let _ = getrandom::fill(&mut id);
+    let verifier = format!("backend:{}", hex::encode(id));
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            let stop = tokio::select! {
+                r = shutdown.changed() => r.is_err() || *shutdown.borrow(),
+                _ = tick.tick() => false,
+            };
+            let usage = state.backend_ring.usage();
+            if !usage.is_empty()
+                && let Err(e) = state
+                    .store
+                    .record_key_usage("backend", &verifier, &usage)
+                    .await
+            {
+                tracing::warn!(error = %e, "recording key usage failed");
+            }
+            if stop {
+                break;
             }
         }
     })

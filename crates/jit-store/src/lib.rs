@@ -210,6 +210,19 @@ pub struct Job {
     pub last_error: Option<String>,
 }
 
+/// When a key last verified a request at one verifier.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyUsage {
+    /// `backend` or `callback`.
+    pub ring: String,
+    /// Which process saw it (e.g. `backend:<id>`, `bridge:<id>`).
+    pub verifier: String,
+    /// The key.
+    pub key_id: String,
+    /// Unix seconds.
+    pub last_used_unix: i64,
+}
+
 /// A callback event as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxEvent {
@@ -301,6 +314,17 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Records the approval card's post id (not a state change: no version bump, no event).
     async fn set_post_id(&self, id: &RequestId, post_id: &str) -> Result<(), StoreError>;
+
+    /// Records when keys last verified a request at a verifier (newer times win).
+    async fn record_key_usage(
+        &self,
+        ring: &str,
+        verifier: &str,
+        keys: &[(String, i64)],
+    ) -> Result<(), StoreError>;
+
+    /// Every recorded key use.
+    async fn key_usage(&self) -> Result<Vec<KeyUsage>, StoreError>;
 
     /// Commits only what `ctx` carries (audit events, jobs, assignment records, callbacks).
     async fn record(&self, ctx: WriteCtx) -> Result<(), StoreError>;

@@ -7,8 +7,8 @@ use crate::rows::{
     binding_from_row, ms, policy_json, request_from_row, request_to_row,
 };
 use crate::{
-    AssignmentOp, AuditFilter, IdemRecord, Job, JobKind, JobOp, OutboxEvent, RequestFilter, Store,
-    StoreError, VerifyError, WriteCtx,
+    AssignmentOp, AuditFilter, IdemRecord, Job, JobKind, JobOp, KeyUsage, OutboxEvent,
+    RequestFilter, Store, StoreError, VerifyError, WriteCtx,
 };
 use async_trait::async_trait;
 use jit_core::audit::{AuditDraft, AuditEvent, ChainVerifier, event_hash};
@@ -49,6 +49,7 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
         include_str!("../migrations/sqlite/0002_audit_head_trigger.sql"),
     ),
     (3, include_str!("../migrations/sqlite/0003_lifecycle.sql")),
+    (4, include_str!("../migrations/sqlite/0004_key_usage.sql")),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_init.sql")),
@@ -57,6 +58,7 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
         include_str!("../migrations/postgres/0002_audit_head_trigger.sql"),
     ),
     (3, include_str!("../migrations/postgres/0003_lifecycle.sql")),
+    (4, include_str!("../migrations/postgres/0004_key_usage.sql")),
 ];
 
 /// Splits a migration file into statements: a statement ends with `;` at the end of a line
@@ -701,6 +703,46 @@ impl Store for SqlStore {
             1 => Ok(()),
             _ => Err(StoreError::NotFound),
         }
+    }
+
+    async fn record_key_usage(
+        &self,
+        ring: &str,
+        verifier: &str,
+        keys: &[(String, i64)],
+    ) -> Result<(), StoreError> {
+        for (key_id, at) in keys {
+            let binds = vec![
+                Bind::Text(ring.to_owned()),
+                Bind::Text(verifier.to_owned()),
+                Bind::Text(key_id.clone()),
+                Bind::Int(*at),
+            ];
+            self.write_one(
+                "INSERT INTO key_usage (ring, verifier, key_id, last_used_at) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (ring, verifier, key_id) DO UPDATE SET last_used_at = excluded.last_used_at \
+                 WHERE key_usage.last_used_at < excluded.last_used_at",
+                binds,
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn key_usage(&self) -> Result<Vec<KeyUsage>, StoreError> {
+        let rows = sqlx::query("SELECT ring, verifier, key_id, last_used_at FROM key_usage ORDER BY ring, key_id, verifier")
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(KeyUsage {
+                    ring: r.try_get("ring")?,
+                    verifier: r.try_get("verifier")?,
+                    key_id: r.try_get("key_id")?,
+                    last_used_unix: r.try_get("last_used_at")?,
+                })
+            })
+            .collect()
     }
 
     async fn record(&self, ctx: WriteCtx) -> Result<(), StoreError> {
