@@ -860,6 +860,8 @@ mod openapi {
             assert!(a.is_success(), "{path}: {:?}", a.body);
             c.record("post", template, a.status, &a.body);
         }
+        let a = app.post("/admin/keys/usage", json!({"ring": "callback", "verifier": "bridge:t", "keys": [{"key_id": "cb-1", "last_used_unix": 5}]})).await;
+        c.record("post", "/admin/keys/usage", a.status, &a.body);
         let create = json!({"actor": actor("alice"), "channel_id": "ch1", "account_id": ACCOUNT, "reason": "x", "requested_duration_minutes": 30});
         let mut ids = Vec::new();
         for _ in 0..3 {
@@ -937,6 +939,7 @@ mod openapi {
             ("/audit?limit=3".to_owned(), "/audit"),
             ("/audit/verify".to_owned(), "/audit/verify"),
             ("/grants/overdue".to_owned(), "/grants/overdue"),
+            ("/admin/keys/usage".to_owned(), "/admin/keys/usage"),
             ("/callbacks?status=PENDING".to_owned(), "/callbacks"),
         ] {
             let r = app.get(&pq).await;
