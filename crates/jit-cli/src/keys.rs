@@ -1,6 +1,12 @@
-//! `jit keys …`.
+//! `jit keys …`: generate, and on a ring kept in a file — status, rotate, retire, rollback,
+//! auto. Nothing restarts: every verifier reloads the file within seconds.
 
-use clap::Subcommand;
+use clap::{Args, Subcommand};
+use jit_keys::rotation::{self, EditError};
+use jit_proto::{Clock, SystemClock};
+use serde_json::{Map, Value};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
@@ -17,13 +23,187 @@ pub enum KeysCommand {
         #[arg(long)]
         rich: bool,
     },
+    /// Every key with its dates, which one signs, its last use at each verifier, and a verdict.
+    Status(RingArgs),
+    /// Add a new key that starts signing after the activation delay.
+    Rotate {
+        #[command(flatten)]
+        ring: RingArgs,
+        /// Seconds before the new key signs (default: two refresh intervals, 120 s).
+        #[arg(long, default_value_t = 120)]
+        activation_delay_secs: i64,
+    },
+    /// Remove a key that no longer signs and that no verifier used within the overlap.
+    Retire {
+        /// The key id.
+        id: String,
+        #[command(flatten)]
+        ring: RingArgs,
+        /// Hours a key must have gone unused.
+        #[arg(long, default_value_t = 24)]
+        overlap_hours: i64,
+        /// Retire even if it was used recently (loudly).
+        #[arg(long)]
+        force: bool,
+        /// Do not keep a backup of the removed key.
+        #[arg(long)]
+        no_backup: bool,
+    },
+    /// Put back the last retired key and make it the signing key again.
+    Rollback(RingArgs),
+    /// For cron: rotate when the newest key is older than --max-age-days; retire keys unused for
+    /// the overlap.
+    Auto {
+        #[command(flatten)]
+        ring: RingArgs,
+        /// Rotate when the newest key is older than this.
+        #[arg(long, default_value_t = 90)]
+        max_age_days: i64,
+        /// Hours a key must have gone unused to be retired.
+        #[arg(long, default_value_t = 24)]
+        overlap_hours: i64,
+        /// Seconds before a new key signs.
+        #[arg(long, default_value_t = 120)]
+        activation_delay_secs: i64,
+    },
 }
 
+#[derive(Debug, Args)]
+pub struct RingArgs {
+    /// `backend` (bridge-to-backend calls) or `callback`.
+    #[arg(long, default_value = "backend")]
+    ring: String,
+    /// Where the ring is kept (`file:PATH`); default `file:jit-data/keys/<ring>.json`.
+    #[arg(long)]
+    source: Option<String>,
+    /// The backend's URL, to read when each key was last used (`GET /admin/keys/usage`).
+    #[arg(long, env = "JIT_API_URL")]
+    api: Option<String>,
+    /// Keys to sign that call with (default: the backend ring file).
+    #[arg(
+        long,
+        env = "JIT_CLIENT_KEYS",
+        default_value = "file:jit-data/keys/backend.json"
+    )]
+    api_keys: String,
+}
+
+impl RingArgs {
+    fn path(&self) -> anyhow::Result<PathBuf> {
+        anyhow::ensure!(
+            matches!(self.ring.as_str(), "backend" | "callback"),
+            "--ring must be backend or callback"
+        );
+        let spec = self
+            .source
+            .clone()
+            .unwrap_or_else(|| format!("file:jit-data/keys/{}.json", self.ring));
+        match jit_keys::SourceSpec::parse(&spec).map_err(anyhow::Error::msg)? {
+            jit_keys::SourceSpec::File(p) => Ok(p),
+            other => anyhow::bail!(
+                "{other}: rotation commands edit file rings for now; Secrets Manager rings follow the runbook"
+            ),
+        }
+    }
+
+    fn prefix(&self) -> &'static str {
+        if self.ring == "callback" { "cb" } else { "key" }
+    }
+
+    /// `key_id → [(verifier, last use unix)]` from the backend, when `--api` is given.
+    async fn usage(
+        &self,
+    ) -> anyhow::Result<Option<std::collections::BTreeMap<String, Vec<(String, i64)>>>> {
+        let Some(api) = &self.api else {
+            return Ok(None);
+        };
+        let ring = crate::sign::load_ring(&self.api_keys, None, None).await?;
+        let client = jit_client::Client::new(
+            api,
+            jit_client::Keys::Fixed(Arc::new(ring)),
+            Arc::new(SystemClock),
+        )?;
+        let a = client.get("/admin/keys/usage").await?;
+        anyhow::ensure!(
+            a.is_success(),
+            "GET /admin/keys/usage: {} {}",
+            a.status,
+            a.body
+        );
+        let mut out: std::collections::BTreeMap<String, Vec<(String, i64)>> = Default::default();
+        for u in a
+            .body
+            .get("usage")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+        {
+            if u.get("ring").and_then(Value::as_str) != Some(self.ring.as_str()) {
+                continue;
+            }
+            let (Some(k), Some(v), Some(t)) = (
+                u.get("key_id").and_then(Value::as_str),
+                u.get("verifier").and_then(Value::as_str),
+                u.get("last_used_unix").and_then(Value::as_i64),
+            ) else {
+                continue;
+            };
+            out.entry(k.to_owned()).or_default().push((v.to_owned(), t));
+        }
+        Ok(Some(out))
+    }
+}
+
+/// The ring file, read with a fingerprint to detect someone else's edit before writing.
+struct RingFile {
+    path: PathBuf,
+    original: zeroize::Zeroizing<String>,
+    doc: Map<String, Value>,
+}
+
+impl RingFile {
+    fn read(path: &Path) -> anyhow::Result<Self> {
+        let original = zeroize::Zeroizing::new(
+            std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?,
+        );
+        let doc = rotation::parse_doc(&original)?;
+        Ok(Self {
+            path: path.to_owned(),
+            original,
+            doc,
+        })
+    }
+
+    /// Writes atomically (0600) unless the file changed since it was read.
+    fn write(&self) -> anyhow::Result<()> {
+        let now = std::fs::read_to_string(&self.path).unwrap_or_default();
+        anyhow::ensure!(
+            now.as_str() == self.original.as_str(),
+            "{} was changed by someone else while this command ran; nothing written, run it again",
+            self.path.display()
+        );
+        let text = rotation::render_doc(&self.doc)?;
+        jit_server::embedded::write_private(&self.path, &text)?;
+        Ok(())
+    }
+}
+
+fn backup_dir(path: &Path) -> PathBuf {
+    path.parent()
+        .unwrap_or_else(|| Path::new("."))
+        .join("retired")
+}
+
+fn fmt_time(v: Option<&Value>) -> String {
+    v.and_then(Value::as_str).unwrap_or("—").to_owned()
+}
+
+#[allow(clippy::print_stdout)]
 pub async fn run(cmd: KeysCommand) -> anyhow::Result<()> {
+    let now = SystemClock.now();
     match cmd {
         KeysCommand::Generate { prefix, id, rich } => {
-            use jit_proto::Clock;
-            let now = jit_proto::SystemClock.now();
             let d = now.date();
             let id = id.unwrap_or_else(|| {
                 format!(
@@ -38,12 +218,198 @@ pub async fn run(cmd: KeysCommand) -> anyhow::Result<()> {
                 .map_err(|e| anyhow::anyhow!("random generator: {e}"))?;
             let entry = jit_proto::keyring::KeyEntry::new(id, secret, rich.then_some(now), None)?;
             let ring = jit_proto::keyring::KeyRing::from_entries(vec![entry])?;
-            let text = ring.to_secret_string()?;
-            #[allow(clippy::print_stdout)]
-            {
-                println!("{}", text.as_str());
+            println!("{}", ring.to_secret_string()?.as_str());
+        }
+        KeysCommand::Status(args) => {
+            let f = RingFile::read(&args.path()?)?;
+            let signing = rotation::signing_id(&f.doc, now)?;
+            let usage = args.usage().await?;
+            println!(
+                "{:<22} {:<26} {:<26} {:<7} {:<40} VERDICT",
+                "ID", "CREATED", "NOT BEFORE", "SIGNS", "LAST USE"
+            );
+            for (id, v) in &f.doc {
+                let (created, nb) = match v {
+                    Value::Object(o) => {
+                        (fmt_time(o.get("created_at")), fmt_time(o.get("not_before")))
+                    }
+                    _ => ("—".into(), "—".into()),
+                };
+                let signs = signing.as_deref() == Some(id.as_str());
+                let uses = usage
+                    .as_ref()
+                    .map(|u| u.get(id).cloned().unwrap_or_default());
+                let last = match &uses {
+                    None => "unknown (pass --api)".to_owned(),
+                    Some(u) if u.is_empty() => "never seen".to_owned(),
+                    Some(u) => u
+                        .iter()
+                        .map(|(v, t)| format!("{v} {}s ago", now.unix_timestamp() - t))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                };
+                let verdict = if signs {
+                    "signing key"
+                } else {
+                    match &uses {
+                        None => "unknown",
+                        Some(u) if u.iter().any(|(_, t)| now.unix_timestamp() - t < 24 * 3600) => {
+                            "in use"
+                        }
+                        Some(_) => "safe to retire",
+                    }
+                };
+                println!(
+                    "{id:<22} {created:<26} {nb:<26} {:<7} {last:<40} {verdict}",
+                    if signs { "yes" } else { "" }
+                );
             }
-            Ok(())
+        }
+        KeysCommand::Rotate {
+            ring,
+            activation_delay_secs,
+        } => {
+            let mut f = RingFile::read(&ring.path()?)?;
+            let id = rotation::rotate(
+                &mut f.doc,
+                ring.prefix(),
+                now,
+                now + time::Duration::seconds(activation_delay_secs),
+            )?;
+            f.write()?;
+            println!(
+                "added {id}; it signs from {} on (every verifier reloads within its refresh interval)",
+                now + time::Duration::seconds(activation_delay_secs)
+            );
+        }
+        KeysCommand::Retire {
+            id,
+            ring,
+            overlap_hours,
+            force,
+            no_backup,
+        } => {
+            let path = ring.path()?;
+            let mut f = RingFile::read(&path)?;
+            let uses = ring.usage().await?;
+            if uses.is_none() && !force {
+                anyhow::bail!(
+                    "cannot tell whether {id} is still in use: pass --api (or --force to retire it anyway)"
+                );
+            }
+            let uses = uses.and_then(|u| u.get(&id).cloned()).unwrap_or_default();
+            if force {
+                eprintln!(
+                    "WARNING: --force retires {id} without checking that no verifier still uses it"
+                );
+            }
+            let removed =
+                rotation::retire(&mut f.doc, &id, now, &uses, overlap_hours * 3600, force)?;
+            if !no_backup {
+                let dir = backup_dir(&path);
+                let mut m = Map::new();
+                m.insert(id.clone(), removed);
+                let file = dir.join(format!(
+                    "{}-{}-{}.json",
+                    ring.ring,
+                    id,
+                    now.unix_timestamp()
+                ));
+                jit_server::embedded::write_private(
+                    &file,
+                    &serde_json::to_string_pretty(&Value::Object(m))?,
+                )?;
+                println!("backup of {id}: {} (mode 0600)", file.display());
+            }
+            f.write()?;
+            println!("retired {id}");
+        }
+        KeysCommand::Rollback(ring) => {
+            let path = ring.path()?;
+            let dir = backup_dir(&path);
+            let prefix = format!("{}-", ring.ring);
+            let newest = std::fs::read_dir(&dir)
+                .map_err(|e| anyhow::anyhow!("no backups in {}: {e}", dir.display()))?
+                .filter_map(Result::ok)
+                .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+                .max_by_key(|e| e.metadata().and_then(|m| m.modified()).ok())
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "no backup of a retired {} key in {}",
+                        ring.ring,
+                        dir.display()
+                    )
+                })?;
+            let backup: Map<String, Value> =
+                serde_json::from_str(&std::fs::read_to_string(newest.path())?)?;
+            let (id, entry) = backup
+                .iter()
+                .next()
+                .ok_or_else(|| anyhow::anyhow!("empty backup"))?;
+            let mut f = RingFile::read(&path)?;
+            rotation::rollback(&mut f.doc, id, entry, now)?;
+            f.write()?;
+            std::fs::remove_file(newest.path())?;
+            println!("restored {id}; it is the signing key again");
+        }
+        KeysCommand::Auto {
+            ring,
+            max_age_days,
+            overlap_hours,
+            activation_delay_secs,
+        } => {
+            let mut f = RingFile::read(&ring.path()?)?;
+            let mut changed = false;
+            let old = rotation::newest_created(&f.doc)
+                .is_none_or(|t| now - t > time::Duration::days(max_age_days));
+            if old {
+                let id = rotation::rotate(
+                    &mut f.doc,
+                    ring.prefix(),
+                    now,
+                    now + time::Duration::seconds(activation_delay_secs),
+                )?;
+                println!("rotated: added {id}");
+                changed = true;
+            }
+            match ring.usage().await? {
+                None => println!("not retiring anything: pass --api so key use is known"),
+                Some(usage) => {
+                    let ids: Vec<String> = f.doc.keys().cloned().collect();
+                    for id in ids {
+                        let uses = usage.get(&id).cloned().unwrap_or_default();
+                        // Only keys some verifier saw, and not within the overlap.
+                        if uses.is_empty() {
+                            continue;
+                        }
+                        match rotation::retire(
+                            &mut f.doc,
+                            &id,
+                            now,
+                            &uses,
+                            overlap_hours * 3600,
+                            false,
+                        ) {
+                            Ok(_) => {
+                                println!("retired {id} (unused for {overlap_hours} h)");
+                                changed = true;
+                            }
+                            Err(
+                                EditError::SigningKey(_)
+                                | EditError::InUse { .. }
+                                | EditError::LastKey(_),
+                            ) => {}
+                            Err(e) => return Err(e.into()),
+                        }
+                    }
+                }
+            }
+            if changed {
+                f.write()?;
+            } else {
+                println!("nothing to do");
+            }
         }
     }
+    Ok(())
 }

@@ -10,6 +10,7 @@ use jit_proto::keyring::KeyRing;
 use jit_proto::sign::{Audience, RequestParts, Verifier, VerifierConfig};
 use jit_proto::{Clock, MemoryNonceStore, SystemClock};
 use std::process::Command;
+use std::sync::Arc;
 
 fn jit() -> Command {
     Command::new(env!("CARGO_BIN_EXE_jit"))
@@ -169,4 +170,137 @@ async fn audit_verify_fails_on_an_edited_and_on_a_deleted_row() {
     let deleted = verify();
     assert_eq!(deleted.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&deleted.stderr).contains("event 2 is missing"));
+}
+
+/// Key rotation as one command against a running server that reloads its ring from the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotate_retire_rollback_auto_on_a_live_ring() {
+    use jit_client::{Client, Keys};
+    let dir = tempfile::tempdir().unwrap();
+    let port = jit_testkit::free_port().unwrap();
+    let mut server = std::process::Command::new(env!("CARGO_BIN_EXE_jit"))
+        .arg("server")
+        .env("JIT_LISTEN", format!("127.0.0.1:{port}"))
+        .env("JIT_DATA_DIR", dir.path())
+        .env("JIT_LOG", "warn")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    jit_testkit::wait_for_port(port, std::time::Duration::from_secs(30)).unwrap();
+    let api = format!("http://127.0.0.1:{port}");
+    let ring_path = dir.path().join("keys/backend.json");
+    let source = format!("file:{}", ring_path.display());
+    let keys = |args: &[&str]| {
+        let mut a = vec!["keys"];
+        a.extend_from_slice(args);
+        a.extend_from_slice(&["--source", &source, "--api", &api, "--api-keys", &source]);
+        jit().args(&a).output().unwrap()
+    };
+    let old_id = KeyRing::parse(&std::fs::read_to_string(&ring_path).unwrap())
+        .unwrap()
+        .keys()
+        .next()
+        .unwrap()
+        .id()
+        .as_str()
+        .to_owned();
+
+    // Rotate: a second key, signing at once (no activation delay in the test).
+    let out = keys(&["rotate", "--activation-delay-secs", "0"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ring = KeyRing::parse(&std::fs::read_to_string(&ring_path).unwrap()).unwrap();
+    assert_eq!(ring.len(), 2);
+    let new_id = ring
+        .signing_key(SystemClock.now())
+        .unwrap()
+        .id()
+        .as_str()
+        .to_owned();
+    assert_ne!(new_id, old_id);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&ring_path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+
+    // The old key is still in use somewhere: retire refuses it, and refuses the signing key.
+    let client = Client::new(&api, Keys::Fixed(Arc::new(ring)), Arc::new(SystemClock)).unwrap();
+    let a = client
+        .post("/admin/keys/usage", &serde_json::json!({"ring": "backend", "verifier": "bridge:x", "keys": [{"key_id": old_id, "last_used_unix": SystemClock.unix()}]}))
+        .await
+        .unwrap();
+    assert!(a.is_success(), "{:?}", a.body);
+    let status = keys(&["status"]);
+    let text = String::from_utf8_lossy(&status.stdout).to_string();
+    assert!(
+        text.contains(&new_id) && text.contains("signing key") && text.contains("in use"),
+        "{text}"
+    );
+    let refused = keys(&["retire", &old_id]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("still in use"));
+    let refused = keys(&["retire", &new_id, "--force"]);
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("is the signing key"));
+
+    // With the overlap shortened it goes, with a private backup; the server refuses it after.
+    let out = keys(&["retire", &old_id, "--overlap-hours", "0"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let backups: Vec<_> = std::fs::read_dir(dir.path().join("keys/retired"))
+        .unwrap()
+        .collect();
+    assert_eq!(backups.len(), 1);
+    let new_ring = KeyRing::parse(&std::fs::read_to_string(&ring_path).unwrap()).unwrap();
+    assert_eq!(new_ring.len(), 1);
+    let c = Client::new(&api, Keys::Fixed(Arc::new(new_ring)), Arc::new(SystemClock)).unwrap();
+    assert_eq!(
+        c.get("/requests").await.unwrap().status,
+        200,
+        "the new key works without a restart"
+    );
+
+    // Rollback: the retired key is back and signs again.
+    let out = keys(&["rollback"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ring = KeyRing::parse(&std::fs::read_to_string(&ring_path).unwrap()).unwrap();
+    assert_eq!(
+        ring.signing_key(SystemClock.now()).unwrap().id().as_str(),
+        old_id
+    );
+
+    // Auto: the newest key is older than 0 days, so a new one is added.
+    let out = keys(&[
+        "auto",
+        "--max-age-days",
+        "0",
+        "--activation-delay-secs",
+        "0",
+    ]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("rotated"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(
+        KeyRing::parse(&std::fs::read_to_string(&ring_path).unwrap())
+            .unwrap()
+            .len(),
+        3
+    );
+    let _ = server.kill();
+    let _ = server.wait();
 }

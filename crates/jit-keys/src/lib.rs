@@ -6,6 +6,7 @@
 //! ring. This is what removes the runbook's "restart the Lambda" steps.
 
 mod ring;
+pub mod rotation;
 mod source;
 
 pub use ring::{RefreshingRing, RingConfig, RingStatus};
