@@ -71,6 +71,47 @@ enum AuditCommand {
         )]
         database_url: String,
     },
+    /// Stream the audit trail from the API as JSON lines or CSV, page by page (flat memory),
+    /// to a file or stdout, with progress on a terminal.
+    Export {
+        /// The backend's URL.
+        #[arg(long, env = "JIT_API_URL", default_value = "http://127.0.0.1:8080")]
+        api: String,
+        /// Keys to sign with.
+        #[arg(
+            long,
+            env = "JIT_CLIENT_KEYS",
+            default_value = "file:jit-data/keys/backend.json"
+        )]
+        keys: String,
+        /// `jsonl` or `csv`.
+        #[arg(long, default_value = "jsonl")]
+        format: String,
+        /// From (RFC 3339 or YYYY-MM-DD).
+        #[arg(long)]
+        since: Option<String>,
+        /// Until (RFC 3339 or YYYY-MM-DD; a date includes that day).
+        #[arg(long)]
+        until: Option<String>,
+        /// Only this request / account / channel / actor / event type.
+        #[arg(long)]
+        request_id: Option<String>,
+        /// Account filter.
+        #[arg(long)]
+        account_id: Option<String>,
+        /// Channel filter.
+        #[arg(long)]
+        channel_id: Option<String>,
+        /// Actor filter (user id or email).
+        #[arg(long)]
+        actor: Option<String>,
+        /// Event type filter, e.g. request.approved.
+        #[arg(long = "type")]
+        kind: Option<String>,
+        /// Write here instead of stdout.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
 }
 
 fn init_logging() {
@@ -93,6 +134,99 @@ fn init_logging() {
     } else {
         builder.init();
     }
+}
+
+struct AuditExport {
+    api: String,
+    keys: String,
+    format: String,
+    since: Option<String>,
+    until: Option<String>,
+    request_id: Option<String>,
+    account_id: Option<String>,
+    channel_id: Option<String>,
+    actor: Option<String>,
+    kind: Option<String>,
+    output: Option<PathBuf>,
+}
+
+fn enc(v: &str) -> String {
+    v.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+async fn audit_export(x: AuditExport) -> anyhow::Result<()> {
+    use std::io::Write;
+    anyhow::ensure!(
+        matches!(x.format.as_str(), "jsonl" | "csv"),
+        "--format must be jsonl or csv"
+    );
+    let ring = sign::load_ring(&x.keys, None, None).await?;
+    let client = jit_client::Client::new(
+        &x.api,
+        jit_client::Keys::Fixed(std::sync::Arc::new(ring)),
+        std::sync::Arc::new(jit_proto::SystemClock),
+    )?;
+    let mut base = format!("/audit?format={}&limit=1000", x.format);
+    for (k, v) in [
+        ("since", &x.since),
+        ("until", &x.until),
+        ("request_id", &x.request_id),
+        ("account_id", &x.account_id),
+        ("channel_id", &x.channel_id),
+        ("actor", &x.actor),
+        ("type", &x.kind),
+    ] {
+        if let Some(v) = v {
+            base.push_str(&format!("&{k}={}", enc(v)));
+        }
+    }
+    let mut out: Box<dyn Write> = match &x.output {
+        Some(p) => Box::new(std::io::BufWriter::new(std::fs::File::create(p)?)),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout())),
+    };
+    let progress = std::io::stderr().is_terminal();
+    let (mut next, mut rows, mut first) = (None::<String>, 0usize, true);
+    loop {
+        let pq = match &next {
+            Some(t) => format!("{base}&next_token={t}"),
+            None => base.clone(),
+        };
+        let page = client.get_text(&pq).await?;
+        anyhow::ensure!(
+            page.status == 200,
+            "GET {pq}: {} {}",
+            page.status,
+            page.text
+        );
+        let mut text = page.text.as_str();
+        if x.format == "csv" && !first {
+            // Every page repeats the header; keep the first.
+            text = text.split_once('\n').map_or("", |(_, rest)| rest);
+        }
+        first = false;
+        rows += text.lines().count();
+        out.write_all(text.as_bytes())?;
+        if progress {
+            eprint!("\r{rows} rows");
+        }
+        match page.next_token {
+            Some(t) => next = Some(t),
+            None => break,
+        }
+    }
+    out.flush()?;
+    if progress {
+        eprintln!();
+    }
+    Ok(())
 }
 
 async fn run_bridge(cfg: jit_mattermost::BridgeConfig) -> anyhow::Result<()> {
@@ -155,6 +289,37 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         }
         Command::Keys { command } => keys::run(command).await?,
         Command::Sign(args) => sign::run(args).await?,
+        Command::Audit {
+            command:
+                AuditCommand::Export {
+                    api,
+                    keys,
+                    format,
+                    since,
+                    until,
+                    request_id,
+                    account_id,
+                    channel_id,
+                    actor,
+                    kind,
+                    output,
+                },
+        } => {
+            audit_export(AuditExport {
+                api,
+                keys,
+                format,
+                since,
+                until,
+                request_id,
+                account_id,
+                channel_id,
+                actor,
+                kind,
+                output,
+            })
+            .await?;
+        }
         Command::Audit {
             command: AuditCommand::Verify { database_url },
         } => {

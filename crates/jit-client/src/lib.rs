@@ -68,6 +68,17 @@ impl Answer {
     }
 }
 
+/// A text answer with its paging token.
+#[derive(Debug, Clone)]
+pub struct TextAnswer {
+    /// HTTP status.
+    pub status: u16,
+    /// The body.
+    pub text: String,
+    /// The next page's token, if any.
+    pub next_token: Option<String>,
+}
+
 /// The client.
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -164,6 +175,50 @@ impl Client {
             status,
             body,
             key_id: key.id().as_str().to_owned(),
+        })
+    }
+
+    /// Signed GET of a text answer (CSV, JSON lines), with the `X-Next-Token` header.
+    pub async fn get_text(&self, path_and_query: &str) -> Result<TextAnswer, ClientError> {
+        let url = self
+            .base
+            .join(path_and_query)
+            .map_err(|e| ClientError::Url(e.to_string()))?;
+        let pq = match url.query() {
+            Some(q) => format!("{}?{q}", url.path()),
+            None => url.path().to_owned(),
+        };
+        let key = self
+            .keys
+            .signing_key(self.clock.as_ref())
+            .ok_or(ClientError::NoSigningKey)?;
+        let nonce = new_nonce().map_err(|e| ClientError::Random(e.to_string()))?;
+        let input = SignInput {
+            version: self.version,
+            audience: self.audience,
+            request: RequestParts {
+                method: "GET",
+                path_and_query: &pq,
+                body: b"",
+            },
+            timestamp: self.clock.unix(),
+            nonce: &nonce,
+        };
+        let mut rb = self.http.get(url);
+        for (k, v) in sign(&key, &input) {
+            rb = rb.header(k, v);
+        }
+        let resp = rb.send().await?;
+        let status = resp.status().as_u16();
+        let next_token = resp
+            .headers()
+            .get("x-next-token")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        Ok(TextAnswer {
+            status,
+            text: resp.text().await?,
+            next_token,
         })
     }
 
