@@ -247,7 +247,12 @@ impl Inner {
         {
             roles.push("channel_admin");
         }
-        Ok(json!({"user_id": u.id, "email": u.email, "roles": roles}))
+        // Servers that hide emails answer "": leave it out (decisions go by user id).
+        let mut actor = json!({"user_id": u.id, "roles": roles});
+        if !u.email.is_empty() {
+            set(&mut actor, "email", json!(u.email));
+        }
+        Ok(actor)
     }
 
     async fn bot_id(&self) -> anyhow::Result<String> {
@@ -614,6 +619,13 @@ async fn action(State(b): State<Bridge>, Json(req): Json<ActionRequest>) -> Resp
                 .into_response();
         }
     }
+    if crate::commands::request_id(&request_id).is_err() {
+        return (
+            StatusCode::FORBIDDEN,
+            Json(json!({"ephemeral_text": "This button is not valid."})),
+        )
+            .into_response();
+    }
     let actor = match me.actor(&req.user_id, &req.channel_id).await {
         Ok(a) => a,
         Err(_) => {
@@ -718,15 +730,16 @@ async fn dialog(State(b): State<Bridge>, Json(d): Json<DialogSubmission>) -> Res
     };
     if d.callback_id == "request" {
         let (form_id, token) = d.state.split_once(':').unwrap_or(("", ""));
-        if me
-            .secret
-            .verify(
-                token,
-                &["request", &d.user_id, &d.channel_id, form_id],
-                me.now(),
-            )
-            .is_err()
-        {
+        let checked = me.secret.verify(
+            token,
+            &["request", &d.user_id, &d.channel_id, form_id],
+            me.now(),
+        );
+        if checked == Err(TokenError::Expired) {
+            return Json(json!({"error": "This form has expired; run /jit request again."}))
+                .into_response();
+        }
+        if checked.is_err() {
             tracing::warn!(reason = "bad_dialog_state", "dialog submission refused");
             return (
                 StatusCode::FORBIDDEN,
@@ -781,11 +794,16 @@ async fn dialog(State(b): State<Bridge>, Json(d): Json<DialogSubmission>) -> Res
             .and_then(Value::as_str)
             .unwrap_or("")
             .to_owned();
-        let email = a
-            .body
-            .get("requester_email")
-            .and_then(Value::as_str)
-            .unwrap_or("");
+        if a.body.get("post_id").and_then(Value::as_str).is_some() {
+            // A re-submitted form: the request and its card exist already.
+            return StatusCode::OK.into_response();
+        }
+        let email = crate::cards::inert(
+            a.body
+                .get("requester_email")
+                .and_then(Value::as_str)
+                .unwrap_or(""),
+        );
         match me
             .mm
             .create_post(
@@ -809,21 +827,24 @@ async fn dialog(State(b): State<Bridge>, Json(d): Json<DialogSubmission>) -> Res
                 }
             }
             Err(e) => {
-                tracing::error!(request_id = %id, error = %e, "posting the approval card failed")
+                tracing::error!(request_id = %id, error = %e, "posting the approval card failed");
+                return Json(json!({"error": "Your request is recorded but its card could not be posted; submit again to retry."}))
+                    .into_response();
             }
         }
         return StatusCode::OK.into_response();
     }
     if let Some(request_id) = d.callback_id.strip_prefix("deny:") {
-        if me
-            .secret
-            .verify(
-                &d.state,
-                &["deny", request_id, &d.user_id, &d.channel_id],
-                me.now(),
-            )
-            .is_err()
-        {
+        let checked = me.secret.verify(
+            &d.state,
+            &["deny", request_id, &d.user_id, &d.channel_id],
+            me.now(),
+        );
+        if checked == Err(TokenError::Expired) {
+            return Json(json!({"error": "This form has expired; click Deny again."}))
+                .into_response();
+        }
+        if checked.is_err() {
             tracing::warn!(reason = "bad_dialog_state", "dialog submission refused");
             return (
                 StatusCode::FORBIDDEN,
@@ -899,19 +920,6 @@ async fn webhook(State(b): State<Bridge>, uri: Uri, headers: HeaderMap, body: By
         tracing::warn!(reason = r.code(), "callback refused");
         return (StatusCode::UNAUTHORIZED, Json(json!({"code": r.code()}))).into_response();
     }
-    let event_id = headers
-        .get("x-jit-event-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
-    if me
-        .seen
-        .lock()
-        .map(|s| s.0.contains(&event_id))
-        .unwrap_or(false)
-    {
-        return Json(json!({"duplicate": true})).into_response();
-    }
     let ev: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
         Err(_) => {
@@ -922,25 +930,94 @@ async fn webhook(State(b): State<Bridge>, uri: Uri, headers: HeaderMap, body: By
                 .into_response();
         }
     };
+    // The event id comes from the signed body (the header is not signed); without one there is
+    // nothing to dedupe by, so it is refused rather than silently collapsed with others.
+    let event_id = match ev.get("event_id").and_then(Value::as_str) {
+        Some(e) if !e.is_empty() => e.to_owned(),
+        _ => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"code": "missing_event_id"})),
+            )
+                .into_response();
+        }
+    };
+    // Reserve the id before the work, so an overlapping retry is not processed twice.
+    let fresh = me
+        .seen
+        .lock()
+        .map(|mut s| {
+            let fresh = s.0.insert(event_id.clone());
+            if fresh {
+                s.1.push_back(event_id.clone());
+                while s.1.len() > SEEN_EVENTS {
+                    if let Some(old) = s.1.pop_front() {
+                        s.0.remove(&old);
+                    }
+                }
+            }
+            fresh
+        })
+        .unwrap_or(false);
+    if !fresh {
+        return Json(json!({"duplicate": true})).into_response();
+    }
+    let release = || {
+        if let Ok(mut s) = me.seen.lock() {
+            s.0.remove(&event_id);
+        }
+    };
     let status = ev.get("status").and_then(Value::as_str).unwrap_or("");
     let request_id = ev.get("request_id").and_then(Value::as_str).unwrap_or("");
     let actor = ev.get("actor").and_then(Value::as_str).unwrap_or("system");
-    let req = match me.backend.get(&format!("/requests/{request_id}")).await {
-        Ok(a) if a.is_success() => a.body,
-        _ => return StatusCode::SERVICE_UNAVAILABLE.into_response(),
+    let req = match crate::commands::request_id(request_id) {
+        Err(_) => return Json(json!({"ok": true, "dropped": "not a request id"})).into_response(),
+        Ok(id) => match me.backend.get(&format!("/requests/{id}")).await {
+            Ok(a) if a.is_success() => a.body,
+            Ok(a) if a.status == 404 => {
+                tracing::warn!(
+                    request_id,
+                    "callback for a request the backend does not know; dropped"
+                );
+                return Json(json!({"ok": true, "dropped": "unknown request"})).into_response();
+            }
+            _ => {
+                release();
+                return StatusCode::SERVICE_UNAVAILABLE.into_response();
+            }
+        },
     };
     let channel = req.get("channel_id").and_then(Value::as_str).unwrap_or("");
-    let line = line_for(status, &req, actor);
-    let result: anyhow::Result<()> = async {
-        if let Some(post_id) = req.get("post_id").and_then(Value::as_str) {
-            me.mm.patch_post(post_id, "", &[me.card_for(&req)]).await?;
-            me.mm
-                .create_post(channel, &line, Some(post_id), &[])
-                .await?;
-        } else {
-            me.mm
-                .create_post(channel, &format!("Request {request_id}: {line}"), None, &[])
-                .await?;
+    let line = inert_line(status, &req, actor);
+    let result: Result<(), crate::client::MmError> = async {
+        match req.get("post_id").and_then(Value::as_str) {
+            Some(post_id) => match me.mm.patch_post(post_id, "", &[me.card_for(&req)]).await {
+                Ok(()) => {
+                    me.mm
+                        .create_post(channel, &line, Some(post_id), &[])
+                        .await?;
+                }
+                // The card is gone (deleted, channel archived): say it in the channel instead.
+                Err(crate::client::MmError::Status {
+                    status: 400..=428 | 430..=499,
+                    ..
+                }) => {
+                    me.mm
+                        .create_post(
+                            channel,
+                            &format!("Request {request_id}: {line}"),
+                            None,
+                            &[me.card_for(&req)],
+                        )
+                        .await?;
+                }
+                Err(e) => return Err(e),
+            },
+            None => {
+                me.mm
+                    .create_post(channel, &format!("Request {request_id}: {line}"), None, &[])
+                    .await?;
+            }
         }
         if matches!(
             status,
@@ -950,7 +1027,14 @@ async fn webhook(State(b): State<Bridge>, uri: Uri, headers: HeaderMap, body: By
                 .get("requester_mm_user_id")
                 .and_then(Value::as_str)
                 .unwrap_or("");
-            let dm = me.mm.direct_channel(&me.bot_id().await?, requester).await?;
+            let bot = me
+                .bot_id()
+                .await
+                .map_err(|e| crate::client::MmError::Status {
+                    status: 503,
+                    message: e.to_string(),
+                })?;
+            let dm = me.mm.direct_channel(&bot, requester).await?;
             let account = req.get("account_id").and_then(Value::as_str).unwrap_or("");
             me.mm
                 .create_post(
@@ -965,22 +1049,37 @@ async fn webhook(State(b): State<Bridge>, uri: Uri, headers: HeaderMap, body: By
     }
     .await;
     match result {
-        Ok(()) => {
-            if let Ok(mut s) = me.seen.lock() {
-                if s.0.insert(event_id.clone()) {
-                    s.1.push_back(event_id);
-                }
-                while s.1.len() > SEEN_EVENTS {
-                    if let Some(old) = s.1.pop_front() {
-                        s.0.remove(&old);
-                    }
-                }
-            }
-            Json(json!({"ok": true})).into_response()
+        Ok(()) => Json(json!({"ok": true})).into_response(),
+        // Mattermost refused for good (a 4xx other than a rate limit): retrying for a day would
+        // only hold back this request's later events. Logged and acknowledged.
+        Err(crate::client::MmError::Status { status, message })
+            if (400..500).contains(&status) && status != 429 =>
+        {
+            tracing::error!(
+                request_id,
+                status,
+                message,
+                "Mattermost refused a callback's update; dropped"
+            );
+            Json(json!({"ok": true, "dropped": message})).into_response()
         }
         Err(e) => {
+            release();
             tracing::error!(error = %e, request_id, "delivering a callback to Mattermost failed; the backend will retry");
             StatusCode::SERVICE_UNAVAILABLE.into_response()
         }
     }
+}
+
+/// The thread line for a status, with user text made inert.
+fn inert_line(status: &str, req: &Value, actor: &str) -> String {
+    let mut r = req.clone();
+    if let Some(m) = r
+        .get("error_message")
+        .and_then(Value::as_str)
+        .map(crate::cards::inert)
+    {
+        set(&mut r, "error_message", json!(m));
+    }
+    line_for(status, &r, &crate::cards::inert(actor))
 }

@@ -7,6 +7,38 @@ fn s<'a>(v: &'a Value, k: &str) -> &'a str {
     v.get(k).and_then(Value::as_str).unwrap_or("")
 }
 
+/// Makes text typed by a user inert on a card: Markdown is escaped (no fake links, images or
+/// emphasis) and every `@` is followed by a zero-width space (no `@channel`/`@all` pings).
+pub fn inert(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if "\\`*_[]()!#>|~<".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+        if c == '@' {
+            out.push('\u{200B}');
+        }
+    }
+    out
+}
+
+/// A ticket becomes a link only when it looks like one (`ABC-123`), percent-safe by shape.
+fn ticket_link(ticket: &str, template: Option<&str>) -> String {
+    let looks_like_key = ticket.split_once('-').is_some_and(|(p, n)| {
+        !p.is_empty()
+            && p.bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+            && p.as_bytes().first().is_some_and(u8::is_ascii_uppercase)
+            && !n.is_empty()
+            && n.bytes().all(|b| b.is_ascii_digit())
+    });
+    match template {
+        Some(tpl) if looks_like_key => format!("[{ticket}]({})", tpl.replace("{ticket}", ticket)),
+        _ => inert(ticket),
+    }
+}
+
 /// Colour per status.
 fn color(status: &str) -> &'static str {
     match status {
@@ -22,10 +54,10 @@ fn color(status: &str) -> &'static str {
 pub fn card(req: &Value, ticket_url: Option<&str>, buttons: Vec<Action>) -> Attachment {
     let status = s(req, "status");
     let ticket = s(req, "jira");
-    let ticket = match (ticket, ticket_url) {
-        ("", _) => "—".to_owned(),
-        (t, Some(tpl)) => format!("[{t}]({})", tpl.replace("{ticket}", t)),
-        (t, None) => t.to_owned(),
+    let ticket = if ticket.is_empty() {
+        "—".to_owned()
+    } else {
+        ticket_link(ticket, ticket_url)
     };
     let approvals = req
         .get("approvals")
@@ -109,7 +141,7 @@ pub fn card(req: &Value, ticket_url: Option<&str>, buttons: Vec<Action>) -> Atta
         ),
         color: color(status).into(),
         title: format!("Access request{glass}: {status}"),
-        text: s(req, "reason").to_owned(),
+        text: inert(s(req, "reason")),
         fields,
         footer: format!("request {}", s(req, "request_id")),
         actions: buttons,
@@ -128,5 +160,27 @@ pub fn button(id: &str, name: &str, style: &str, url: &str, context: Value) -> A
             url: url.into(),
             context,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_text_cannot_ping_link_or_format() {
+        let t = inert("@channel urgent ![x](https://evil/p.png) **Approved by security**");
+        assert!(!t.contains("@channel"), "{t}");
+        assert!(t.contains("\\!\\[x\\]\\(https://evil/p.png\\)"), "{t}");
+        assert!(t.contains("\\*\\*Approved"), "{t}");
+        assert_eq!(
+            ticket_link("OPS-42", Some("https://j/browse/{ticket}")),
+            "[OPS-42](https://j/browse/OPS-42)"
+        );
+        let evil = ticket_link(
+            "OPS-1](https://evil.example/sso) [x",
+            Some("https://j/browse/{ticket}"),
+        );
+        assert!(!evil.contains("](https://evil"), "{evil}");
     }
 }

@@ -49,6 +49,21 @@ pub const USAGE: &str = "\
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParseError(pub String);
 
+/// A request id as the backend issues them (a UUID); anything else never reaches a URL path.
+pub fn request_id(v: &str) -> Result<String, ParseError> {
+    let groups: Vec<&str> = v.split('-').collect();
+    let ok = groups.len() == 5
+        && groups
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(g, l)| g.len() == l && g.bytes().all(|b| b.is_ascii_hexdigit()));
+    if ok {
+        Ok(v.to_ascii_lowercase())
+    } else {
+        Err(ParseError(format!("`{v}` is not a request id")))
+    }
+}
+
 fn on_off(v: &str) -> Result<bool, ParseError> {
     match v.to_ascii_lowercase().as_str() {
         "on" | "true" | "yes" => Ok(true),
@@ -109,7 +124,12 @@ pub fn parse(text: &str) -> Result<Command, ParseError> {
                 } else if let Some(v) = w.strip_prefix("--required=") {
                     required = Some(number("--required", v)?);
                 } else {
-                    usernames.push(w.trim_start_matches('@').trim_end_matches(',').to_owned());
+                    // Mattermost keeps usernames in lowercase.
+                    usernames.push(
+                        w.trim_start_matches('@')
+                            .trim_end_matches(',')
+                            .to_ascii_lowercase(),
+                    );
                 }
             }
             if usernames.is_empty() {
@@ -193,7 +213,7 @@ mod tests {
             })
         );
         assert_eq!(
-            parse("approvers @alice, @bob --required 2"),
+            parse("approvers @Alice, @bob --required 2"),
             Ok(Command::Approvers {
                 usernames: vec!["alice".into(), "bob".into()],
                 required: Some(2)

@@ -166,6 +166,12 @@ impl BridgeConfig {
         }
         let path = self.data_dir.join("keys/bridge-secret");
         if let Ok(s) = std::fs::read_to_string(&path) {
+            let s = Zeroizing::new(s);
+            anyhow::ensure!(
+                s.trim().len() >= 32,
+                "{} is shorter than 32 characters; delete it to generate a new one",
+                path.display()
+            );
             return Ok(Zeroizing::new(s.trim().as_bytes().to_vec()));
         }
         let secret = jit_proto::keyring::Secret::generate()

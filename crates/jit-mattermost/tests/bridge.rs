@@ -298,7 +298,10 @@ async fn world() -> World {
         public_url: bridge_url.clone(),
         mattermost_url: mm_url,
         bot_token: "bot-token".into(),
-        slash_tokens: vec!["tok-old".into(), "tok-new".into()],
+        slash_tokens: vec![
+            "tok-old-0123456789abcdef".into(),
+            "tok-new-0123456789abcdef".into(),
+        ],
         backend_url: backend_url.clone(),
         backend_keys: format!("file:{}", keys.join("backend.json").display()),
         callback_keys: format!("file:{}", keys.join("callback.json").display()),
@@ -339,25 +342,37 @@ async fn chat_to_grant_and_back_with_every_identity_proven() {
 
     // Slash command tokens: a wrong one is refused; either configured one works (rotation).
     assert_eq!(w.slash("nope", "uadmin", "help").await.0, 401);
-    let (s, r) = w.slash("tok-old", "uadmin", "help").await;
+    let (s, r) = w.slash("tok-old-0123456789abcdef", "uadmin", "help").await;
     assert_eq!(s, 200);
     assert!(r["text"].as_str().unwrap().contains("/jit request"));
-    let (_, r) = w.slash("tok-new", "uadmin", "frobnicate").await;
+    let (_, r) = w
+        .slash("tok-new-0123456789abcdef", "uadmin", "frobnicate")
+        .await;
     assert!(
         r["text"].as_str().unwrap().contains("unknown command"),
         "{r}"
     );
 
     // Admin binds and sets approvers; a non-admin is refused by the backend.
-    let (_, r) = w.slash("tok-new", "uadmin", "bind 123456789012").await;
+    let (_, r) = w
+        .slash("tok-new-0123456789abcdef", "uadmin", "bind 123456789012")
+        .await;
     assert_eq!(r["text"], "Bound account 123456789012 to this channel.");
     let (_, r) = w
-        .slash("tok-new", "uadmin", "approvers @bob @carol --required 2")
+        .slash(
+            "tok-new-0123456789abcdef",
+            "uadmin",
+            "approvers @bob @carol --required 2",
+        )
         .await;
     assert_eq!(r["text"], "Approvers: @bob, @carol.");
-    let (_, r) = w.slash("tok-new", "ualice", "bind 210987654321").await;
+    let (_, r) = w
+        .slash("tok-new-0123456789abcdef", "ualice", "bind 210987654321")
+        .await;
     assert!(r["text"].as_str().unwrap().starts_with("Refused:"), "{r}");
-    let (_, r) = w.slash("tok-new", "uadmin", "approvers @nobody").await;
+    let (_, r) = w
+        .slash("tok-new-0123456789abcdef", "uadmin", "approvers @nobody")
+        .await;
     assert!(
         r["text"]
             .as_str()
@@ -366,7 +381,9 @@ async fn chat_to_grant_and_back_with_every_identity_proven() {
     );
 
     // Alice asks: the dialog opens with the channel's account.
-    let (s, _) = w.slash("tok-new", "ualice", "request").await;
+    let (s, _) = w
+        .slash("tok-new-0123456789abcdef", "ualice", "request")
+        .await;
     assert_eq!(s, 200);
     let opened = w.calls("POST", "/actions/dialogs/open");
     assert_eq!(opened.len(), 1);
@@ -376,7 +393,7 @@ async fn chat_to_grant_and_back_with_every_identity_proven() {
     let state = dialog["state"].as_str().unwrap().to_owned();
     let submission = |user: &str, state: &str, duration: &str| {
         json!({"type": "dialog_submission", "callback_id": "request", "state": state, "user_id": user, "channel_id": "ch1",
-               "team_id": "t1", "submission": {"account": "123456789012", "duration": duration, "ticket": "OPS-1", "reason": "deploy hotfix"},
+               "team_id": "t1", "submission": {"account": "123456789012", "duration": duration, "ticket": "OPS-1", "reason": "deploy hotfix @channel **now**"},
                "cancelled": false})
     };
     let (_, r) = w
@@ -410,6 +427,11 @@ async fn chat_to_grant_and_back_with_every_identity_proven() {
         .find(|p| p["props"]["attachments"][0]["actions"].is_array())
         .unwrap()
         .clone();
+    let text = card["props"]["attachments"][0]["text"].as_str().unwrap();
+    assert!(
+        !text.contains("@channel") && text.contains("\\*\\*now"),
+        "user text is inert on the card: {text}"
+    );
     let actions = card["props"]["attachments"][0]["actions"]
         .as_array()
         .unwrap()
@@ -589,12 +611,24 @@ async fn chat_to_grant_and_back_with_every_identity_proven() {
 
     // An approver extends it from chat; Alice may not extend her own.
     let (_, r) = w
-        .slash("tok-new", "ualice", &format!("extend {id} 10"))
+        .slash(
+            "tok-new-0123456789abcdef",
+            "ualice",
+            &format!("extend {id} 10"),
+        )
         .await;
     assert!(r["text"].as_str().unwrap().starts_with("Refused"), "{r}");
-    let (_, r) = w.slash("tok-new", "ubob", &format!("extend {id} 10")).await;
+    let (_, r) = w
+        .slash(
+            "tok-new-0123456789abcdef",
+            "ubob",
+            &format!("extend {id} 10"),
+        )
+        .await;
     assert_eq!(r["text"], format!("Extended {id} by 10 minutes."));
-    let (_, r) = w.slash("tok-new", "ualice", "status mine").await;
+    let (_, r) = w
+        .slash("tok-new-0123456789abcdef", "ualice", "status mine")
+        .await;
     assert!(r["text"].as_str().unwrap().contains(&id), "{r}");
 
     // It ends exactly at its (extended) end: the card says so and Alice hears it.
@@ -617,11 +651,15 @@ async fn chat_to_grant_and_back_with_every_identity_proven() {
         })
     })
     .await;
-    let (_, r) = w.slash("tok-new", "ualice", "status").await;
+    let (_, r) = w
+        .slash("tok-new-0123456789abcdef", "ualice", "status")
+        .await;
     assert_eq!(r["text"], "No open requests or active grants.");
 
     // Deny through the dialog.
-    let (s, _) = w.slash("tok-new", "ualice", "request").await;
+    let (s, _) = w
+        .slash("tok-new-0123456789abcdef", "ualice", "request")
+        .await;
     assert_eq!(s, 200);
     let state2 = w.calls("POST", "/actions/dialogs/open").last().unwrap()["dialog"]["state"]
         .as_str()
@@ -659,7 +697,9 @@ async fn chat_to_grant_and_back_with_every_identity_proven() {
     assert_eq!(w.status(&id2).await, "DENIED");
 
     // And a request withdrawn from chat.
-    let (s, _) = w.slash("tok-new", "ualice", "request").await;
+    let (s, _) = w
+        .slash("tok-new-0123456789abcdef", "ualice", "request")
+        .await;
     assert_eq!(s, 200);
     let state3 = w.calls("POST", "/actions/dialogs/open").last().unwrap()["dialog"]["state"]
         .as_str()
@@ -680,7 +720,13 @@ async fn chat_to_grant_and_back_with_every_identity_proven() {
             .as_str()
             .unwrap()
             .to_owned();
-    let (_, r) = w.slash("tok-new", "ualice", &format!("cancel {id3}")).await;
+    let (_, r) = w
+        .slash(
+            "tok-new-0123456789abcdef",
+            "ualice",
+            &format!("cancel {id3}"),
+        )
+        .await;
     assert_eq!(r["text"], format!("Cancelled {id3}."));
     assert_eq!(w.status(&id3).await, "CANCELLED");
 
