@@ -189,6 +189,7 @@ struct World {
     callback_ring: KeyRing,
     clock: ManualClock,
     handle: Bridge,
+    mm_url: String,
     _dirs: (tempfile::TempDir, tempfile::TempDir),
 }
 
@@ -272,6 +273,7 @@ async fn world() -> World {
         .with_state(double.clone());
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let mm_url = format!("http://{}", l.local_addr().unwrap());
+    let mm_url_copy = mm_url.clone();
     tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
 
     let bridge_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -332,6 +334,7 @@ async fn world() -> World {
         callback_ring,
         clock,
         handle,
+        mm_url: mm_url_copy,
         _dirs: (backend_dir, bridge_dir),
     }
 }
@@ -752,6 +755,19 @@ async fn chat_to_grant_and_back_with_every_identity_proven() {
                 && u["key_id"] == cb_key.as_str()),
         "{usage}"
     );
+
+    // `jit mattermost setup`'s call registers the slash command as the API defines it.
+    let mm = jit_mattermost::client::MmClient::new(
+        &w.mm_url,
+        zeroize::Zeroizing::new("bot-token".into()),
+    )
+    .unwrap();
+    mm.create_command("t1", "jit", &format!("{}/mattermost/command", w.bridge))
+        .await
+        .unwrap();
+    let registered = w.calls("POST", "/api/v4/commands");
+    assert_eq!(registered[0]["trigger"], "jit");
+    assert_eq!(registered[0]["method"], "P");
 
     let v = w.double.lock().unwrap().violations.clone();
     assert!(
