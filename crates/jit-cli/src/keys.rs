@@ -1,5 +1,5 @@
-//! `jit keys …`: generate, and on a ring kept in a file — status, rotate, retire, rollback,
-//! auto. Nothing restarts: every verifier reloads the file within seconds.
+//! `jit keys …`: generate, and on a ring kept in a file or in AWS Secrets Manager — status,
+//! rotate, retire, rollback, auto. Nothing restarts: every verifier reloads its ring by itself.
 
 use clap::{Args, Subcommand};
 use jit_keys::rotation::{self, EditError};
@@ -73,12 +73,19 @@ pub struct RingArgs {
     /// `backend` (bridge-to-backend calls) or `callback`.
     #[arg(long, default_value = "backend")]
     ring: String,
-    /// Where the ring is kept (`file:PATH`); default `file:jit-data/keys/<ring>.json`.
+    /// Where the ring is kept: `file:PATH` (default `file:jit-data/keys/<ring>.json`),
+    /// `aws-sm:ID` or a Secrets Manager ARN.
     #[arg(long)]
     source: Option<String>,
     /// The backend's URL, to read when each key was last used (`GET /admin/keys/usage`).
     #[arg(long, env = "JIT_API_URL")]
     api: Option<String>,
+    /// AWS region (Secrets Manager sources).
+    #[arg(long, env = "JIT_AWS_REGION")]
+    aws_region: Option<String>,
+    /// AWS endpoint override (Secrets Manager sources).
+    #[arg(long, env = "JIT_AWS_ENDPOINT_URL")]
+    aws_endpoint_url: Option<String>,
     /// Keys to sign that call with (default: the backend ring file).
     #[arg(
         long,
@@ -89,7 +96,7 @@ pub struct RingArgs {
 }
 
 impl RingArgs {
-    fn path(&self) -> anyhow::Result<PathBuf> {
+    fn spec(&self) -> anyhow::Result<jit_keys::SourceSpec> {
         anyhow::ensure!(
             matches!(self.ring.as_str(), "backend" | "callback"),
             "--ring must be backend or callback"
@@ -98,12 +105,7 @@ impl RingArgs {
             .source
             .clone()
             .unwrap_or_else(|| format!("file:jit-data/keys/{}.json", self.ring));
-        match jit_keys::SourceSpec::parse(&spec).map_err(anyhow::Error::msg)? {
-            jit_keys::SourceSpec::File(p) => Ok(p),
-            other => anyhow::bail!(
-                "{other}: rotation commands edit file rings for now; Secrets Manager rings follow the runbook"
-            ),
-        }
+        jit_keys::SourceSpec::parse(&spec).map_err(anyhow::Error::msg)
     }
 
     fn prefix(&self) -> &'static str {
@@ -154,45 +156,139 @@ impl RingArgs {
     }
 }
 
-/// The ring file, read with a fingerprint to detect someone else's edit before writing.
-struct RingFile {
-    path: PathBuf,
+/// Where the edited ring lives.
+enum Where {
+    File(PathBuf),
+    SecretsManager {
+        client: aws_sdk_secretsmanager::Client,
+        id: String,
+        version: Option<String>,
+    },
+}
+
+/// The ring document, read with a fingerprint (file content, or the secret's `AWSCURRENT`
+/// version) to detect someone else's edit before writing.
+struct RingDoc {
+    at: Where,
     original: zeroize::Zeroizing<String>,
     doc: Map<String, Value>,
 }
 
-impl RingFile {
-    fn read(path: &Path) -> anyhow::Result<Self> {
-        let original = zeroize::Zeroizing::new(
-            std::fs::read_to_string(path)
-                .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?,
-        );
-        let doc = rotation::parse_doc(&original)?;
-        Ok(Self {
-            path: path.to_owned(),
-            original,
-            doc,
-        })
-    }
-
-    /// Writes atomically (0600) unless the file changed since it was read.
-    fn write(&self) -> anyhow::Result<()> {
-        let now = std::fs::read_to_string(&self.path).unwrap_or_default();
-        anyhow::ensure!(
-            now.as_str() == self.original.as_str(),
-            "{} was changed by someone else while this command ran; nothing written, run it again",
-            self.path.display()
-        );
-        let text = rotation::render_doc(&self.doc)?;
-        jit_server::embedded::write_private(&self.path, &text)?;
-        Ok(())
-    }
+async fn sm_current(
+    client: &aws_sdk_secretsmanager::Client,
+    id: &str,
+) -> anyhow::Result<(zeroize::Zeroizing<String>, Option<String>)> {
+    let out = client
+        .get_secret_value()
+        .secret_id(id)
+        .version_stage("AWSCURRENT")
+        .send()
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "GetSecretValue {id}: {}",
+                aws_sdk_secretsmanager::error::DisplayErrorContext(&e)
+            )
+        })?;
+    let text = zeroize::Zeroizing::new(out.secret_string().unwrap_or_default().to_owned());
+    Ok((text, out.version_id().map(str::to_owned)))
 }
 
-fn backup_dir(path: &Path) -> PathBuf {
-    path.parent()
-        .unwrap_or_else(|| Path::new("."))
-        .join("retired")
+impl RingDoc {
+    async fn read(args: &RingArgs) -> anyhow::Result<Self> {
+        match args.spec()? {
+            jit_keys::SourceSpec::File(path) => {
+                let original = zeroize::Zeroizing::new(
+                    std::fs::read_to_string(&path)
+                        .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?,
+                );
+                let doc = rotation::parse_doc(&original)?;
+                Ok(Self {
+                    at: Where::File(path),
+                    original,
+                    doc,
+                })
+            }
+            jit_keys::SourceSpec::SecretsManager { secret_id, .. } => {
+                let sdk = jit_keys::aws_sdk_config(
+                    args.aws_region.clone(),
+                    args.aws_endpoint_url.clone(),
+                )
+                .await;
+                let client = aws_sdk_secretsmanager::Client::new(&sdk);
+                let (original, version) = sm_current(&client, &secret_id).await?;
+                let doc = rotation::parse_doc(&original)?;
+                Ok(Self {
+                    at: Where::SecretsManager {
+                        client,
+                        id: secret_id,
+                        version,
+                    },
+                    original,
+                    doc,
+                })
+            }
+            jit_keys::SourceSpec::Env(v) => {
+                anyhow::bail!("env:{v} is read-only; edit the ring where it comes from")
+            }
+        }
+    }
+
+    /// Writes the edited ring unless someone else changed it since it was read: a file
+    /// atomically (0600); a secret as a new version (`put-secret-value` with a client request
+    /// token), which becomes `AWSCURRENT` and moves the previous one to `AWSPREVIOUS`.
+    async fn write(&self) -> anyhow::Result<()> {
+        let text = rotation::render_doc(&self.doc)?;
+        match &self.at {
+            Where::File(path) => {
+                let now = std::fs::read_to_string(path).unwrap_or_default();
+                anyhow::ensure!(
+                    now.as_str() == self.original.as_str(),
+                    "{} was changed by someone else while this command ran; nothing written, run it again",
+                    path.display()
+                );
+                jit_server::embedded::write_private(path, &text)?;
+            }
+            Where::SecretsManager {
+                client,
+                id,
+                version,
+            } => {
+                let (_, now) = sm_current(client, id).await?;
+                anyhow::ensure!(
+                    &now == version,
+                    "{id} got a new version from someone else while this command ran; nothing written, run it again"
+                );
+                let token = jit_proto::sign::new_nonce()
+                    .map_err(|e| anyhow::anyhow!("random generator: {e}"))?;
+                client
+                    .put_secret_value()
+                    .secret_id(id)
+                    .secret_string(text.as_str())
+                    .client_request_token(token)
+                    .send()
+                    .await
+                    .map_err(|e| {
+                        anyhow::anyhow!(
+                            "PutSecretValue {id}: {}",
+                            aws_sdk_secretsmanager::error::DisplayErrorContext(&e)
+                        )
+                    })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Where retired keys are backed up (0600 files).
+    fn backup_dir(&self) -> PathBuf {
+        match &self.at {
+            Where::File(path) => path
+                .parent()
+                .unwrap_or_else(|| Path::new("."))
+                .join("retired"),
+            Where::SecretsManager { .. } => PathBuf::from("jit-data/keys/retired"),
+        }
+    }
 }
 
 fn fmt_time(v: Option<&Value>) -> String {
@@ -221,7 +317,7 @@ pub async fn run(cmd: KeysCommand) -> anyhow::Result<()> {
             println!("{}", ring.to_secret_string()?.as_str());
         }
         KeysCommand::Status(args) => {
-            let f = RingFile::read(&args.path()?)?;
+            let f = RingDoc::read(&args).await?;
             let signing = rotation::signing_id(&f.doc, now)?;
             let usage = args.usage().await?;
             println!(
@@ -269,14 +365,14 @@ pub async fn run(cmd: KeysCommand) -> anyhow::Result<()> {
             ring,
             activation_delay_secs,
         } => {
-            let mut f = RingFile::read(&ring.path()?)?;
+            let mut f = RingDoc::read(&ring).await?;
             let id = rotation::rotate(
                 &mut f.doc,
                 ring.prefix(),
                 now,
                 now + time::Duration::seconds(activation_delay_secs),
             )?;
-            f.write()?;
+            f.write().await?;
             println!(
                 "added {id}; it signs from {} on (every verifier reloads within its refresh interval)",
                 now + time::Duration::seconds(activation_delay_secs)
@@ -289,8 +385,7 @@ pub async fn run(cmd: KeysCommand) -> anyhow::Result<()> {
             force,
             no_backup,
         } => {
-            let path = ring.path()?;
-            let mut f = RingFile::read(&path)?;
+            let mut f = RingDoc::read(&ring).await?;
             let uses = ring.usage().await?;
             if uses.is_none() && !force {
                 anyhow::bail!(
@@ -306,7 +401,7 @@ pub async fn run(cmd: KeysCommand) -> anyhow::Result<()> {
             let removed =
                 rotation::retire(&mut f.doc, &id, now, &uses, overlap_hours * 3600, force)?;
             if !no_backup {
-                let dir = backup_dir(&path);
+                let dir = f.backup_dir();
                 let mut m = Map::new();
                 m.insert(id.clone(), removed);
                 let file = dir.join(format!(
@@ -321,12 +416,12 @@ pub async fn run(cmd: KeysCommand) -> anyhow::Result<()> {
                 )?;
                 println!("backup of {id}: {} (mode 0600)", file.display());
             }
-            f.write()?;
+            f.write().await?;
             println!("retired {id}");
         }
         KeysCommand::Rollback(ring) => {
-            let path = ring.path()?;
-            let dir = backup_dir(&path);
+            let mut f = RingDoc::read(&ring).await?;
+            let dir = f.backup_dir();
             let prefix = format!("{}-", ring.ring);
             let newest = std::fs::read_dir(&dir)
                 .map_err(|e| anyhow::anyhow!("no backups in {}: {e}", dir.display()))?
@@ -346,9 +441,8 @@ pub async fn run(cmd: KeysCommand) -> anyhow::Result<()> {
                 .iter()
                 .next()
                 .ok_or_else(|| anyhow::anyhow!("empty backup"))?;
-            let mut f = RingFile::read(&path)?;
             rotation::rollback(&mut f.doc, id, entry, now)?;
-            f.write()?;
+            f.write().await?;
             std::fs::remove_file(newest.path())?;
             println!("restored {id}; it is the signing key again");
         }
@@ -358,7 +452,7 @@ pub async fn run(cmd: KeysCommand) -> anyhow::Result<()> {
             overlap_hours,
             activation_delay_secs,
         } => {
-            let mut f = RingFile::read(&ring.path()?)?;
+            let mut f = RingDoc::read(&ring).await?;
             let mut changed = false;
             let old = rotation::newest_created(&f.doc)
                 .is_none_or(|t| now - t > time::Duration::days(max_age_days));
@@ -405,7 +499,7 @@ pub async fn run(cmd: KeysCommand) -> anyhow::Result<()> {
                 }
             }
             if changed {
-                f.write()?;
+                f.write().await?;
             } else {
                 println!("nothing to do");
             }

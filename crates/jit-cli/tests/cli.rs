@@ -383,3 +383,77 @@ async fn audit_export_streams_all_pages() {
     let _ = server.kill();
     let _ = server.wait();
 }
+
+/// The same commands on a ring in AWS Secrets Manager (moto's server through the real SDK): each
+/// edit is a new version that becomes AWSCURRENT, the previous one stays as AWSPREVIOUS.
+#[tokio::test]
+async fn rotate_and_retire_a_secrets_manager_ring() {
+    use aws_sdk_secretsmanager::Client as Sm;
+    let moto = jit_testkit::Moto::start().unwrap();
+    let sm = Sm::new(&moto.sdk_config().await);
+    sm.create_secret()
+        .name("jit-signing-key")
+        .secret_string(r#"{"key-v1":"0123456789abcdef0123456789abcdef-old"}"#)
+        .send()
+        .await
+        .unwrap();
+    let run = |args: &[&str]| {
+        let mut a = vec!["keys"];
+        a.extend_from_slice(args);
+        a.extend_from_slice(&[
+            "--source",
+            "aws-sm:jit-signing-key",
+            "--aws-endpoint-url",
+            &moto.endpoint,
+            "--aws-region",
+            "us-east-1",
+        ]);
+        jit()
+            .args(&a)
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .output()
+            .unwrap()
+    };
+    let stage = |s: &'static str| {
+        let sm = sm.clone();
+        async move {
+            let v = sm
+                .get_secret_value()
+                .secret_id("jit-signing-key")
+                .version_stage(s)
+                .send()
+                .await
+                .unwrap();
+            KeyRing::parse(v.secret_string().unwrap()).unwrap()
+        }
+    };
+    let out = run(&["rotate", "--activation-delay-secs", "0"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stage("AWSCURRENT").await.len(), 2);
+    assert_eq!(
+        stage("AWSPREVIOUS").await.len(),
+        1,
+        "the previous version is kept"
+    );
+    let refused = run(&["retire", "key-v1"]);
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("pass --api"),
+        "no usage facts, no retirement"
+    );
+    let out = run(&["retire", "key-v1", "--force", "--no-backup"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let current = stage("AWSCURRENT").await;
+    assert_eq!(current.len(), 1);
+    assert!(current.get("key-v1").is_none());
+    let status = run(&["status"]);
+    assert!(String::from_utf8_lossy(&status.stdout).contains("signing key"));
+}
