@@ -1,6 +1,7 @@
 //! `jit`: one binary for the backend server, key tools and the signed API client.
 
 mod keys;
+mod ops;
 mod sign;
 
 use clap::{Parser, Subcommand};
@@ -38,6 +39,19 @@ enum Command {
     },
     /// Sign a request for the API and print its headers or a ready curl command.
     Sign(sign::SignArgs),
+    /// Access requests through the signed API (list, show, create, approve, deny, revoke,
+    /// cancel, extend).
+    Requests {
+        #[command(flatten)]
+        api: ops::Api,
+        #[command(subcommand)]
+        command: ops::RequestsCommand,
+    },
+    /// Print shell completions (bash, zsh, fish, …).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
     /// Audit trail tools.
     Audit {
         #[command(subcommand)]
@@ -289,6 +303,11 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             }
         }
         Command::Keys { command } => keys::run(command).await?,
+        Command::Requests { api, command } => return ops::run(&api, command).await,
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "jit", &mut std::io::stdout());
+        }
         Command::Sign(args) => sign::run(args).await?,
         Command::Audit {
             command:

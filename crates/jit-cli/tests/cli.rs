@@ -457,3 +457,87 @@ async fn rotate_and_retire_a_secrets_manager_ring() {
     let status = run(&["status"]);
     assert!(String::from_utf8_lossy(&status.stdout).contains("signing key"));
 }
+
+/// The operator CLI against a live server: create, approve, list, revoke; tables and JSON.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_cli_drives_a_request() {
+    use jit_client::{Client, Keys};
+    let dir = tempfile::tempdir().unwrap();
+    let port = jit_testkit::free_port().unwrap();
+    let mut server = std::process::Command::new(env!("CARGO_BIN_EXE_jit"))
+        .arg("server")
+        .env("JIT_LISTEN", format!("127.0.0.1:{port}"))
+        .env("JIT_DATA_DIR", dir.path())
+        .env("JIT_ADMINS", "admin1")
+        .env("JIT_LOG", "warn")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    jit_testkit::wait_for_port(port, std::time::Duration::from_secs(30)).unwrap();
+    let api = format!("http://127.0.0.1:{port}");
+    let keys = format!("file:{}", dir.path().join("keys/backend.json").display());
+    let ring =
+        KeyRing::parse(&std::fs::read_to_string(dir.path().join("keys/backend.json")).unwrap())
+            .unwrap();
+    let c = Client::new(&api, Keys::Fixed(Arc::new(ring)), Arc::new(SystemClock)).unwrap();
+    for (p, b) in [
+        (
+            "/config/bind",
+            serde_json::json!({"actor": {"user_id": "admin1"}, "channel_id": "ch1", "account_id": "123456789012"}),
+        ),
+        (
+            "/config/approvers",
+            serde_json::json!({"actor": {"user_id": "admin1"}, "channel_id": "ch1", "approvers": ["bob"]}),
+        ),
+    ] {
+        assert!(c.post(p, &b).await.unwrap().is_success());
+    }
+    let cli = |args: &[&str]| {
+        let mut a = vec!["requests", "--api", &api, "--keys", &keys];
+        a.extend_from_slice(args);
+        jit().args(&a).output().unwrap()
+    };
+    let out = cli(&[
+        "--as",
+        "alice",
+        "--actor-email",
+        "alice@example.com",
+        "--json",
+        "create",
+        "--channel",
+        "ch1",
+        "--account",
+        "123456789012",
+        "--minutes",
+        "30",
+        "--ticket",
+        "OPS-1",
+        "--reason",
+        "deploy",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let created: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = created["request_id"].as_str().unwrap().to_owned();
+    let refused = cli(&["--as", "mallory", "approve", &id]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("approvers"));
+    let out = cli(&["--as", "bob", "approve", &id]);
+    let table = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        table.starts_with("ID") && table.contains("APPROVED"),
+        "{table}"
+    );
+    let out = cli(&["--json", "list", "--channel", "ch1"]);
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed[0]["request_id"], id.as_str());
+    let out = cli(&["--as", "bob", "revoke", &id, "--reason", "break-glass end"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("REVOKED"));
+    let completions = jit().args(["completions", "bash"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&completions.stdout).contains("requests"));
+    let _ = server.kill();
+    let _ = server.wait();
+}

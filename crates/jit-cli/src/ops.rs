@@ -1,0 +1,282 @@
+//! The operator CLI: a signed client of the API. Human tables by default, `--json` for scripts.
+//! Break-glass revoke is one command with no hand-made signature.
+
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+#[derive(Debug, Args)]
+pub struct Api {
+    /// The backend's URL.
+    #[arg(
+        long,
+        env = "JIT_API_URL",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
+    api: String,
+    /// Keys to sign with (`file:`, `env:`, `aws-sm:`).
+    #[arg(
+        long,
+        env = "JIT_CLIENT_KEYS",
+        default_value = "file:jit-data/keys/backend.json",
+        global = true
+    )]
+    keys: String,
+    /// Act as this Mattermost user id (recorded in the audit trail; the backend authorises it).
+    #[arg(long = "as", env = "JIT_ACTOR", global = true)]
+    actor: Option<String>,
+    /// The actor's email.
+    #[arg(long, env = "JIT_ACTOR_EMAIL", global = true)]
+    actor_email: Option<String>,
+    /// Print the API's JSON instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RequestsCommand {
+    /// Requests, newest first (all pages up to --max).
+    List {
+        #[arg(long)]
+        channel: Option<String>,
+        #[arg(long)]
+        account: Option<String>,
+        /// One or more statuses, comma-separated.
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        max: usize,
+    },
+    /// One request.
+    Show { id: String },
+    /// Ask for access.
+    Create {
+        #[arg(long)]
+        channel: String,
+        #[arg(long)]
+        account: String,
+        #[arg(long)]
+        minutes: u32,
+        #[arg(long)]
+        ticket: Option<String>,
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        permission_set: Option<String>,
+        /// Break-glass: self-granted, reviewed later (when the channel allows it).
+        #[arg(long)]
+        break_glass: bool,
+    },
+    /// Approve.
+    Approve { id: String },
+    /// Deny.
+    Deny {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// End access now (break-glass revoke from a terminal).
+    Revoke {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Withdraw a pending request.
+    Cancel { id: String },
+    /// Lengthen a grant.
+    Extend { id: String, minutes: u32 },
+}
+
+impl Api {
+    async fn client(&self) -> anyhow::Result<jit_client::Client> {
+        let ring = crate::sign::load_ring(&self.keys, None, None).await?;
+        Ok(jit_client::Client::new(
+            &self.api,
+            jit_client::Keys::Fixed(Arc::new(ring)),
+            Arc::new(jit_proto::SystemClock),
+        )?)
+    }
+
+    fn actor(&self) -> anyhow::Result<Value> {
+        let id = self.actor.clone().ok_or_else(|| {
+            anyhow::anyhow!("say who acts: --as <mattermost-user-id> (or JIT_ACTOR)")
+        })?;
+        let mut a = json!({"user_id": id});
+        if let Some(e) = &self.actor_email
+            && let Value::Object(m) = &mut a
+        {
+            m.insert("email".into(), json!(e));
+        }
+        Ok(a)
+    }
+}
+
+fn enc(v: &str) -> String {
+    v.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~,".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+fn s<'a>(v: &'a Value, k: &str) -> &'a str {
+    v.get(k).and_then(Value::as_str).unwrap_or("")
+}
+
+#[allow(clippy::print_stdout)]
+fn print_requests(items: &[Value]) {
+    println!(
+        "{:<36}  {:<9}  {:<12}  {:<28}  {:>5}  END",
+        "ID", "STATUS", "ACCOUNT", "REQUESTER", "MIN"
+    );
+    for r in items {
+        println!(
+            "{:<36}  {:<9}  {:<12}  {:<28}  {:>5}  {}",
+            s(r, "request_id"),
+            s(r, "status"),
+            s(r, "account_id"),
+            s(r, "requester_email"),
+            r.get("requested_duration_minutes")
+                .and_then(Value::as_u64)
+                .unwrap_or(0),
+            r.get("end_time").and_then(Value::as_str).unwrap_or("—")
+        );
+    }
+}
+
+/// Runs a requests command; returns the process exit code.
+#[allow(clippy::print_stdout)]
+pub async fn run(api: &Api, cmd: RequestsCommand) -> anyhow::Result<std::process::ExitCode> {
+    let c = api.client().await?;
+    let answer = match cmd {
+        RequestsCommand::List {
+            channel,
+            account,
+            status,
+            max,
+        } => {
+            let mut items = Vec::new();
+            let mut next: Option<String> = None;
+            loop {
+                let mut pq = format!("/requests?limit={}", max.clamp(1, 200));
+                for (k, v) in [
+                    ("channel_id", &channel),
+                    ("account_id", &account),
+                    ("status", &status),
+                ] {
+                    if let Some(v) = v {
+                        pq.push_str(&format!("&{k}={}", enc(v)));
+                    }
+                }
+                if let Some(t) = &next {
+                    pq.push_str(&format!("&next_token={}", enc(t)));
+                }
+                let a = c.get(&pq).await?;
+                anyhow::ensure!(a.is_success(), "{} {}", a.status, a.body);
+                items.extend(
+                    a.body
+                        .get("requests")
+                        .and_then(Value::as_array)
+                        .cloned()
+                        .unwrap_or_default(),
+                );
+                next = a
+                    .body
+                    .get("next_token")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned);
+                if next.is_none() || items.len() >= max {
+                    break;
+                }
+            }
+            items.truncate(max);
+            if api.json {
+                println!("{}", Value::Array(items));
+            } else {
+                print_requests(&items);
+            }
+            return Ok(std::process::ExitCode::SUCCESS);
+        }
+        RequestsCommand::Show { id } => c.get(&format!("/requests/{}", enc(&id))).await?,
+        RequestsCommand::Create {
+            channel,
+            account,
+            minutes,
+            ticket,
+            reason,
+            permission_set,
+            break_glass,
+        } => {
+            let mut body = json!({"actor": api.actor()?, "channel_id": channel, "account_id": account,
+                "requested_duration_minutes": minutes, "reason": reason, "break_glass": break_glass});
+            if let Value::Object(m) = &mut body {
+                if let Some(t) = ticket {
+                    m.insert("jira".into(), json!(t));
+                }
+                if let Some(p) = permission_set {
+                    m.insert("permission_set_arn".into(), json!(p));
+                }
+            }
+            c.post("/requests", &body).await?
+        }
+        RequestsCommand::Approve { id } => {
+            c.post(
+                &format!("/requests/{}/approve", enc(&id)),
+                &json!({"actor": api.actor()?}),
+            )
+            .await?
+        }
+        RequestsCommand::Deny { id, reason } => {
+            c.post(
+                &format!("/requests/{}/deny", enc(&id)),
+                &json!({"actor": api.actor()?, "reason": reason}),
+            )
+            .await?
+        }
+        RequestsCommand::Revoke { id, reason } => {
+            c.post(
+                &format!("/requests/{}/revoke", enc(&id)),
+                &json!({"actor": api.actor()?, "reason": reason}),
+            )
+            .await?
+        }
+        RequestsCommand::Cancel { id } => {
+            c.post(
+                &format!("/requests/{}/cancel", enc(&id)),
+                &json!({"actor": api.actor()?}),
+            )
+            .await?
+        }
+        RequestsCommand::Extend { id, minutes } => {
+            c.post(
+                &format!("/requests/{}/extend", enc(&id)),
+                &json!({"actor": api.actor()?, "minutes": minutes}),
+            )
+            .await?
+        }
+    };
+    if !answer.is_success() {
+        eprintln!(
+            "refused ({}): {}",
+            answer.status,
+            answer
+                .body
+                .get("message")
+                .and_then(Value::as_str)
+                .or(answer.code())
+                .unwrap_or("")
+        );
+        return Ok(std::process::ExitCode::from(1));
+    }
+    if api.json {
+        println!("{}", answer.body);
+    } else {
+        print_requests(std::slice::from_ref(&answer.body));
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
