@@ -86,6 +86,10 @@ pub struct RingArgs {
     /// AWS endpoint override (Secrets Manager sources).
     #[arg(long, env = "JIT_AWS_ENDPOINT_URL")]
     aws_endpoint_url: Option<String>,
+    /// Where retired keys are backed up (default: `retired/` beside a file ring, else
+    /// `jit-data/keys/retired`).
+    #[arg(long)]
+    backup_dir: Option<PathBuf>,
     /// Keys to sign that call with (default: the backend ring file).
     #[arg(
         long,
@@ -119,7 +123,12 @@ impl RingArgs {
         let Some(api) = &self.api else {
             return Ok(None);
         };
-        let ring = crate::sign::load_ring(&self.api_keys, None, None).await?;
+        let ring = crate::sign::load_ring(
+            &self.api_keys,
+            self.aws_region.clone(),
+            self.aws_endpoint_url.clone(),
+        )
+        .await?;
         let client = jit_client::Client::new(
             api,
             jit_client::Keys::Fixed(Arc::new(ring)),
@@ -280,7 +289,10 @@ impl RingDoc {
     }
 
     /// Where retired keys are backed up (0600 files).
-    fn backup_dir(&self) -> PathBuf {
+    fn backup_dir(&self, chosen: Option<&PathBuf>) -> PathBuf {
+        if let Some(d) = chosen {
+            return d.clone();
+        }
         match &self.at {
             Where::File(path) => path
                 .parent()
@@ -401,7 +413,7 @@ pub async fn run(cmd: KeysCommand) -> anyhow::Result<()> {
             let removed =
                 rotation::retire(&mut f.doc, &id, now, &uses, overlap_hours * 3600, force)?;
             if !no_backup {
-                let dir = f.backup_dir();
+                let dir = f.backup_dir(ring.backup_dir.as_ref());
                 let mut m = Map::new();
                 m.insert(id.clone(), removed);
                 let file = dir.join(format!(
@@ -421,7 +433,7 @@ pub async fn run(cmd: KeysCommand) -> anyhow::Result<()> {
         }
         KeysCommand::Rollback(ring) => {
             let mut f = RingDoc::read(&ring).await?;
-            let dir = f.backup_dir();
+            let dir = f.backup_dir(ring.backup_dir.as_ref());
             let prefix = format!("{}-", ring.ring);
             let newest = std::fs::read_dir(&dir)
                 .map_err(|e| anyhow::anyhow!("no backups in {}: {e}", dir.display()))?
