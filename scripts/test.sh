@@ -15,13 +15,19 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
-# moto's server, for the AWS SDK tests (Secrets Manager, SSO Admin, Identity Store).
-if [ ! -x .venv/bin/moto_server ]; then
-  say "installing moto[server] into .venv"
+# moto's server, for the AWS SDK tests (Secrets Manager, SSO Admin, Identity Store), and the
+# aws CLI, for the test that follows the old rotation runbook literally.
+if [ ! -x .venv/bin/moto_server ] || [ ! -x .venv/bin/aws ]; then
+  say "installing moto[server] and awscli into .venv"
   python3 -m venv .venv
-  .venv/bin/pip install -q 'moto[server]'
+  .venv/bin/pip install -q 'moto[server]' awscli
 fi
 export JIT_MOTO_SERVER="$PWD/.venv/bin/moto_server"
+export JIT_AWS_CLI="$PWD/.venv/bin/aws"
+command -v jq >/dev/null && command -v openssl >/dev/null || {
+  say "installing jq and openssl with apt"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq jq openssl >/dev/null
+}
 
 # PostgreSQL: start the cluster if it is down, create the test role (allowed to create the
 # per-test databases) and its database.

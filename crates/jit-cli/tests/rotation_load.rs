@@ -299,3 +299,190 @@ async fn rotating_both_rings_under_load_fails_nothing() {
     let _ = server.kill();
     let _ = server.wait();
 }
+
+/// The old runbook, literally: steps 1, 2 and 7 run as written (`openssl`, `jq`, the `aws` CLI
+/// pointed at moto), step 4 by editing the bridge's key file, the Lambda restarts left out; the
+/// same signed traffic flows throughout with zero refusals, and the backend never restarted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_old_runbook_followed_literally_needs_no_restart() {
+    let aws = std::env::var("JIT_AWS_CLI")
+        .unwrap_or_else(|_| format!("{}/../../.venv/bin/aws", env!("CARGO_MANIFEST_DIR")));
+    let moto = jit_testkit::Moto::start().unwrap();
+    let conf = moto.sdk_config().await;
+    let sm = aws_sdk_secretsmanager::Client::new(&conf);
+    let arn = sm
+        .create_secret()
+        .name("jit-signing-key")
+        .secret_string(format!(r#"{{"key-v1":"{S_BACKEND}"}}"#))
+        .send()
+        .await
+        .unwrap()
+        .arn()
+        .unwrap()
+        .to_owned();
+    sm.create_secret()
+        .name("jit-callback-key")
+        .secret_string(format!(r#"{{"cb-v1":"{S_CALLBACK}"}}"#))
+        .send()
+        .await
+        .unwrap();
+    // The bridge's side: its key file, as step 4 edits it.
+    let dir = tempfile::tempdir().unwrap();
+    let bridge_file = dir.path().join("bridge-backend-keys.json");
+    std::fs::write(&bridge_file, format!(r#"{{"key-v1":"{S_BACKEND}"}}"#)).unwrap();
+    let clock = Arc::new(SystemClock);
+    let mut cfg = RingConfig::new("backend");
+    cfg.file_poll_interval = Duration::from_millis(200);
+    let signer = RefreshingRing::new(
+        cfg,
+        Arc::new(jit_keys::FileSource::new(&bridge_file)),
+        clock.clone(),
+    );
+    signer.refresh().await.unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let _loop = signer.spawn(stop_rx);
+
+    let port = jit_testkit::free_port().unwrap();
+    let mut server = Command::new(env!("CARGO_BIN_EXE_jit"))
+        .arg("server")
+        .env("JIT_LISTEN", format!("127.0.0.1:{port}"))
+        .env("JIT_DATA_DIR", dir.path())
+        .env("JIT_KEYS_BACKEND", &arn)
+        .env("JIT_KEYS_CALLBACK", "aws-sm:jit-callback-key")
+        .env("JIT_KEYS_REFRESH_INTERVAL_SECS", "1")
+        .env("JIT_AWS_ENDPOINT_URL", &moto.endpoint)
+        .env("JIT_AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("JIT_LOG", "warn")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = server.id();
+    jit_testkit::wait_for_port(port, Duration::from_secs(30)).unwrap();
+    let client = Client::new(
+        &format!("http://127.0.0.1:{port}"),
+        Keys::Refreshing(signer.clone()),
+        clock.clone(),
+    )
+    .unwrap();
+
+    let counters = Arc::new(Counters::default());
+    let running = Arc::new(AtomicBool::new(true));
+    let load = {
+        let (client, counters, running) = (client.clone(), counters.clone(), running.clone());
+        tokio::spawn(async move {
+            while running.load(Ordering::SeqCst) {
+                let a = client.get("/requests?limit=1").await.unwrap();
+                counters.sent.fetch_add(1, Ordering::SeqCst);
+                if a.status != 200 {
+                    eprintln!("refused: {:?} (key {})", a.body, a.key_id);
+                    counters.auth_failures.fetch_add(1, Ordering::SeqCst);
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+        })
+    };
+    let sh = |script: &str| {
+        let out = Command::new("bash")
+            .args(["-euo", "pipefail", "-c", script])
+            .env(
+                "PATH",
+                format!(
+                    "{}:{}",
+                    std::path::Path::new(&aws).parent().unwrap().display(),
+                    std::env::var("PATH").unwrap_or_default()
+                ),
+            )
+            .env("AWS_ENDPOINT_URL", &moto.endpoint)
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_DEFAULT_REGION", "us-east-1")
+            .env("SECRET_ARN", &arn)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{script}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // Steps 1 and 2, as written.
+    let new = sh(r#"
+NEW_KEY_ID="key-$(date +%Y%m%d)"
+NEW_SECRET=$(openssl rand -hex 32)
+CURRENT=$(aws secretsmanager get-secret-value \
+  --secret-id "$SECRET_ARN" \
+  --query SecretString --output text)
+UPDATED=$(echo "$CURRENT" | jq --arg kid "$NEW_KEY_ID" --arg secret "$NEW_SECRET" '. + {($kid): $secret}')
+aws secretsmanager update-secret \
+  --secret-id "$SECRET_ARN" \
+  --secret-string "$UPDATED" >/dev/null
+echo "$NEW_KEY_ID $NEW_SECRET""#);
+    let (new_id, new_secret) = new.split_once(' ').unwrap();
+    // Step 3 (restart the Lambda) left out. Step 4: the bridge's key file gets the new key.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let doc = std::fs::read_to_string(&bridge_file).unwrap();
+    let mut m: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&doc).unwrap();
+    m.insert(new_id.to_owned(), json!(new_secret));
+    let tmp = dir.path().join("tmp.json");
+    std::fs::write(&tmp, serde_json::Value::Object(m).to_string()).unwrap();
+    std::fs::rename(&tmp, &bridge_file).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while signer.signing_key().unwrap().id().as_str() != new_id {
+        assert!(
+            Instant::now() < deadline,
+            "the bridge never picked up the new key"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Step 6's wait shortened; step 7 as written (the old key id substituted), and the bridge's
+    // file loses it too.
+    sh(r#"
+CURRENT=$(aws secretsmanager get-secret-value \
+  --secret-id "$SECRET_ARN" \
+  --query SecretString --output text)
+UPDATED=$(echo "$CURRENT" | jq 'del(.["key-v1"])')
+aws secretsmanager update-secret \
+  --secret-id "$SECRET_ARN" \
+  --secret-string "$UPDATED" >/dev/null"#);
+    std::fs::write(&tmp, json!({new_id: new_secret}).to_string()).unwrap();
+    std::fs::rename(&tmp, &bridge_file).unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    running.store(false, Ordering::SeqCst);
+    load.await.unwrap();
+
+    // The old key is refused now, by the same backend process that was never restarted.
+    let old =
+        jit_proto::keyring::KeyRing::parse(&format!(r#"{{"key-v1":"{S_BACKEND}"}}"#)).unwrap();
+    let old_client = Client::new(
+        &format!("http://127.0.0.1:{port}"),
+        Keys::Fixed(Arc::new(old)),
+        clock.clone(),
+    )
+    .unwrap();
+    assert_eq!(
+        old_client.get("/requests").await.unwrap().code(),
+        Some("unknown_key")
+    );
+    assert_eq!(
+        server.try_wait().unwrap(),
+        None,
+        "the backend ran throughout"
+    );
+    assert_eq!(server.id(), pid);
+    let sent = counters.sent.load(Ordering::SeqCst);
+    eprintln!(
+        "old runbook: {sent} signed calls, {} refused",
+        counters.auth_failures.load(Ordering::SeqCst)
+    );
+    assert!(sent > 100);
+    assert_eq!(counters.auth_failures.load(Ordering::SeqCst), 0);
+    let _ = stop_tx.send(true);
+    let _ = server.kill();
+    let _ = server.wait();
+}
