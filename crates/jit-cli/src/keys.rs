@@ -519,3 +519,83 @@ pub async fn run(cmd: KeysCommand) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(source: String, endpoint: Option<String>) -> RingArgs {
+        RingArgs {
+            ring: "backend".into(),
+            source: Some(source),
+            api: None,
+            aws_region: Some("us-east-1".into()),
+            aws_endpoint_url: endpoint,
+            backup_dir: None,
+            api_keys: String::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_concurrent_edit_of_the_file_stops_the_command() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ring.json");
+        std::fs::write(&path, r#"{"key-v1":"0123456789abcdef0123456789abcdef"}"#).unwrap();
+        let mut f = RingDoc::read(&args(format!("file:{}", path.display()), None))
+            .await
+            .unwrap();
+        rotation::rotate(&mut f.doc, "key", SystemClock.now(), SystemClock.now()).unwrap();
+        // Someone else edits the ring meanwhile (the runbook's jq step, say).
+        std::fs::write(&path, r#"{"key-v1":"0123456789abcdef0123456789abcdef","key-x":"fedcba9876543210fedcba9876543210"}"#).unwrap();
+        let e = f.write().await.unwrap_err().to_string();
+        assert!(e.contains("changed by someone else"), "{e}");
+        assert!(
+            std::fs::read_to_string(&path).unwrap().contains("key-x"),
+            "their edit is kept"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_concurrent_new_version_of_the_secret_stops_the_command() {
+        let moto = jit_testkit::Moto::start().unwrap();
+        let sm = aws_sdk_secretsmanager::Client::new(&moto.sdk_config().await);
+        sm.create_secret()
+            .name("ring")
+            .secret_string(r#"{"key-v1":"0123456789abcdef0123456789abcdef"}"#)
+            .send()
+            .await
+            .unwrap();
+        // The command's client reads credentials from the environment chain; give it static ones.
+        let client = aws_sdk_secretsmanager::Client::new(&moto.sdk_config().await);
+        let (original, version) = sm_current(&client, "ring").await.unwrap();
+        let mut f = RingDoc {
+            at: Where::SecretsManager {
+                client,
+                id: "ring".into(),
+                version,
+            },
+            doc: rotation::parse_doc(&original).unwrap(),
+            original,
+        };
+        rotation::rotate(&mut f.doc, "key", SystemClock.now(), SystemClock.now()).unwrap();
+        sm.put_secret_value()
+            .secret_id("ring")
+            .secret_string(r#"{"key-y":"fedcba9876543210fedcba9876543210"}"#)
+            .send()
+            .await
+            .unwrap();
+        let e = f.write().await.unwrap_err().to_string();
+        assert!(e.contains("new version from someone else"), "{e}");
+        let now = sm
+            .get_secret_value()
+            .secret_id("ring")
+            .version_stage("AWSCURRENT")
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            now.secret_string().unwrap().contains("key-y"),
+            "their version stays current"
+        );
+    }
+}

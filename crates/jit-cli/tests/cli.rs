@@ -541,3 +541,90 @@ async fn operator_cli_drives_a_request() {
     let _ = server.kill();
     let _ = server.wait();
 }
+
+/// `jit audit export` of 100,000 events streams with flat memory: its peak RSS for the whole
+/// trail is about that of a 1,000-event export (`/usr/bin/time -f %M`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_export_of_100k_events_keeps_memory_flat() {
+    use jit_core::audit::AuditDraft;
+    use jit_store::{SqlStore, Store, WriteCtx};
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("jit.db").display());
+    {
+        let store = SqlStore::open(&db).await.unwrap();
+        for batch in 0..200 {
+            let drafts: Vec<AuditDraft> = (0..500)
+                .map(|i| {
+                    let mut d = AuditDraft::new(if batch == 0 && i < 500 {
+                        "config.marker"
+                    } else {
+                        "request.created"
+                    });
+                    d.actor_id = Some(format!("u{i}"));
+                    d.data = serde_json::json!({"reason": "x".repeat(100), "n": batch * 500 + i});
+                    d
+                })
+                .collect();
+            store
+                .record(WriteCtx::with_audit(drafts, SystemClock.now()))
+                .await
+                .unwrap();
+        }
+        assert_eq!(store.verify_audit().await.unwrap(), 100_000);
+    }
+    let port = jit_testkit::free_port().unwrap();
+    let mut server = std::process::Command::new(env!("CARGO_BIN_EXE_jit"))
+        .arg("server")
+        .env("JIT_LISTEN", format!("127.0.0.1:{port}"))
+        .env("JIT_DATA_DIR", dir.path())
+        .env("JIT_DATABASE_URL", &db)
+        .env("JIT_LOG", "warn")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    jit_testkit::wait_for_port(port, std::time::Duration::from_secs(30)).unwrap();
+    let api = format!("http://127.0.0.1:{port}");
+    let keys = format!("file:{}", dir.path().join("keys/backend.json").display());
+    let export = |extra: &[&str], out: &str| {
+        let mut args = vec![
+            "-f",
+            "%M",
+            env!("CARGO_BIN_EXE_jit"),
+            "audit",
+            "export",
+            "--api",
+            &api,
+            "--keys",
+            &keys,
+            "-o",
+            out,
+        ];
+        args.extend_from_slice(extra);
+        let o = std::process::Command::new("/usr/bin/time")
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let err = String::from_utf8_lossy(&o.stderr).to_string();
+        err.lines().last().unwrap().trim().parse::<u64>().unwrap()
+    };
+    let all = dir.path().join("all.jsonl");
+    let small = dir.path().join("small.jsonl");
+    let rss_all = export(&[], all.to_str().unwrap());
+    let rss_small = export(&["--type", "config.marker"], small.to_str().unwrap());
+    assert_eq!(
+        std::fs::read_to_string(&all).unwrap().lines().count(),
+        100_000
+    );
+    assert_eq!(
+        std::fs::read_to_string(&small).unwrap().lines().count(),
+        500
+    );
+    eprintln!("audit export peak RSS: 100,000 events {rss_all} KiB, 500 events {rss_small} KiB");
+    assert!(
+        rss_all < rss_small * 3 / 2,
+        "memory grew with the trail: {rss_all} KiB vs {rss_small} KiB"
+    );
+    let _ = server.kill();
+    let _ = server.wait();
+}
