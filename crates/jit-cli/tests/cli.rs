@@ -282,7 +282,20 @@ async fn rotate_retire_rollback_auto_on_a_live_ring() {
         old_id
     );
 
-    // Auto: the newest key is older than 0 days, so a new one is added.
+    // Auto: the newest key is older than 0 days, so a new one is added; of the others, only the
+    // one no verifier used within the overlap is retired.
+    let ring = KeyRing::parse(&std::fs::read_to_string(&ring_path).unwrap()).unwrap();
+    let c = Client::new(&api, Keys::Fixed(Arc::new(ring)), Arc::new(SystemClock)).unwrap();
+    let long_ago = SystemClock.unix() - 3 * 86_400;
+    let a = c
+        .post(
+            "/admin/keys/usage",
+            &serde_json::json!({"ring": "backend", "verifier": "bridge:y",
+            "keys": [{"key_id": new_id, "last_used_unix": long_ago}]}),
+        )
+        .await
+        .unwrap();
+    assert!(a.is_success());
     let out = keys(&[
         "auto",
         "--max-age-days",
@@ -290,17 +303,18 @@ async fn rotate_retire_rollback_auto_on_a_live_ring() {
         "--activation-delay-secs",
         "0",
     ]);
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains("rotated"),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
+        said.contains("rotated") && said.contains(&format!("retired {new_id}")),
+        "{said}"
     );
+    let after = KeyRing::parse(&std::fs::read_to_string(&ring_path).unwrap()).unwrap();
     assert_eq!(
-        KeyRing::parse(&std::fs::read_to_string(&ring_path).unwrap())
-            .unwrap()
-            .len(),
-        3
+        after.len(),
+        2,
+        "the old signing key stays (used recently), the unused one went, a new one came"
     );
+    assert!(after.get(&old_id).is_some() && after.get(&new_id).is_none());
     let _ = server.kill();
     let _ = server.wait();
 }
