@@ -64,6 +64,8 @@ paths = {
     "/readyz": {"get": {"summary": "Readiness: store reachable and backend key ring loaded (no signature)",
         "responses": {**resp(200, {"type": "object", "required": ["ready", "store", "backend_ring"]}),
                       **resp(503, {"type": "object", "required": ["ready"]}, "not ready")}}},
+    "/metrics": {"get": {"summary": "Prometheus text: key rings and when each key last verified a request (no signature)",
+        "responses": {"200": {"description": "OK", "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
     "/requests": {
         "post": write("Ask for access", {"actor": actor, "channel_id": S, "account_id": S, "permission_set_arn": S,
             "jira": S, "ticket": S, "reason": S, "requested_duration_minutes": {"type": ["integer", "string"]}, "break_glass": B},

@@ -9,7 +9,7 @@ mod ring;
 pub mod rotation;
 mod source;
 
-pub use ring::{RefreshingRing, RingConfig, RingStatus};
+pub use ring::{RefreshingRing, RingConfig, RingStatus, prometheus};
 pub use source::{
     EnvSource, FileSource, KeySource, LoadError, SecretsManagerSource, SourceFuture, SourceSpec,
     aws_sdk_config,

@@ -305,3 +305,77 @@ impl RefreshingRing {
         })
     }
 }
+
+/// Prometheus text for key rings: keys in use, loads, failed loads, age of the ring in use, and
+/// when each key last verified a request here. Key ids are not secret; secrets never appear.
+pub fn prometheus(rings: &[&RefreshingRing], now_unix: i64) -> String {
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, rows: Vec<(String, String)>| {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+        for (labels, value) in rows {
+            out.push_str(&format!("{name}{{{labels}}} {value}\n"));
+        }
+    };
+    let st: Vec<RingStatus> = rings.iter().map(|r| r.status()).collect();
+    metric(
+        "jit_key_ring_keys",
+        "gauge",
+        "Keys in the ring in use.",
+        st.iter()
+            .map(|s| (format!("ring=\"{}\"", s.name), s.key_count.to_string()))
+            .collect(),
+    );
+    metric(
+        "jit_key_ring_loads_total",
+        "counter",
+        "Successful ring loads.",
+        st.iter()
+            .map(|s| (format!("ring=\"{}\"", s.name), s.loads.to_string()))
+            .collect(),
+    );
+    metric(
+        "jit_key_ring_load_failures_total",
+        "counter",
+        "Failed ring loads (the last good ring stays in use).",
+        st.iter()
+            .map(|s| (format!("ring=\"{}\"", s.name), s.load_failures.to_string()))
+            .collect(),
+    );
+    metric(
+        "jit_key_ring_age_seconds",
+        "gauge",
+        "Seconds since the ring in use was loaded (-1 if it never loaded).",
+        st.iter()
+            .map(|s| {
+                (
+                    format!("ring=\"{}\"", s.name),
+                    if s.loaded {
+                        (now_unix - s.last_success_unix).to_string()
+                    } else {
+                        "-1".into()
+                    },
+                )
+            })
+            .collect(),
+    );
+    let mut used = Vec::new();
+    for r in rings {
+        for (k, t) in r.usage() {
+            used.push((
+                format!(
+                    "ring=\"{}\",key_id=\"{}\"",
+                    r.config().name,
+                    k.replace(['"', '\\', '\n'], "_")
+                ),
+                t.to_string(),
+            ));
+        }
+    }
+    metric(
+        "jit_key_last_used_timestamp_seconds",
+        "gauge",
+        "When each key last verified a request here.",
+        used,
+    );
+    out
+}

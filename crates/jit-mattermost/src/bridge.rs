@@ -185,6 +185,7 @@ impl Bridge {
     pub fn router(&self) -> Router {
         Router::new()
             .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+            .route("/metrics", get(metrics))
             .route("/mattermost/command", post(command))
             .route("/mattermost/action", post(action))
             .route("/mattermost/dialog", post(dialog))
@@ -286,6 +287,19 @@ impl Inner {
         };
         card(req, self.cfg.ticket_url_template.as_deref(), buttons)
     }
+}
+
+async fn metrics(State(b): State<Bridge>) -> Response {
+    let me = &b.inner;
+    let text = jit_keys::prometheus(&[&me.backend_ring, &me.callback_ring], me.now());
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        text,
+    )
+        .into_response()
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -57,6 +57,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .merge(signed)
         .fallback(not_found)
         .with_state(state)
@@ -68,6 +69,20 @@ async fn not_found() -> ApiError {
 
 async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
+}
+
+/// Prometheus text (unsigned, like the health probes): key rings and key use so far; the rest
+/// of the metrics come with the observability work.
+async fn metrics(State(st): State<AppState>) -> Response {
+    let text = jit_keys::prometheus(&[&st.backend_ring, &st.callback_ring], st.clock.unix());
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        text,
+    )
+        .into_response()
 }
 
 async fn readyz(State(st): State<AppState>) -> Response {

@@ -158,6 +158,34 @@ async fn health_is_open_and_everything_else_is_signed(app: App) {
         );
     }
     assert_eq!(app.get("/nope").await.status, 404);
+    // Key use shows in the metrics (key ids only, never secrets).
+    assert_eq!(app.get("/requests").await.status, 200);
+    let (s, _) = app.raw("GET", "/metrics", &[], vec![]).await;
+    assert_eq!(s, 200);
+    let text = reqwest::get(format!("{}/metrics", app.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("jit_key_ring_keys{ring=\"backend\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("jit_key_last_used_timestamp_seconds{ring=\"backend\",key_id=\"key-"),
+        "{text}"
+    );
+    let secret = std::fs::read_to_string(app._dir.path().join("keys/backend.json")).unwrap();
+    let secret = KeyRing::parse(&secret)
+        .unwrap()
+        .keys()
+        .next()
+        .unwrap()
+        .secret()
+        .expose()
+        .to_vec();
+    assert!(!text.contains(std::str::from_utf8(&secret).unwrap()));
 }
 
 async fn legacy_plugin_flow_with_v1_signatures_and_its_field_names(app: App) {
@@ -820,7 +848,7 @@ mod openapi {
             spec: spec(),
             seen: BTreeSet::new(),
         };
-        for p in ["/healthz", "/readyz"] {
+        for p in ["/healthz", "/readyz", "/metrics"] {
             let (s, b) = app.raw("GET", p, &[], vec![]).await;
             c.record("get", p, s, &b);
         }
