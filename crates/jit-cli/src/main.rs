@@ -47,6 +47,13 @@ enum Command {
         #[command(subcommand)]
         command: ops::RequestsCommand,
     },
+    /// Channel bindings, approvers and policy through the signed API.
+    Config {
+        #[command(flatten)]
+        api: ops::Api,
+        #[command(subcommand)]
+        command: ops::ConfigCommand,
+    },
     /// Print shell completions (bash, zsh, fish, …).
     Completions {
         /// The shell.
@@ -304,6 +311,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         }
         Command::Keys { command } => keys::run(command).await?,
         Command::Requests { api, command } => return ops::run(&api, command).await,
+        Command::Config { api, command } => return ops::run_config(&api, command).await,
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "jit", &mut std::io::stdout());

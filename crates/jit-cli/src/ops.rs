@@ -88,6 +88,126 @@ pub enum RequestsCommand {
     Extend { id: String, minutes: u32 },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// A channel's bound accounts and policy.
+    Show { channel: String },
+    /// Bind an account (and optionally a permission set) to a channel.
+    Bind {
+        channel: String,
+        account: String,
+        #[arg(long)]
+        permission_set: Option<String>,
+    },
+    /// Unbind an account from a channel.
+    Unbind { channel: String, account: String },
+    /// Set a channel's approvers (Mattermost user ids) and how many must approve.
+    Approvers {
+        channel: String,
+        #[arg(required = true)]
+        approvers: Vec<String>,
+        #[arg(long)]
+        required: Option<u32>,
+    },
+    /// Change policy fields: `max_request_hours=4 allow_self_approval=false pending_timeout_minutes=480
+    /// require_ticket=true break_glass_enabled=false break_glass_max_minutes=60 required_approvals=1`.
+    Policy {
+        channel: String,
+        #[arg(required = true)]
+        changes: Vec<String>,
+    },
+}
+
+/// Runs a config command.
+#[allow(clippy::print_stdout)]
+pub async fn run_config(api: &Api, cmd: ConfigCommand) -> anyhow::Result<std::process::ExitCode> {
+    let c = api.client().await?;
+    let answer = match cmd {
+        ConfigCommand::Show { channel } => {
+            c.get(&format!("/config/accounts?channel_id={}", enc(&channel)))
+                .await?
+        }
+        ConfigCommand::Bind {
+            channel,
+            account,
+            permission_set,
+        } => {
+            let mut b =
+                json!({"actor": api.actor()?, "channel_id": channel, "account_id": account});
+            if let (Some(p), Value::Object(m)) = (permission_set, &mut b) {
+                m.insert("permission_set_arn".into(), json!(p));
+            }
+            c.post("/config/bind", &b).await?
+        }
+        ConfigCommand::Unbind { channel, account } => {
+            c.post(
+                "/config/unbind",
+                &json!({"actor": api.actor()?, "channel_id": channel, "account_id": account}),
+            )
+            .await?
+        }
+        ConfigCommand::Approvers {
+            channel,
+            approvers,
+            required,
+        } => {
+            let mut b =
+                json!({"actor": api.actor()?, "channel_id": channel, "approvers": approvers});
+            if let (Some(n), Value::Object(m)) = (required, &mut b) {
+                m.insert("required_approvals".into(), json!(n));
+            }
+            c.post("/config/approvers", &b).await?
+        }
+        ConfigCommand::Policy { channel, changes } => {
+            let mut b = json!({"actor": api.actor()?, "channel_id": channel});
+            for ch in changes {
+                let (k, v) = ch
+                    .split_once('=')
+                    .ok_or_else(|| anyhow::anyhow!("`{ch}` should be name=value"))?;
+                let v: Value = serde_json::from_str(v).unwrap_or_else(|_| json!(v));
+                if let Value::Object(m) = &mut b {
+                    m.insert(k.to_owned(), v);
+                }
+            }
+            c.post("/config/policy", &b).await?
+        }
+    };
+    if !answer.is_success() {
+        eprintln!(
+            "refused ({}): {}",
+            answer.status,
+            answer
+                .body
+                .get("message")
+                .and_then(Value::as_str)
+                .or(answer.code())
+                .unwrap_or("")
+        );
+        return Ok(std::process::ExitCode::from(1));
+    }
+    if api.json {
+        println!("{}", answer.body);
+    } else {
+        let b = &answer.body;
+        println!("channel    {}", s(b, "channel_id"));
+        for x in b
+            .get("bindings")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+        {
+            println!(
+                "account    {}  {}",
+                s(&x, "account_id"),
+                x["permission_set_arns"]
+            );
+        }
+        println!("approvers  {}", b["approvers"]);
+        println!("policy     {}", b["policy"]);
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
 impl Api {
     async fn client(&self) -> anyhow::Result<jit_client::Client> {
         let ring = crate::sign::load_ring(&self.keys, None, None).await?;

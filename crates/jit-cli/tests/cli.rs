@@ -494,18 +494,44 @@ async fn operator_cli_drives_a_request() {
         KeyRing::parse(&std::fs::read_to_string(dir.path().join("keys/backend.json")).unwrap())
             .unwrap();
     let c = Client::new(&api, Keys::Fixed(Arc::new(ring)), Arc::new(SystemClock)).unwrap();
-    for (p, b) in [
-        (
-            "/config/bind",
-            serde_json::json!({"actor": {"user_id": "admin1"}, "channel_id": "ch1", "account_id": "123456789012"}),
-        ),
-        (
-            "/config/approvers",
-            serde_json::json!({"actor": {"user_id": "admin1"}, "channel_id": "ch1", "approvers": ["bob"]}),
-        ),
-    ] {
-        assert!(c.post(p, &b).await.unwrap().is_success());
-    }
+    let _ = &c;
+    let config = |args: &[&str]| {
+        let mut a = vec!["config", "--api", &api, "--keys", &keys];
+        a.extend_from_slice(args);
+        jit().args(&a).output().unwrap()
+    };
+    let refused = config(&["--as", "mallory", "bind", "ch1", "123456789012"]);
+    assert_eq!(refused.status.code(), Some(1), "only admins configure");
+    assert!(
+        config(&["--as", "admin1", "bind", "ch1", "123456789012"])
+            .status
+            .success()
+    );
+    assert!(
+        config(&["--as", "admin1", "approvers", "ch1", "bob"])
+            .status
+            .success()
+    );
+    assert!(
+        config(&[
+            "--as",
+            "admin1",
+            "policy",
+            "ch1",
+            "max_request_hours=2",
+            "require_ticket=true"
+        ])
+        .status
+        .success()
+    );
+    let shown = config(&["show", "ch1"]);
+    let text = String::from_utf8_lossy(&shown.stdout).to_string();
+    assert!(
+        text.contains("123456789012")
+            && text.contains("bob")
+            && text.contains("\"max_request_hours\":2"),
+        "{text}"
+    );
     let cli = |args: &[&str]| {
         let mut a = vec!["requests", "--api", &api, "--keys", &keys];
         a.extend_from_slice(args);
