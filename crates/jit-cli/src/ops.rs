@@ -199,11 +199,17 @@ pub async fn run_config(api: &Api, cmd: ConfigCommand) -> anyhow::Result<std::pr
             println!(
                 "account    {}  {}",
                 s(&x, "account_id"),
-                x["permission_set_arns"]
+                x.get("permission_set_arns").cloned().unwrap_or(Value::Null)
             );
         }
-        println!("approvers  {}", b["approvers"]);
-        println!("policy     {}", b["policy"]);
+        println!(
+            "approvers  {}",
+            b.get("approvers").cloned().unwrap_or(Value::Null)
+        );
+        println!(
+            "policy     {}",
+            b.get("policy").cloned().unwrap_or(Value::Null)
+        );
     }
     Ok(std::process::ExitCode::SUCCESS)
 }
