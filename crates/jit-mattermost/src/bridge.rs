@@ -86,16 +86,21 @@ fn message_of(a: &Answer) -> String {
 impl Bridge {
     /// Loads the key rings and builds the bridge.
     pub async fn build(cfg: BridgeConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        let sdk =
+            jit_keys::aws_sdk_config(cfg.aws_region.clone(), cfg.aws_endpoint_url.clone()).await;
         let source = |spec: &str| -> anyhow::Result<Arc<dyn jit_keys::KeySource>> {
             Ok(
                 match jit_keys::SourceSpec::parse(spec).map_err(anyhow::Error::msg)? {
                     jit_keys::SourceSpec::File(p) => Arc::new(jit_keys::FileSource::new(p)),
                     jit_keys::SourceSpec::Env(v) => Arc::new(jit_keys::EnvSource::new(v)),
-                    jit_keys::SourceSpec::SecretsManager { .. } => {
-                        anyhow::bail!(
-                            "the bridge reads its rings from files or the environment; point it at a file kept in sync with Secrets Manager"
-                        )
-                    }
+                    jit_keys::SourceSpec::SecretsManager {
+                        secret_id,
+                        extra_stages,
+                    } => Arc::new(jit_keys::SecretsManagerSource::new(
+                        &sdk,
+                        secret_id,
+                        extra_stages,
+                    )),
                 },
             )
         };

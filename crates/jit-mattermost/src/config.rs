@@ -29,6 +29,10 @@ pub struct BridgeConfig {
     pub callback_keys: String,
     /// Key ring reload period.
     pub refresh_interval_secs: u64,
+    /// AWS region, for rings in Secrets Manager.
+    pub aws_region: Option<String>,
+    /// AWS endpoint override, for rings in Secrets Manager.
+    pub aws_endpoint_url: Option<String>,
     /// Secret that MACs button contexts and dialog state; generated into `data_dir` if empty.
     pub bridge_secret: String,
     /// Where a generated bridge secret is kept.
@@ -71,6 +75,8 @@ impl Default for BridgeConfig {
             backend_signing_key_id: None,
             callback_keys: "file:jit-data/keys/callback.json".into(),
             refresh_interval_secs: 60,
+            aws_region: None,
+            aws_endpoint_url: None,
             bridge_secret: String::new(),
             data_dir: PathBuf::from("jit-data"),
             ticket_url_template: None,
@@ -124,6 +130,12 @@ impl BridgeConfig {
         }
         if let Some(v) = env("JIT_MM_BACKEND_SIGNING_KEY_ID")? {
             c.backend_signing_key_id = Some(v).filter(|s| !s.is_empty());
+        }
+        if let Some(v) = env("JIT_MM_AWS_REGION")? {
+            c.aws_region = Some(v).filter(|s| !s.is_empty());
+        }
+        if let Some(v) = env("JIT_MM_AWS_ENDPOINT_URL")? {
+            c.aws_endpoint_url = Some(v).filter(|s| !s.is_empty());
         }
         if let Some(v) = env("JIT_MM_DATA_DIR")? {
             c.data_dir = PathBuf::from(v);

@@ -776,3 +776,59 @@ async fn chat_to_grant_and_back_with_every_identity_proven() {
         v.join("\n")
     );
 }
+
+/// The bridge reads its rings from Secrets Manager exactly as the backend does.
+#[tokio::test]
+async fn rings_in_secrets_manager_load_and_reload() {
+    let moto = jit_testkit::Moto::start().unwrap();
+    let sm = aws_sdk_secretsmanager::Client::new(&moto.sdk_config().await);
+    for (name, body) in [
+        (
+            "b",
+            r#"{"key-v1":"1111111111111111111111111111111111111111"}"#,
+        ),
+        (
+            "c",
+            r#"{"cb-v1":"2222222222222222222222222222222222222222"}"#,
+        ),
+    ] {
+        sm.create_secret()
+            .name(name)
+            .secret_string(body)
+            .send()
+            .await
+            .unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = BridgeConfig {
+        bot_token: "bot-token".into(),
+        slash_tokens: vec!["tok-new-0123456789abcdef".into()],
+        backend_keys: "aws-sm:b".into(),
+        callback_keys: "aws-sm:c".into(),
+        aws_region: Some("us-east-1".into()),
+        aws_endpoint_url: Some(moto.endpoint.clone()),
+        data_dir: dir.path().to_path_buf(),
+        ..BridgeConfig::default()
+    };
+    // The bridge uses the SDK's default credential chain; scripts/test.sh exports moto's dummy
+    // credentials for it.
+    assert!(
+        std::env::var("AWS_ACCESS_KEY_ID").is_ok(),
+        "run the suite with scripts/test.sh (it sets moto's test credentials)"
+    );
+    let bridge = Bridge::build(cfg, Arc::new(SystemClock)).await.unwrap();
+    let app = bridge.router();
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/metrics", l.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
+    assert!(
+        text.contains("jit_key_ring_keys{ring=\"backend\"} 1")
+            && text.contains("jit_key_ring_keys{ring=\"callback\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("jit_key_ring_load_failures_total{ring=\"backend\"} 0"),
+        "{text}"
+    );
+}
