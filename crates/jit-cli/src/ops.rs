@@ -118,6 +118,27 @@ pub enum ConfigCommand {
     },
 }
 
+/// Prints a refusal (exit 1) or, with `--json`, the answer (exit 0); `None` when the caller
+/// prints its table.
+#[allow(clippy::print_stdout)]
+fn refused_or_json(api: &Api, answer: &jit_client::Answer) -> Option<std::process::ExitCode> {
+    if !answer.is_success() {
+        let why = answer
+            .body
+            .get("message")
+            .and_then(Value::as_str)
+            .or(answer.code())
+            .unwrap_or("");
+        eprintln!("refused ({}): {why}", answer.status);
+        return Some(std::process::ExitCode::from(1));
+    }
+    if api.json {
+        println!("{}", answer.body);
+        return Some(std::process::ExitCode::SUCCESS);
+    }
+    None
+}
+
 /// Runs a config command.
 #[allow(clippy::print_stdout)]
 pub async fn run_config(api: &Api, cmd: ConfigCommand) -> anyhow::Result<std::process::ExitCode> {
@@ -172,21 +193,8 @@ pub async fn run_config(api: &Api, cmd: ConfigCommand) -> anyhow::Result<std::pr
             c.post("/config/policy", &b).await?
         }
     };
-    if !answer.is_success() {
-        eprintln!(
-            "refused ({}): {}",
-            answer.status,
-            answer
-                .body
-                .get("message")
-                .and_then(Value::as_str)
-                .or(answer.code())
-                .unwrap_or("")
-        );
-        return Ok(std::process::ExitCode::from(1));
-    }
-    if api.json {
-        println!("{}", answer.body);
+    if let Some(code) = refused_or_json(api, &answer) {
+        return Ok(code);
     } else {
         let b = &answer.body;
         println!("channel    {}", s(b, "channel_id"));
@@ -386,21 +394,8 @@ pub async fn run(api: &Api, cmd: RequestsCommand) -> anyhow::Result<std::process
             .await?
         }
     };
-    if !answer.is_success() {
-        eprintln!(
-            "refused ({}): {}",
-            answer.status,
-            answer
-                .body
-                .get("message")
-                .and_then(Value::as_str)
-                .or(answer.code())
-                .unwrap_or("")
-        );
-        return Ok(std::process::ExitCode::from(1));
-    }
-    if api.json {
-        println!("{}", answer.body);
+    if let Some(code) = refused_or_json(api, &answer) {
+        return Ok(code);
     } else {
         print_requests(std::slice::from_ref(&answer.body));
     }

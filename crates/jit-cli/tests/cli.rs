@@ -16,6 +16,38 @@ fn jit() -> Command {
     Command::new(env!("CARGO_BIN_EXE_jit"))
 }
 
+/// A `jit server` process on a free port with `dir` as its data directory; killed on drop.
+struct ServerProc {
+    child: std::process::Child,
+    api: String,
+}
+
+impl Drop for ServerProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn_server(dir: &std::path::Path, env: &[(&str, &str)]) -> ServerProc {
+    let port = jit_testkit::free_port().unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_jit"));
+    cmd.arg("server")
+        .env("JIT_LISTEN", format!("127.0.0.1:{port}"))
+        .env("JIT_DATA_DIR", dir)
+        .env("JIT_LOG", "warn")
+        .stderr(std::process::Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn().unwrap();
+    jit_testkit::wait_for_port(port, std::time::Duration::from_secs(30)).unwrap();
+    ServerProc {
+        child,
+        api: format!("http://127.0.0.1:{port}"),
+    }
+}
+
 #[test]
 fn keys_generate_prints_a_runbook_ready_ring() {
     let out = jit()
@@ -177,17 +209,8 @@ async fn audit_verify_fails_on_an_edited_and_on_a_deleted_row() {
 async fn rotate_retire_rollback_auto_on_a_live_ring() {
     use jit_client::{Client, Keys};
     let dir = tempfile::tempdir().unwrap();
-    let port = jit_testkit::free_port().unwrap();
-    let mut server = std::process::Command::new(env!("CARGO_BIN_EXE_jit"))
-        .arg("server")
-        .env("JIT_LISTEN", format!("127.0.0.1:{port}"))
-        .env("JIT_DATA_DIR", dir.path())
-        .env("JIT_LOG", "warn")
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    jit_testkit::wait_for_port(port, std::time::Duration::from_secs(30)).unwrap();
-    let api = format!("http://127.0.0.1:{port}");
+    let server = spawn_server(dir.path(), &[]);
+    let api = server.api.clone();
     let ring_path = dir.path().join("keys/backend.json");
     let source = format!("file:{}", ring_path.display());
     let keys = |args: &[&str]| {
@@ -315,8 +338,7 @@ async fn rotate_retire_rollback_auto_on_a_live_ring() {
         "the old signing key stays (used recently), the unused one went, a new one came"
     );
     assert!(after.get(&old_id).is_some() && after.get(&new_id).is_none());
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
 }
 
 /// `jit audit export` streams every page, as JSON lines or CSV, to a file.
@@ -324,18 +346,8 @@ async fn rotate_retire_rollback_auto_on_a_live_ring() {
 async fn audit_export_streams_all_pages() {
     use jit_client::{Client, Keys};
     let dir = tempfile::tempdir().unwrap();
-    let port = jit_testkit::free_port().unwrap();
-    let mut server = std::process::Command::new(env!("CARGO_BIN_EXE_jit"))
-        .arg("server")
-        .env("JIT_LISTEN", format!("127.0.0.1:{port}"))
-        .env("JIT_DATA_DIR", dir.path())
-        .env("JIT_ADMINS", "admin1")
-        .env("JIT_LOG", "warn")
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    jit_testkit::wait_for_port(port, std::time::Duration::from_secs(30)).unwrap();
-    let api = format!("http://127.0.0.1:{port}");
+    let server = spawn_server(dir.path(), &[("JIT_ADMINS", "admin1")]);
+    let api = server.api.clone();
     let keys = format!("file:{}", dir.path().join("keys/backend.json").display());
     let ring =
         KeyRing::parse(&std::fs::read_to_string(dir.path().join("keys/backend.json")).unwrap())
@@ -394,8 +406,7 @@ async fn audit_export_streams_all_pages() {
         .collect();
     assert_eq!(lines.len(), 1205);
     assert_eq!(lines[1204]["seq"], 1205);
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
 }
 
 /// The same commands on a ring in AWS Secrets Manager (moto's server through the real SDK): each
@@ -477,18 +488,8 @@ async fn rotate_and_retire_a_secrets_manager_ring() {
 async fn operator_cli_drives_a_request() {
     use jit_client::{Client, Keys};
     let dir = tempfile::tempdir().unwrap();
-    let port = jit_testkit::free_port().unwrap();
-    let mut server = std::process::Command::new(env!("CARGO_BIN_EXE_jit"))
-        .arg("server")
-        .env("JIT_LISTEN", format!("127.0.0.1:{port}"))
-        .env("JIT_DATA_DIR", dir.path())
-        .env("JIT_ADMINS", "admin1")
-        .env("JIT_LOG", "warn")
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    jit_testkit::wait_for_port(port, std::time::Duration::from_secs(30)).unwrap();
-    let api = format!("http://127.0.0.1:{port}");
+    let server = spawn_server(dir.path(), &[("JIT_ADMINS", "admin1")]);
+    let api = server.api.clone();
     let keys = format!("file:{}", dir.path().join("keys/backend.json").display());
     let ring =
         KeyRing::parse(&std::fs::read_to_string(dir.path().join("keys/backend.json")).unwrap())
@@ -578,8 +579,7 @@ async fn operator_cli_drives_a_request() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("REVOKED"));
     let completions = jit().args(["completions", "bash"]).output().unwrap();
     assert!(String::from_utf8_lossy(&completions.stdout).contains("requests"));
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
 }
 
 /// `jit audit export` of 100,000 events streams with flat memory: its peak RSS for the whole
@@ -612,18 +612,8 @@ async fn audit_export_of_100k_events_keeps_memory_flat() {
         }
         assert_eq!(store.verify_audit().await.unwrap(), 100_000);
     }
-    let port = jit_testkit::free_port().unwrap();
-    let mut server = std::process::Command::new(env!("CARGO_BIN_EXE_jit"))
-        .arg("server")
-        .env("JIT_LISTEN", format!("127.0.0.1:{port}"))
-        .env("JIT_DATA_DIR", dir.path())
-        .env("JIT_DATABASE_URL", &db)
-        .env("JIT_LOG", "warn")
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    jit_testkit::wait_for_port(port, std::time::Duration::from_secs(30)).unwrap();
-    let api = format!("http://127.0.0.1:{port}");
+    let server = spawn_server(dir.path(), &[("JIT_DATABASE_URL", db.as_str())]);
+    let api = server.api.clone();
     let keys = format!("file:{}", dir.path().join("keys/backend.json").display());
     let export = |extra: &[&str], out: &str| {
         let mut args = vec![
@@ -665,6 +655,5 @@ async fn audit_export_of_100k_events_keeps_memory_flat() {
         rss_all < rss_small * 3 / 2,
         "memory grew with the trail: {rss_all} KiB vs {rss_small} KiB"
     );
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
 }
