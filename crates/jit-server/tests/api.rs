@@ -1637,3 +1637,594 @@ mod lifecycle {
         a_grant_cannot_be_extended_after_its_end_and_standing_survives_drift,
     );
 }
+
+/// The negative catalogue of the API: each case gets its status and code, and none leaves any
+/// state behind (no request, no audit event beyond the set-up).
+mod negative {
+    use super::*;
+    use jit_proto::sign::{Audience, RequestParts, SignInput, sign};
+
+    struct Case {
+        name: &'static str,
+        method: &'static str,
+        target: String,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+        status: u16,
+        code: &'static str,
+    }
+
+    #[allow(clippy::too_many_arguments)] // a test helper mirroring every signed field
+    /// Signed headers for `method target body` at `ts` with `kid`'s key (`version` 1 or 2).
+    fn signed(
+        ring: &KeyRing,
+        kid: &str,
+        version: u8,
+        method: &str,
+        target: &str,
+        body: &[u8],
+        ts: i64,
+        nonce: &str,
+    ) -> Vec<(String, String)> {
+        let key = ring.get(kid).unwrap();
+        let input = SignInput {
+            version: if version == 1 {
+                SignatureVersion::V1
+            } else {
+                SignatureVersion::V2
+            },
+            audience: Audience::Backend,
+            request: RequestParts {
+                method,
+                path_and_query: target,
+                body,
+            },
+            timestamp: ts,
+            nonce,
+        };
+        let mut h: Vec<(String, String)> = sign(key, &input)
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+        if !body.is_empty() {
+            h.push(("content-type".into(), "application/json".into()));
+        }
+        h
+    }
+
+    #[tokio::test]
+    async fn every_bad_input_gets_its_code_and_changes_nothing() {
+        let app = spawn_app(false).await;
+        app.setup_channel(&["bob"], 1).await;
+        let id = app.create("alice").await;
+        let before_audit = app.get("/audit").await.body["count"].as_u64().unwrap();
+        let ring = KeyRing::parse(
+            &std::fs::read_to_string(app._dir.path().join("keys/backend.json")).unwrap(),
+        )
+        .unwrap();
+        let kid = ring.keys().next().unwrap().id().as_str().to_owned();
+        let now = app.clock.unix();
+        let body = |v: Value| v.to_string().into_bytes();
+        let create = body(
+            json!({"actor": actor("alice"), "channel_id": "ch1", "account_id": ACCOUNT, "jira": "OPS-1", "reason": "x", "requested_duration_minutes": 30}),
+        );
+        let mut n = 0;
+        let mut nonce = || {
+            n += 1;
+            format!("neg-{n}")
+        };
+        let s = |m: &str, t: &str, b: &[u8], ts: i64, nonce: &str| {
+            signed(&ring, &kid, 2, m, t, b, ts, nonce)
+        };
+        let with = |mut h: Vec<(String, String)>, name: &str, value: &str| {
+            h.retain(|(k, _)| !k.eq_ignore_ascii_case(name));
+            h.push((name.to_owned(), value.to_owned()));
+            h
+        };
+        let without = |mut h: Vec<(String, String)>, name: &str| {
+            h.retain(|(k, _)| !k.eq_ignore_ascii_case(name));
+            h
+        };
+        let approve = format!("/requests/{id}/approve");
+        let case = |name, method, target: &str, headers, body: Vec<u8>, status, code| Case {
+            name,
+            method,
+            target: target.to_owned(),
+            headers,
+            body,
+            status,
+            code,
+        };
+        let replay = s("GET", "/requests", b"", now, "replayed-once");
+        let mut cases = vec![
+            case(
+                "no signature headers",
+                "GET",
+                "/requests",
+                vec![],
+                vec![],
+                401,
+                "missing_header",
+            ),
+            case(
+                "missing nonce",
+                "GET",
+                "/requests",
+                without(s("GET", "/requests", b"", now, &nonce()), "X-JIT-Nonce"),
+                vec![],
+                401,
+                "missing_header",
+            ),
+            case(
+                "missing key id",
+                "GET",
+                "/requests",
+                without(s("GET", "/requests", b"", now, &nonce()), "X-JIT-KeyID"),
+                vec![],
+                401,
+                "missing_header",
+            ),
+            case(
+                "garbled timestamp",
+                "GET",
+                "/requests",
+                with(
+                    s("GET", "/requests", b"", now, &nonce()),
+                    "X-JIT-Timestamp",
+                    "12:00",
+                ),
+                vec![],
+                401,
+                "malformed_header",
+            ),
+            case(
+                "signature not hex",
+                "GET",
+                "/requests",
+                with(
+                    s("GET", "/requests", b"", now, &nonce()),
+                    "X-JIT-Signature",
+                    &"zz".repeat(32),
+                ),
+                vec![],
+                401,
+                "malformed_header",
+            ),
+            case(
+                "signature too short",
+                "GET",
+                "/requests",
+                with(
+                    s("GET", "/requests", b"", now, &nonce()),
+                    "X-JIT-Signature",
+                    "abcd",
+                ),
+                vec![],
+                401,
+                "malformed_header",
+            ),
+            case(
+                "key id with spaces",
+                "GET",
+                "/requests",
+                with(
+                    s("GET", "/requests", b"", now, &nonce()),
+                    "X-JIT-KeyID",
+                    "key one",
+                ),
+                vec![],
+                401,
+                "malformed_header",
+            ),
+            case(
+                "unknown signature version",
+                "GET",
+                "/requests",
+                with(
+                    s("GET", "/requests", b"", now, &nonce()),
+                    "X-JIT-Signature-Version",
+                    "3",
+                ),
+                vec![],
+                401,
+                "unsupported_version",
+            ),
+            case(
+                "stale timestamp",
+                "GET",
+                "/requests",
+                s("GET", "/requests", b"", now - 301, &nonce()),
+                vec![],
+                401,
+                "stale_timestamp",
+            ),
+            case(
+                "future timestamp",
+                "GET",
+                "/requests",
+                s("GET", "/requests", b"", now + 301, &nonce()),
+                vec![],
+                401,
+                "stale_timestamp",
+            ),
+            case(
+                "replayed nonce (first use)",
+                "GET",
+                "/requests",
+                replay.clone(),
+                vec![],
+                200,
+                "",
+            ),
+            case(
+                "replayed nonce",
+                "GET",
+                "/requests",
+                replay,
+                vec![],
+                401,
+                "replayed_nonce",
+            ),
+            case(
+                "tampered path",
+                "POST",
+                &format!("/requests/{id}/deny"),
+                s(
+                    "POST",
+                    &approve,
+                    &body(json!({"actor": actor("bob")})),
+                    now,
+                    &nonce(),
+                ),
+                body(json!({"actor": actor("bob")})),
+                401,
+                "bad_signature",
+            ),
+            case(
+                "tampered query",
+                "GET",
+                "/requests?status=DENIED",
+                s("GET", "/requests?status=PENDING", b"", now, &nonce()),
+                vec![],
+                401,
+                "bad_signature",
+            ),
+            case(
+                "tampered body",
+                "POST",
+                "/requests",
+                s("POST", "/requests", &create, now, &nonce()),
+                body(json!({"actor": actor("mallory")})),
+                401,
+                "bad_signature",
+            ),
+            case(
+                "tampered method",
+                "POST",
+                "/requests",
+                s("GET", "/requests", &create, now, &nonce()),
+                create.clone(),
+                401,
+                "bad_signature",
+            ),
+            case(
+                "tampered key id",
+                "GET",
+                "/requests",
+                with(
+                    s("GET", "/requests", b"", now, &nonce()),
+                    "X-JIT-KeyID",
+                    "key-other",
+                ),
+                vec![],
+                401,
+                "unknown_key",
+            ),
+            case(
+                "retired key",
+                "GET",
+                "/requests",
+                with(
+                    s("GET", "/requests", b"", now, &nonce()),
+                    "X-JIT-KeyID",
+                    "key-20200101",
+                ),
+                vec![],
+                401,
+                "unknown_key",
+            ),
+            case(
+                "oversized body",
+                "POST",
+                "/requests",
+                vec![("content-type".into(), "application/json".into())],
+                vec![b' '; 70_000],
+                413,
+                "body_too_large",
+            ),
+            case(
+                "malformed JSON",
+                "POST",
+                "/requests",
+                s("POST", "/requests", b"{\"a\":", now, &nonce()),
+                b"{\"a\":".to_vec(),
+                400,
+                "invalid_json",
+            ),
+            case(
+                "JSON array body",
+                "POST",
+                "/requests",
+                s("POST", "/requests", b"[1,2]", now, &nonce()),
+                b"[1,2]".to_vec(),
+                400,
+                "invalid_json",
+            ),
+            case(
+                "form body",
+                "POST",
+                "/requests",
+                with(
+                    s("POST", "/requests", b"a=1", now, &nonce()),
+                    "content-type",
+                    "application/x-www-form-urlencoded",
+                ),
+                b"a=1".to_vec(),
+                415,
+                "unsupported_media_type",
+            ),
+            case(
+                "invalid request id",
+                "GET",
+                "/requests/1%20OR%201=1",
+                s("GET", "/requests/1%20OR%201=1", b"", now, &nonce()),
+                vec![],
+                400,
+                "invalid_request_id",
+            ),
+            case(
+                "unknown request id",
+                "GET",
+                "/requests/00000000-0000-4000-8000-000000000009",
+                s(
+                    "GET",
+                    "/requests/00000000-0000-4000-8000-000000000009",
+                    b"",
+                    now,
+                    &nonce(),
+                ),
+                vec![],
+                404,
+                "request_not_found",
+            ),
+            case(
+                "injection in channel filter",
+                "GET",
+                "/requests?channel_id=ch1%27%3BDROP%20TABLE%20requests",
+                s(
+                    "GET",
+                    "/requests?channel_id=ch1%27%3BDROP%20TABLE%20requests",
+                    b"",
+                    now,
+                    &nonce(),
+                ),
+                vec![],
+                400,
+                "invalid_channel_id",
+            ),
+            case(
+                "injection in status filter",
+                "GET",
+                "/requests?status=PENDING%27%20OR%20%271",
+                s(
+                    "GET",
+                    "/requests?status=PENDING%27%20OR%20%271",
+                    b"",
+                    now,
+                    &nonce(),
+                ),
+                vec![],
+                400,
+                "invalid_status",
+            ),
+            case(
+                "injection in audit type",
+                "GET",
+                "/audit?type=x%27%20OR%201%3D1",
+                s("GET", "/audit?type=x%27%20OR%201%3D1", b"", now, &nonce()),
+                vec![],
+                400,
+                "invalid_parameter",
+            ),
+            case(
+                "unknown parameter",
+                "GET",
+                "/requests?sort=desc",
+                s("GET", "/requests?sort=desc", b"", now, &nonce()),
+                vec![],
+                400,
+                "unknown_parameter",
+            ),
+            case(
+                "limit too high",
+                "GET",
+                "/requests?limit=500",
+                s("GET", "/requests?limit=500", b"", now, &nonce()),
+                vec![],
+                400,
+                "invalid_limit",
+            ),
+            case(
+                "forged next token",
+                "GET",
+                "/requests?next_token=1_..%2Fetc",
+                s("GET", "/requests?next_token=1_..%2Fetc", b"", now, &nonce()),
+                vec![],
+                400,
+                "invalid_next_token",
+            ),
+        ];
+        for (name, patch, status, code) in [
+            (
+                "invalid account id",
+                json!({"account_id": "12345678901x"}),
+                400,
+                "invalid_account_id",
+            ),
+            (
+                "zero duration",
+                json!({"requested_duration_minutes": 0}),
+                400,
+                "invalid_duration",
+            ),
+            (
+                "negative duration",
+                json!({"requested_duration_minutes": -5}),
+                400,
+                "invalid_duration",
+            ),
+            (
+                "duration over the policy",
+                json!({"requested_duration_minutes": 600}),
+                422,
+                "duration_exceeds_policy",
+            ),
+            (
+                "ticket too long",
+                json!({"jira": "T".repeat(300)}),
+                400,
+                "invalid_ticket",
+            ),
+            (
+                "control characters in the reason",
+                json!({"reason": "a\u{0007}b"}),
+                400,
+                "invalid_reason",
+            ),
+            ("no actor", json!({"actor": null}), 400, "missing_actor"),
+            (
+                "actor with a bad email",
+                json!({"actor": {"user_id": "alice", "email": "alice@"}}),
+                400,
+                "invalid_email",
+            ),
+        ] {
+            let mut b: Value = serde_json::from_slice(&create).unwrap();
+            for (k, v) in patch.as_object().unwrap() {
+                if v.is_null() {
+                    b.as_object_mut().unwrap().remove(k);
+                } else {
+                    b[k] = v.clone();
+                }
+            }
+            let bytes = b.to_string().into_bytes();
+            cases.push(case(
+                name,
+                "POST",
+                "/requests",
+                s("POST", "/requests", &bytes, now, &nonce()),
+                bytes,
+                status,
+                code,
+            ));
+        }
+        let bind = body(
+            json!({"actor": actor("mallory"), "channel_id": "ch1", "account_id": "210987654321"}),
+        );
+        cases.push(case(
+            "non-admin rebinds",
+            "POST",
+            "/config/bind",
+            s("POST", "/config/bind", &bind, now, &nonce()),
+            bind,
+            403,
+            "admin_required",
+        ));
+        let appr = body(json!({"actor": actor("mallory")}));
+        cases.push(case(
+            "non-approver approves",
+            "POST",
+            &approve,
+            s("POST", &approve, &appr, now, &nonce()),
+            appr,
+            403,
+            "not_an_approver",
+        ));
+        let long_key = "k".repeat(200);
+        cases.push(case(
+            "idempotency key too long",
+            "POST",
+            "/requests",
+            with(
+                s("POST", "/requests", &create, now, &nonce()),
+                "Idempotency-Key",
+                &long_key,
+            ),
+            create.clone(),
+            400,
+            "invalid_idempotency_key",
+        ));
+
+        assert!(cases.len() >= 40, "{} cases", cases.len());
+        let http = reqwest::Client::new();
+        for c in &cases {
+            let mut rb = http.request(
+                c.method.parse().unwrap(),
+                format!("{}{}", app.base, c.target),
+            );
+            for (k, v) in &c.headers {
+                rb = rb.header(k.as_str(), v.as_str());
+            }
+            let r = rb.body(c.body.clone()).send().await.unwrap();
+            let status = r.status().as_u16();
+            let v: Value = r.json().await.unwrap_or(Value::Null);
+            assert_eq!(status, c.status, "{}: {v}", c.name);
+            if !c.code.is_empty() {
+                assert_eq!(v["code"], c.code, "{}", c.name);
+            }
+        }
+        // Nothing was created, decided or configured by any of them.
+        assert_eq!(app.get("/requests").await.body["count"], 1);
+        assert_eq!(
+            app.get(&format!("/requests/{id}")).await.body["status"],
+            "PENDING"
+        );
+        assert_eq!(
+            app.get("/audit").await.body["count"].as_u64().unwrap(),
+            before_audit
+        );
+    }
+
+    #[tokio::test]
+    async fn v1_is_refused_when_v2_is_required() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config {
+            listen: "127.0.0.1:0".into(),
+            data_dir: dir.path().to_path_buf(),
+            database_url: Some(format!("sqlite://{}", dir.path().join("jit.db").display())),
+            ..Config::default()
+        };
+        config.keys.require_v2 = true;
+        let clock = ManualClock::at(1_764_072_000);
+        let server = Server::build(config, Arc::new(clock.clone()))
+            .await
+            .unwrap()
+            .without_workers();
+        let base = format!("http://{}", server.local_addr().unwrap());
+        let stop = server.shutdown_handle();
+        tokio::spawn(server.serve());
+        let ring =
+            KeyRing::parse(&std::fs::read_to_string(dir.path().join("keys/backend.json")).unwrap())
+                .unwrap();
+        let c = Client::new(&base, Keys::Fixed(Arc::new(ring)), Arc::new(clock.clone())).unwrap();
+        let v1 = c
+            .clone()
+            .with_version(SignatureVersion::V1)
+            .get("/requests")
+            .await
+            .unwrap();
+        assert_eq!((v1.status, v1.code()), (401, Some("unsupported_version")));
+        assert_eq!(c.get("/requests").await.unwrap().status, 200);
+        let _ = stop.send(true);
+    }
+}
