@@ -40,17 +40,32 @@ impl CommandProvider {
             "account_id": target.account_id,
             "permission_set_arn": target.permission_set_arn,
         });
-        let mut child = tokio::process::Command::new(&self.program)
-            .args(&self.args)
-            .arg(action)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| {
-                ProviderError::Permanent(format!("cannot run {}: {e}", self.program.display()))
-            })?;
+        let mut attempt = 0;
+        let mut child = loop {
+            let spawned = tokio::process::Command::new(&self.program)
+                .args(&self.args)
+                .arg(action)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .kill_on_drop(true)
+                .spawn();
+            match spawned {
+                Ok(c) => break c,
+                // ETXTBSY: the program was just written (or is being replaced) and a write handle
+                // is still open somewhere, e.g. inherited by a process forked meanwhile. Brief.
+                Err(e) if e.raw_os_error() == Some(26) && attempt < 10 => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(20 * attempt)).await;
+                }
+                Err(e) => {
+                    return Err(ProviderError::Permanent(format!(
+                        "cannot run {}: {e}",
+                        self.program.display()
+                    )));
+                }
+            }
+        };
         if let Some(mut stdin) = child.stdin.take() {
             let _ = stdin.write_all(input.to_string().as_bytes()).await;
         }
