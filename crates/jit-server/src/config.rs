@@ -34,6 +34,8 @@ pub struct Config {
     pub max_connections: usize,
     /// Seconds between reconciler runs (it also runs at start).
     pub reconcile_interval_secs: u64,
+    /// Failed signatures a source address may send per minute before it gets 429.
+    pub auth_failure_burst: u32,
     /// The access provider.
     pub grants: GrantsConfig,
     /// Where callbacks go.
@@ -163,6 +165,7 @@ impl Default for Config {
             request_timeout_secs: 30,
             max_connections: 1024,
             reconcile_interval_secs: 60,
+            auth_failure_burst: 100,
             grants: GrantsConfig::default(),
             callbacks: CallbacksConfig::default(),
             drift: DriftConfig::default(),
@@ -328,6 +331,9 @@ impl Config {
         opt!("JIT_AWS_ENDPOINT_URL", self.aws_endpoint_url);
         if let Some(v) = env_value(env, "JIT_REQUEST_TIMEOUT_SECS")? {
             self.request_timeout_secs = parse_env("JIT_REQUEST_TIMEOUT_SECS", &v)?;
+        }
+        if let Some(v) = env_value(env, "JIT_AUTH_FAILURE_BURST")? {
+            self.auth_failure_burst = parse_env("JIT_AUTH_FAILURE_BURST", &v)?;
         }
         if let Some(v) = env_value(env, "JIT_RECONCILE_INTERVAL_SECS")? {
             self.reconcile_interval_secs = parse_env("JIT_RECONCILE_INTERVAL_SECS", &v)?;

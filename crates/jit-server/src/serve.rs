@@ -162,6 +162,9 @@ impl Server {
             clock,
             admins: Admins::new(&config.admins),
             wake: Arc::new(tokio::sync::Notify::new()),
+            auth_failures: Arc::new(crate::auth::FailureLimiter::new(
+                config.auth_failure_burst.max(1),
+            )),
         };
         let provider: Arc<dyn jit_grants::AccessProvider> = match provider {
             Some(p) => p,

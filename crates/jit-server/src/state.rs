@@ -27,6 +27,8 @@ pub struct AppState {
     pub admins: Admins,
     /// Wakes the lifecycle worker when a write scheduled a job.
     pub wake: Arc<tokio::sync::Notify>,
+    /// Authentication failures per source address, for the 429 after a burst.
+    pub auth_failures: Arc<crate::auth::FailureLimiter>,
 }
 
 impl AppState {

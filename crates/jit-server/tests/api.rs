@@ -2196,6 +2196,61 @@ mod negative {
     }
 
     #[tokio::test]
+    async fn a_burst_of_failed_signatures_gets_429_until_the_minute_passes() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            listen: "127.0.0.1:0".into(),
+            data_dir: dir.path().to_path_buf(),
+            database_url: Some(format!("sqlite://{}", dir.path().join("jit.db").display())),
+            auth_failure_burst: 3,
+            ..Config::default()
+        };
+        let clock = ManualClock::at(1_764_072_000);
+        let server = Server::build(config, Arc::new(clock.clone()))
+            .await
+            .unwrap()
+            .without_workers();
+        let base = format!("http://{}", server.local_addr().unwrap());
+        let stop = server.shutdown_handle();
+        tokio::spawn(server.serve());
+        let ring =
+            KeyRing::parse(&std::fs::read_to_string(dir.path().join("keys/backend.json")).unwrap())
+                .unwrap();
+        let c = Client::new(&base, Keys::Fixed(Arc::new(ring)), Arc::new(clock.clone())).unwrap();
+        let http = reqwest::Client::new();
+        for _ in 0..3 {
+            assert_eq!(
+                http.get(format!("{base}/requests"))
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16(),
+                401
+            );
+        }
+        let blocked = c.get("/requests").await.unwrap();
+        assert_eq!(
+            (blocked.status, blocked.code()),
+            (429, Some("too_many_auth_failures")),
+            "even a valid call, for the rest of the minute"
+        );
+        assert_eq!(
+            http.get(format!("{base}/healthz"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16(),
+            200,
+            "probes stay open"
+        );
+        clock.advance_secs(60);
+        assert_eq!(c.get("/requests").await.unwrap().status, 200);
+        let _ = stop.send(true);
+    }
+
+    #[tokio::test]
     async fn v1_is_refused_when_v2_is_required() {
         let dir = tempfile::tempdir().unwrap();
         let mut config = Config {
