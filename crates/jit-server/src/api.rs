@@ -60,6 +60,10 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .merge(signed)
         .fallback(not_found)
+        .layer(middleware::from_fn_with_state(
+            state.http_metrics.clone(),
+            crate::metrics::track,
+        ))
         .with_state(state)
 }
 
@@ -71,10 +75,11 @@ async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// Prometheus text (unsigned, like the health probes): key rings and key use so far; the rest
-/// of the metrics come with the observability work.
+/// Prometheus text (unsigned, like the health probes): key rings and key use, requests by
+/// route and status with latency, and authentication failures by reason and key id.
 async fn metrics(State(st): State<AppState>) -> Response {
-    let text = jit_keys::prometheus(&[&st.backend_ring, &st.callback_ring], st.clock.unix());
+    let mut text = jit_keys::prometheus(&[&st.backend_ring, &st.callback_ring], st.clock.unix());
+    text.push_str(&st.http_metrics.render());
     (
         [(
             axum::http::header::CONTENT_TYPE,

@@ -136,6 +136,12 @@ pub async fn require_signature(State(st): State<AppState>, req: Request, next: N
                 path = %parts.uri.path(),
                 "signature rejected"
             );
+            let known = if st.backend_ring.current().get(&claimed).is_some() {
+                claimed.as_str()
+            } else {
+                "unknown"
+            };
+            st.http_metrics.auth_failure(rejection.code(), known);
             if let Some(ip) = source {
                 st.auth_failures.failed(ip, now);
             }

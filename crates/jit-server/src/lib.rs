@@ -11,6 +11,7 @@ pub mod embedded;
 pub mod error;
 pub mod idem;
 pub mod lifecycle;
+pub mod metrics;
 pub mod serve;
 pub mod state;
 pub mod views;

@@ -165,6 +165,7 @@ impl Server {
             auth_failures: Arc::new(crate::auth::FailureLimiter::new(
                 config.auth_failure_burst.max(1),
             )),
+            http_metrics: Arc::new(crate::metrics::HttpMetrics::default()),
         };
         let provider: Arc<dyn jit_grants::AccessProvider> = match provider {
             Some(p) => p,

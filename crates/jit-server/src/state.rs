@@ -29,6 +29,8 @@ pub struct AppState {
     pub wake: Arc<tokio::sync::Notify>,
     /// Authentication failures per source address, for the 429 after a burst.
     pub auth_failures: Arc<crate::auth::FailureLimiter>,
+    /// Request and authentication-failure counters for `/metrics`.
+    pub http_metrics: Arc<crate::metrics::HttpMetrics>,
 }
 
 impl AppState {

@@ -176,6 +176,18 @@ async fn health_is_open_and_everything_else_is_signed(app: App) {
         text.contains("jit_key_last_used_timestamp_seconds{ring=\"backend\",key_id=\"key-"),
         "{text}"
     );
+    // Requests count under their route template; unmatched paths share one label, and the
+    // five unsigned calls above count as authentication failures with no key id.
+    for want in [
+        "jit_http_requests_total{route=\"/requests\",method=\"GET\",status=\"200\"} 1",
+        "jit_http_requests_total{route=\"/requests\",method=\"GET\",status=\"401\"} 1",
+        "jit_http_requests_total{route=\"unmatched\",method=\"GET\",status=\"404\"} 1",
+        "jit_http_request_duration_seconds_count{route=\"/requests\",method=\"POST\"} 1",
+        "jit_auth_failures_total{reason=\"missing_header\",key_id=\"unknown\"} 5",
+    ] {
+        assert!(text.contains(want), "missing {want} in {text}");
+    }
+    assert!(!text.contains("/nope"), "{text}");
     let secret = std::fs::read_to_string(app._dir.path().join("keys/backend.json")).unwrap();
     let secret = KeyRing::parse(&secret)
         .unwrap()
