@@ -80,6 +80,14 @@ async fn healthz() -> Json<Value> {
 async fn metrics(State(st): State<AppState>) -> Response {
     let mut text = jit_keys::prometheus(&[&st.backend_ring, &st.callback_ring], st.clock.unix());
     text.push_str(&st.http_metrics.render());
+    let now_ms = crate::effects_ms(st.clock.now());
+    let gauges = st
+        .store
+        .gauges(now_ms - crate::metrics::LATE_AFTER_MS)
+        .await
+        .inspect_err(|e| tracing::error!(error = %e, "metrics: store query failed"))
+        .ok();
+    text.push_str(&crate::metrics::render_gauges(gauges.as_ref(), now_ms));
     (
         [(
             axum::http::header::CONTENT_TYPE,

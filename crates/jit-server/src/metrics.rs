@@ -122,6 +122,78 @@ impl HttpMetrics {
     }
 }
 
+/// A revoke (or grant, or timeout) job still waiting this long past its due time counts as late.
+pub const LATE_AFTER_MS: i64 = 60_000;
+
+const STATUSES: [&str; 9] = [
+    "PENDING",
+    "APPROVED",
+    "GRANTED",
+    "EXPIRED",
+    "REVOKED",
+    "DENIED",
+    "CANCELLED",
+    "TIMED_OUT",
+    "ERROR",
+];
+
+/// Prometheus text for the store's counts. Every known label value is written, with 0 when
+/// there are none, so an alert on `> 0` sees a series from the start. `None` (the store did not
+/// answer) writes `jit_store_up 0` and nothing else.
+pub fn render_gauges(g: Option<&jit_store::Gauges>, now_ms: i64) -> String {
+    let mut out = String::new();
+    let up = u8::from(g.is_some());
+    let _ = writeln!(
+        out,
+        "# HELP jit_store_up Whether the store answered the metrics query.\n# TYPE jit_store_up gauge\njit_store_up {up}"
+    );
+    let Some(g) = g else { return out };
+    let get =
+        |rows: &[(String, i64)], k: &str| rows.iter().find(|(n, _)| n == k).map_or(0, |(_, v)| *v);
+    out.push_str("# HELP jit_requests Requests by status.\n# TYPE jit_requests gauge\n");
+    for st in STATUSES {
+        let _ = writeln!(
+            out,
+            "jit_requests{{status=\"{st}\"}} {}",
+            get(&g.requests_by_status, st)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP jit_grants_active Requests whose access is granted now.\n# TYPE jit_grants_active gauge\njit_grants_active {}",
+        get(&g.requests_by_status, "GRANTED")
+    );
+    out.push_str("# HELP jit_jobs_late Lifecycle jobs more than a minute past due or that have failed at least once.\n# TYPE jit_jobs_late gauge\n");
+    for k in ["grant", "revoke", "timeout"] {
+        let _ = writeln!(
+            out,
+            "jit_jobs_late{{kind=\"{k}\"}} {}",
+            get(&g.jobs_late_by_kind, k)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP jit_revocations_overdue Revocations more than a minute past due or failing.\n# TYPE jit_revocations_overdue gauge\njit_revocations_overdue {}",
+        get(&g.jobs_late_by_kind, "revoke")
+    );
+    out.push_str("# HELP jit_callback_outbox_events Callback events by delivery status.\n# TYPE jit_callback_outbox_events gauge\n");
+    for k in ["PENDING", "DELIVERED", "DEAD"] {
+        let _ = writeln!(
+            out,
+            "jit_callback_outbox_events{{status=\"{k}\"}} {}",
+            get(&g.outbox_by_status, k)
+        );
+    }
+    let age = g
+        .outbox_oldest_pending_ms
+        .map_or(0.0, |t| ((now_ms - t).max(0) as f64) / 1000.0);
+    let _ = writeln!(
+        out,
+        "# HELP jit_callback_outbox_oldest_pending_age_seconds Age of the oldest callback not yet delivered (0 when none).\n# TYPE jit_callback_outbox_oldest_pending_age_seconds gauge\njit_callback_outbox_oldest_pending_age_seconds {age}"
+    );
+    out
+}
+
 /// Escapes a label value per the Prometheus text format.
 fn esc(s: &str) -> String {
     s.replace('\\', "\\\\")
@@ -154,6 +226,33 @@ pub async fn track(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gauges_write_every_label_and_store_down_writes_only_up() {
+        let g = jit_store::Gauges {
+            requests_by_status: vec![("GRANTED".into(), 3)],
+            outbox_by_status: vec![("DEAD".into(), 2)],
+            outbox_oldest_pending_ms: Some(1_000),
+            jobs_late_by_kind: vec![("revoke".into(), 1)],
+        };
+        let t = render_gauges(Some(&g), 11_500);
+        for want in [
+            "jit_store_up 1",
+            "jit_requests{status=\"GRANTED\"} 3",
+            "jit_requests{status=\"PENDING\"} 0",
+            "jit_grants_active 3",
+            "jit_jobs_late{kind=\"revoke\"} 1",
+            "jit_jobs_late{kind=\"grant\"} 0",
+            "jit_revocations_overdue 1",
+            "jit_callback_outbox_events{status=\"DEAD\"} 2",
+            "jit_callback_outbox_oldest_pending_age_seconds 10.5",
+        ] {
+            assert!(t.contains(want), "missing {want} in {t}");
+        }
+        let down = render_gauges(None, 0);
+        assert!(down.contains("jit_store_up 0"));
+        assert!(!down.contains("jit_requests"));
+    }
 
     #[test]
     fn histogram_buckets_are_cumulative_and_labels_escaped() {

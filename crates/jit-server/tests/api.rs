@@ -1210,11 +1210,15 @@ mod lifecycle {
         let id = l.request(30).await;
         l.approve(&id).await;
         l.step().await;
+        let m = metrics_text(&l.app.base).await;
+        assert!(m.contains("jit_grants_active 1"), "{m}");
+        assert!(m.contains("jit_revocations_overdue 0"), "{m}");
         l.provider
             .fail_next((0..20).map(|i| ProviderError::Retry(format!("throttled {i}"))));
         l.advance(30 * 60);
         let mut elapsed = 0;
         let mut seen_overdue = false;
+        let mut seen_metric = false;
         while elapsed <= 2 * 3600 {
             l.step().await;
             if l.status(&id).await["status"] == "EXPIRED" {
@@ -1225,10 +1229,23 @@ mod lifecycle {
                 seen_overdue = true;
                 assert_eq!(o.body["overdue"][0]["request_id"], id.as_str());
             }
+            seen_metric |= metrics_text(&l.app.base)
+                .await
+                .contains("jit_revocations_overdue 1");
             l.advance(60);
             elapsed += 60;
         }
         assert!(seen_overdue, "the stuck revoke was visible as overdue");
+        assert!(seen_metric, "the stuck revoke showed in the metrics");
+        let m = metrics_text(&l.app.base).await;
+        for want in [
+            "jit_revocations_overdue 0",
+            "jit_grants_active 0",
+            "jit_requests{status=\"EXPIRED\"} 1",
+            "jit_store_up 1",
+        ] {
+            assert!(m.contains(want), "missing {want} in {m}");
+        }
         assert_eq!(
             l.status(&id).await["status"],
             "EXPIRED",
@@ -2294,4 +2311,14 @@ mod negative {
         assert_eq!(c.get("/requests").await.unwrap().status, 200);
         let _ = stop.send(true);
     }
+}
+
+/// The unsigned metrics text of a running server.
+async fn metrics_text(base: &str) -> String {
+    reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
 }

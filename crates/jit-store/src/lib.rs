@@ -223,6 +223,20 @@ pub struct KeyUsage {
     pub last_used_unix: i64,
 }
 
+/// Counts for the metrics endpoint, read in one go.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Gauges {
+    /// Requests by status name (`PENDING`, `GRANTED`, …); statuses with none are absent.
+    pub requests_by_status: Vec<(String, i64)>,
+    /// Callback events by outbox status (`PENDING`, `DELIVERED`, `DEAD`).
+    pub outbox_by_status: Vec<(String, i64)>,
+    /// Creation time (ms) of the oldest undelivered callback still being tried.
+    pub outbox_oldest_pending_ms: Option<i64>,
+    /// Jobs by kind (`grant`, `revoke`, `timeout`) due before the cut-off given or that have
+    /// failed at least once (a retry moves the due time on, but the work is still late).
+    pub jobs_late_by_kind: Vec<(String, i64)>,
+}
+
 /// A callback event as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxEvent {
@@ -432,6 +446,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// The earliest due time of any job (arms the in-process timer).
     async fn next_job_due(&self) -> Result<Option<i64>, StoreError>;
+
+    /// Counts for `/metrics`: requests by status, the outbox, and late jobs: due before
+    /// `late_before_ms` or failed at least once (a revoke job that is late is an overdue
+    /// revocation).
+    async fn gauges(&self, late_before_ms: i64) -> Result<Gauges, StoreError>;
 
     /// All jobs of a kind (or all), earliest first.
     async fn list_jobs(&self, kind: Option<JobKind>) -> Result<Vec<Job>, StoreError>;

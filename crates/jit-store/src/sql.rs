@@ -7,7 +7,7 @@ use crate::rows::{
     binding_from_row, ms, policy_json, request_from_row, request_to_row,
 };
 use crate::{
-    AssignmentOp, AuditFilter, IdemRecord, Job, JobKind, JobOp, KeyUsage, OutboxEvent,
+    AssignmentOp, AuditFilter, Gauges, IdemRecord, Job, JobKind, JobOp, KeyUsage, OutboxEvent,
     RequestFilter, Store, StoreError, VerifyError, WriteCtx,
 };
 use async_trait::async_trait;
@@ -727,6 +727,40 @@ impl Store for SqlStore {
             .await?;
         }
         Ok(())
+    }
+
+    async fn gauges(&self, late_before_ms: i64) -> Result<Gauges, StoreError> {
+        let pairs = |rows: Vec<AnyRow>| -> Result<Vec<(String, i64)>, StoreError> {
+            rows.iter()
+                .map(|r| Ok((r.try_get::<String, _>(0)?, r.try_get::<i64, _>(1)?)))
+                .collect()
+        };
+        let requests = sqlx::query(
+            "SELECT status, CAST(COUNT(*) AS BIGINT) FROM requests GROUP BY status ORDER BY status",
+        )
+        .fetch_all(&self.read)
+        .await?;
+        let outbox = sqlx::query(
+            "SELECT status, CAST(COUNT(*) AS BIGINT) FROM outbox GROUP BY status ORDER BY status",
+        )
+        .fetch_all(&self.read)
+        .await?;
+        let oldest: Option<i64> =
+            sqlx::query_scalar("SELECT MIN(created_at) FROM outbox WHERE status = 'PENDING'")
+                .fetch_one(&self.read)
+                .await?;
+        let late = sqlx::query(
+            "SELECT kind, CAST(COUNT(*) AS BIGINT) FROM jobs WHERE due_at < $1 OR last_error IS NOT NULL GROUP BY kind ORDER BY kind",
+        )
+        .bind(late_before_ms)
+        .fetch_all(&self.read)
+        .await?;
+        Ok(Gauges {
+            requests_by_status: pairs(requests)?,
+            outbox_by_status: pairs(outbox)?,
+            outbox_oldest_pending_ms: oldest,
+            jobs_late_by_kind: pairs(late)?,
+        })
     }
 
     async fn key_usage(&self) -> Result<Vec<KeyUsage>, StoreError> {
