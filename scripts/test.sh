@@ -55,5 +55,14 @@ export JIT_TEST_PG_URL="postgres://jit_test:jit_test@127.0.0.1:5432/jit_test"
 psql "$JIT_TEST_PG_URL" -At -c "SELECT datname FROM pg_database WHERE datname LIKE 'jit_t_%'" \
   | while read -r db; do psql "$JIT_TEST_PG_URL" -q -c "DROP DATABASE IF EXISTS $db" || true; done
 
+# Alert rules: promtool (Debian's prometheus package) unit-tests deploy/prometheus/alerts.yml.
+if ! command -v promtool >/dev/null 2>&1; then
+  say "installing prometheus (for promtool) with apt"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
+say "promtool test rules deploy/prometheus/alerts_test.yml"
+promtool check rules deploy/prometheus/alerts.yml
+promtool test rules deploy/prometheus/alerts_test.yml
+
 say "cargo test --workspace"
 cargo test --workspace --all-targets --no-fail-fast "$@"

@@ -188,6 +188,30 @@ async fn health_is_open_and_everything_else_is_signed(app: App) {
         assert!(text.contains(want), "missing {want} in {text}");
     }
     assert!(!text.contains("/nope"), "{text}");
+    // Every metric an alert rule reads is one this server writes (the old system's alarms read
+    // a field its logs never wrote).
+    let rules = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../deploy/prometheus/alerts.yml"
+    ))
+    .unwrap();
+    let mut names: Vec<&str> = Vec::new();
+    for (i, _) in rules.match_indices("jit_") {
+        let rest = &rules[i..];
+        let end = rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(rest.len());
+        names.push(&rest[..end]);
+    }
+    names.retain(|n| *n != "jit_" && !n.starts_with("jit-"));
+    assert!(names.len() >= 10, "{names:?}");
+    for n in names {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(&format!("{n}{{")) || l.starts_with(&format!("{n} "))),
+            "alerts.yml reads {n}, which /metrics does not write:\n{text}"
+        );
+    }
     let secret = std::fs::read_to_string(app._dir.path().join("keys/backend.json")).unwrap();
     let secret = KeyRing::parse(&secret)
         .unwrap()
