@@ -389,6 +389,9 @@ async fn writer(pool: AnyPool, dialect: Dialect, mut rx: tokio::sync::mpsc::Rece
             Ok((results, head)) => {
                 cached = if reset { None } else { head };
                 for (job, r) in batch.drain(..).zip(results) {
+                    if r.is_ok() {
+                        log_audit(&job.ctx.audit);
+                    }
                     let _ = job.reply.send(r);
                 }
             }
@@ -400,6 +403,23 @@ async fn writer(pool: AnyPool, dialect: Dialect, mut rx: tokio::sync::mpsc::Rece
                 }
             }
         }
+    }
+}
+
+/// Each committed audit event, once, on its own log target (`jit_audit`), so a log pipeline can
+/// route the trail apart from operational noise. The database stays the record; this is a copy.
+fn log_audit(drafts: &[AuditDraft]) {
+    for d in drafts {
+        tracing::info!(
+            target: "jit_audit",
+            kind = %d.kind,
+            actor_id = d.actor_id.as_deref().unwrap_or(""),
+            request_id = d.request_id.as_deref().unwrap_or(""),
+            channel_id = d.channel_id.as_deref().unwrap_or(""),
+            account_id = d.account_id.as_deref().unwrap_or(""),
+            data = %d.data,
+            "audit"
+        );
     }
 }
 

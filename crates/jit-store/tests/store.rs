@@ -623,3 +623,59 @@ async fn jobs_assignments_and_outbox_commit_with_the_change() {
     );
     assert_eq!(db.store.due_callbacks(now_ms, 10).await.unwrap().len(), 1);
 }
+
+/// A writer that keeps everything logged, to grep it.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn committed_audit_events_are_logged_on_their_own_target_and_refused_writes_are_not() {
+    let logs = Captured::default();
+    let sink = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || sink.clone())
+        .json()
+        .flatten_event(true)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let db = sqlite().await;
+    db.store
+        .save_binding(
+            &binding("ch1"),
+            0,
+            WriteCtx::new(audit("config.bound", None), T0),
+        )
+        .await
+        .unwrap();
+    // A compare-and-set on a stale version is refused: its audit event must not be logged.
+    assert!(
+        db.store
+            .save_binding(
+                &binding("ch1"),
+                0,
+                WriteCtx::new(audit("config.refused_write", None), T0),
+            )
+            .await
+            .is_err()
+    );
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let audit_lines: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["target"] == "jit_audit")
+        .collect();
+    assert_eq!(audit_lines.len(), 1, "{text}");
+    assert_eq!(audit_lines[0]["kind"], "config.bound");
+    assert_eq!(audit_lines[0]["actor_id"], "alice");
+    assert!(!text.contains("config.refused_write"), "{text}");
+}
