@@ -11,7 +11,7 @@ echo "$(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(grep -m1 'model
 echo "== verify cost (criterion): 1 KiB body, against SHA-256(body) + HMAC(canonical) in the same run"
 cargo bench -q -p jit-proto --bench verify -- --warm-up-time 1 --measurement-time 3 2>&1 | grep -E '^verify|time:'
 
-echo "== API throughput and latency (release build, server in its own process, 32 clients)"
+echo "== API throughput and latency, start to ready, idle and loaded RSS (release build, server in its own process, 32 clients)"
 cargo build -q --release -p jit-cli -p jit-bench
 ./target/release/jit-bench --db sqlite --clients 32 --seconds 10
 ./target/release/jit-bench --db postgres --clients 32 --seconds 10

@@ -126,6 +126,15 @@ async fn main() -> anyhow::Result<()> {
         other => bail!("--db must be sqlite or postgres, got {other}"),
     };
     let port = jit_testkit::free_port()?;
+    // Baseline for start-to-ready: the same binary starting and exiting (`jit --version`).
+    let t = Instant::now();
+    Command::new(&args.server_bin)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .with_context(|| format!("running {} --version", args.server_bin.display()))?;
+    let exec_ms = t.elapsed().as_secs_f64() * 1000.0;
+    let spawned = Instant::now();
     let child = Command::new(&args.server_bin)
         .arg("server")
         .env("JIT_LISTEN", format!("127.0.0.1:{port}"))
@@ -142,9 +151,12 @@ async fn main() -> anyhow::Result<()> {
                 args.server_bin.display()
             )
         })?;
+    let pid = child.id();
     let _server = ServerProc(child);
-    jit_testkit::wait_for_port(port, Duration::from_secs(30))?;
     let base = format!("http://127.0.0.1:{port}");
+    wait_ready(&base).await?;
+    let ready_ms = spawned.elapsed().as_secs_f64() * 1000.0;
+    let idle_rss = rss_kib(pid);
     let ring = KeyRing::parse(&std::fs::read_to_string(
         dir.path().join("keys/backend.json"),
     )?)?;
@@ -228,7 +240,20 @@ async fn main() -> anyhow::Result<()> {
         }
     })
     .await;
+    let loaded_rss = rss_kib(pid);
     let rps = report("signed create+approve (per call)", &signed, se);
+    let own_rss = rss_kib(std::process::id());
+    println!(
+        "start to ready (first start: keys generated, store migrated): {ready_ms:.0} ms; baseline `jit --version` {exec_ms:.1} ms; ratio {:.1}",
+        ready_ms / exec_ms.max(0.1)
+    );
+    println!(
+        "server RSS idle {:.1} MiB, after load {:.1} MiB (ratio {:.2}); baseline: this load generator {:.1} MiB",
+        idle_rss as f64 / 1024.0,
+        loaded_rss as f64 / 1024.0,
+        loaded_rss as f64 / (idle_rss.max(1) as f64),
+        own_rss as f64 / 1024.0
+    );
     println!(
         "ratio signed/baseline throughput: {:.2}",
         rps / base_rps.max(1.0)
@@ -237,9 +262,37 @@ async fn main() -> anyhow::Result<()> {
         "{}",
         json!({"db": args.db, "clients": args.clients, "baseline_rps": base_rps.round(), "baseline_p50_ms": health.pct(0.5),
                "baseline_p99_ms": health.pct(0.99), "signed_rps": rps.round(), "signed_p50_ms": signed.pct(0.5),
-               "signed_p99_ms": signed.pct(0.99), "signed_errors": signed.errors})
+               "signed_p99_ms": signed.pct(0.99), "signed_errors": signed.errors, "start_to_ready_ms": ready_ms.round(),
+               "exec_baseline_ms": exec_ms, "rss_idle_kib": idle_rss, "rss_loaded_kib": loaded_rss, "bench_rss_kib": own_rss})
     );
     Ok(())
+}
+
+/// Polls `/readyz` every 2 ms until it answers 200.
+async fn wait_ready(base: &str) -> anyhow::Result<()> {
+    let http = reqwest::Client::new();
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(30) {
+        if let Ok(r) = http.get(format!("{base}/readyz")).send().await
+            && r.status().is_success()
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    bail!("the server was not ready within 30 s")
+}
+
+/// Resident set size of a process in KiB (0 if unreadable).
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
 }
 
 /// Creates and approves `n` one-minute grants (distinct users) with `clients` concurrent
