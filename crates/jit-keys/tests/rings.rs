@@ -270,23 +270,9 @@ async fn secrets_manager_extra_stages_verify_but_never_sign() {
     assert!(ring.current().get("cb-v1").unwrap().is_verify_only());
 }
 
-/// A writer that keeps everything logged, to grep it.
-#[derive(Clone, Default)]
-struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn secrets_never_reach_the_logs() {
-    let logs = Captured::default();
+    let logs = jit_testkit::Captured::default();
     let sink = logs.clone();
     let subscriber = tracing_subscriber::fmt()
         .with_max_level(tracing::Level::TRACE)
@@ -327,7 +313,7 @@ async fn secrets_never_reach_the_logs() {
         Err(Rejection::BadSignature)
     );
 
-    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let text = logs.text();
     assert!(text.contains("shorter than 32 bytes"), "{text}");
     assert!(text.contains("same secret"), "{text}");
     assert!(text.contains("unknown key id"), "{text}");

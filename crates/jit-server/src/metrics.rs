@@ -75,7 +75,12 @@ impl HttpMetrics {
     pub fn render(&self) -> String {
         let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let mut out = String::new();
-        out.push_str("# HELP jit_http_requests_total HTTP requests by route template, method and status.\n# TYPE jit_http_requests_total counter\n");
+        header(
+            &mut out,
+            "jit_http_requests_total",
+            "counter",
+            "HTTP requests by route template, method and status.",
+        );
         for ((route, method, status), n) in &g.requests {
             let _ = writeln!(
                 out,
@@ -84,7 +89,12 @@ impl HttpMetrics {
                 esc(method)
             );
         }
-        out.push_str("# HELP jit_http_request_duration_seconds Time from request to response.\n# TYPE jit_http_request_duration_seconds histogram\n");
+        header(
+            &mut out,
+            "jit_http_request_duration_seconds",
+            "histogram",
+            "Time from request to response.",
+        );
         for ((route, method), h) in &g.latency {
             let (r, m) = (esc(route), esc(method));
             for (le, c) in LATENCY_BUCKETS.iter().zip(h.counts.iter()) {
@@ -109,7 +119,12 @@ impl HttpMetrics {
                 h.count
             );
         }
-        out.push_str("# HELP jit_auth_failures_total Refused signatures by reason and key id (`unknown` when the id is not in the ring).\n# TYPE jit_auth_failures_total counter\n");
+        header(
+            &mut out,
+            "jit_auth_failures_total",
+            "counter",
+            "Refused signatures by reason and key id (`unknown` when the id is not in the ring).",
+        );
         for ((reason, key), n) in &g.auth_failures {
             let _ = writeln!(
                 out,
@@ -143,14 +158,17 @@ const STATUSES: [&str; 9] = [
 pub fn render_gauges(g: Option<&jit_store::Gauges>, now_ms: i64) -> String {
     let mut out = String::new();
     let up = u8::from(g.is_some());
-    let _ = writeln!(
-        out,
-        "# HELP jit_store_up Whether the store answered the metrics query.\n# TYPE jit_store_up gauge\njit_store_up {up}"
+    header(
+        &mut out,
+        "jit_store_up",
+        "gauge",
+        "Whether the store answered the metrics query.",
     );
+    let _ = writeln!(out, "jit_store_up {up}");
     let Some(g) = g else { return out };
     let get =
         |rows: &[(String, i64)], k: &str| rows.iter().find(|(n, _)| n == k).map_or(0, |(_, v)| *v);
-    out.push_str("# HELP jit_requests Requests by status.\n# TYPE jit_requests gauge\n");
+    header(&mut out, "jit_requests", "gauge", "Requests by status.");
     for st in STATUSES {
         let _ = writeln!(
             out,
@@ -158,12 +176,23 @@ pub fn render_gauges(g: Option<&jit_store::Gauges>, now_ms: i64) -> String {
             get(&g.requests_by_status, st)
         );
     }
+    header(
+        &mut out,
+        "jit_grants_active",
+        "gauge",
+        "Requests whose access is granted now.",
+    );
     let _ = writeln!(
         out,
-        "# HELP jit_grants_active Requests whose access is granted now.\n# TYPE jit_grants_active gauge\njit_grants_active {}",
+        "jit_grants_active {}",
         get(&g.requests_by_status, "GRANTED")
     );
-    out.push_str("# HELP jit_jobs_late Lifecycle jobs more than a minute past due or that have failed at least once.\n# TYPE jit_jobs_late gauge\n");
+    header(
+        &mut out,
+        "jit_jobs_late",
+        "gauge",
+        "Lifecycle jobs more than a minute past due or that have failed at least once.",
+    );
     for k in ["grant", "revoke", "timeout"] {
         let _ = writeln!(
             out,
@@ -171,12 +200,23 @@ pub fn render_gauges(g: Option<&jit_store::Gauges>, now_ms: i64) -> String {
             get(&g.jobs_late_by_kind, k)
         );
     }
+    header(
+        &mut out,
+        "jit_revocations_overdue",
+        "gauge",
+        "Revocations more than a minute past due or failing.",
+    );
     let _ = writeln!(
         out,
-        "# HELP jit_revocations_overdue Revocations more than a minute past due or failing.\n# TYPE jit_revocations_overdue gauge\njit_revocations_overdue {}",
+        "jit_revocations_overdue {}",
         get(&g.jobs_late_by_kind, "revoke")
     );
-    out.push_str("# HELP jit_callback_outbox_events Callback events by delivery status.\n# TYPE jit_callback_outbox_events gauge\n");
+    header(
+        &mut out,
+        "jit_callback_outbox_events",
+        "gauge",
+        "Callback events by delivery status.",
+    );
     for k in ["PENDING", "DELIVERED", "DEAD"] {
         let _ = writeln!(
             out,
@@ -187,11 +227,19 @@ pub fn render_gauges(g: Option<&jit_store::Gauges>, now_ms: i64) -> String {
     let age = g
         .outbox_oldest_pending_ms
         .map_or(0.0, |t| ((now_ms - t).max(0) as f64) / 1000.0);
-    let _ = writeln!(
-        out,
-        "# HELP jit_callback_outbox_oldest_pending_age_seconds Age of the oldest callback not yet delivered (0 when none).\n# TYPE jit_callback_outbox_oldest_pending_age_seconds gauge\njit_callback_outbox_oldest_pending_age_seconds {age}"
+    header(
+        &mut out,
+        "jit_callback_outbox_oldest_pending_age_seconds",
+        "gauge",
+        "Age of the oldest callback not yet delivered (0 when none).",
     );
+    let _ = writeln!(out, "jit_callback_outbox_oldest_pending_age_seconds {age}");
     out
+}
+
+/// Writes the `# HELP` and `# TYPE` lines of a metric.
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
 /// Escapes a label value per the Prometheus text format.

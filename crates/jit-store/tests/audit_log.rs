@@ -13,7 +13,6 @@ use jit_core::policy::{Binding, Policy};
 use jit_core::types::{AccountId, ChannelId, UserId};
 use jit_store::{SqlStore, Store, WriteCtx};
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use time::OffsetDateTime;
 use time::macros::datetime;
 
@@ -37,23 +36,9 @@ fn audit(kind: &str) -> AuditDraft {
     d
 }
 
-/// A writer that keeps everything logged, to grep it.
-#[derive(Clone, Default)]
-struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn committed_audit_events_are_logged_on_their_own_target_and_refused_writes_are_not() {
-    let logs = Captured::default();
+    let logs = jit_testkit::Captured::default();
     let sink = logs.clone();
     let subscriber = tracing_subscriber::fmt()
         .with_writer(move || sink.clone())
@@ -80,7 +65,7 @@ async fn committed_audit_events_are_logged_on_their_own_target_and_refused_write
             .await
             .is_err()
     );
-    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let text = logs.text();
     let audit_lines: Vec<serde_json::Value> = text
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
