@@ -279,7 +279,11 @@ async fn secrets_never_reach_the_logs() {
         .with_writer(move || sink.clone())
         .json()
         .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    // Global, not per thread: tracing caches per call site whether anyone listens, and a test
+    // running in parallel on a thread with no subscriber could otherwise switch a call site
+    // off for this one (the test was flaky with `set_default`). Other tests of this binary may
+    // log into it too, which only widens the secret check.
+    tracing::subscriber::set_global_default(subscriber).unwrap();
 
     let short = "shortsecret-xyzzy";
     let dir = tempfile::tempdir().unwrap();
