@@ -25,15 +25,70 @@ use zeroize::Zeroizing;
 
 pub use axum::Router;
 
-/// Serves `router` until `shutdown` completes, then drains in-flight requests.
+/// Serves `router` until `shutdown` completes, then drains in-flight requests. Each request
+/// knows its source address (for the limit on failed authentication).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}
+
+/// Largest request body the bridge reads (a dialog submission is a few KiB).
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Marks a response as a refused identity (bad slash token, forged button or dialog, bad
+/// callback signature): the guard counts it by reason and toward the source's failure limit.
+#[derive(Debug, Clone)]
+struct Refused {
+    reason: &'static str,
+    key_id: String,
+}
+
+fn refused(mut resp: Response, reason: &'static str, key_id: impl Into<String>) -> Response {
+    resp.extensions_mut().insert(Refused {
+        reason,
+        key_id: key_id.into(),
+    });
+    resp
+}
+
+/// In front of every route that proves an identity: a source over its failure burst gets 429
+/// `too_many_auth_failures` for the rest of the minute; refusals are counted.
+async fn guard(
+    State(b): State<Bridge>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let me = &b.inner;
+    let source = jit_http::source_ip(req.extensions());
+    let now = me.now();
+    if let Some(ip) = source
+        && me.limiter.blocked(ip, now)
+    {
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            Json(json!({
+                "code": "too_many_auth_failures",
+                "message": "too many failed attempts from this address; wait a minute",
+            })),
+        )
+            .into_response();
+    }
+    let resp = next.run(req).await;
+    if let Some(r) = resp.extensions().get::<Refused>() {
+        me.http.auth_failure(r.reason, &r.key_id);
+        if let Some(ip) = source {
+            me.limiter.failed(ip, now);
+        }
+    }
+    resp
 }
 
 /// How many callback event ids are remembered for dedupe.
@@ -61,6 +116,8 @@ struct Inner {
     clock: Arc<dyn Clock>,
     bot_id: tokio::sync::OnceCell<String>,
     slash_tokens: Vec<Zeroizing<String>>,
+    http: Arc<jit_http::metrics::HttpMetrics>,
+    limiter: jit_http::FailureLimiter,
 }
 
 /// Sets a member of a JSON object (no-op on anything else).
@@ -146,6 +203,8 @@ impl Bridge {
                 clock,
                 bot_id: tokio::sync::OnceCell::new(),
                 slash_tokens,
+                http: Arc::new(jit_http::metrics::HttpMetrics::default()),
+                limiter: jit_http::FailureLimiter::new(cfg.auth_failure_burst),
                 cfg,
             }),
         })
@@ -186,16 +245,30 @@ impl Bridge {
         self.inner.report_usage(verifier).await
     }
 
-    /// The routes Mattermost and the backend call.
+    /// The routes Mattermost and the backend call, with the listener limits (body size, time
+    /// per request, requests at once), the failure limit, metrics and the request log.
     pub fn router(&self) -> Router {
-        Router::new()
-            .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
-            .route("/metrics", get(metrics))
+        let proven = Router::new()
             .route("/mattermost/command", post(command))
             .route("/mattermost/action", post(action))
             .route("/mattermost/dialog", post(dialog))
             .route("/jit/webhook", post(webhook))
-            .with_state(self.clone())
+            .route_layer(axum::middleware::from_fn_with_state(self.clone(), guard));
+        let app = Router::new()
+            .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+            .route("/metrics", get(metrics))
+            .merge(proven)
+            .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+            .layer(axum::middleware::from_fn_with_state(
+                self.inner.http.clone(),
+                jit_http::metrics::track,
+            ))
+            .with_state(self.clone());
+        jit_http::harden(
+            app,
+            std::time::Duration::from_secs(self.inner.cfg.request_timeout_secs),
+            self.inner.cfg.max_connections,
+        )
     }
 }
 
@@ -294,13 +367,17 @@ impl Inner {
     }
 }
 
+/// Prometheus text: key rings, requests by route and status with latency, refusals by reason,
+/// and Mattermost API calls by operation and status.
 async fn metrics(State(b): State<Bridge>) -> Response {
     let me = &b.inner;
-    let text = jit_keys::prometheus(&[&me.backend_ring, &me.callback_ring], me.now());
+    let mut text = jit_keys::prometheus(&[&me.backend_ring, &me.callback_ring], me.now());
+    text.push_str(&me.http.render());
+    text.push_str(&me.mm.metrics().render());
     (
         [(
             axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4",
+            jit_http::metrics::CONTENT_TYPE,
         )],
         text,
     )
@@ -326,7 +403,11 @@ async fn command(
         .unwrap_or("");
     if !me.slash_token_ok(token) {
         tracing::warn!(reason = "bad_slash_token", "slash command refused");
-        return (StatusCode::UNAUTHORIZED, Json(json!({"response_type": "ephemeral", "text": "This command did not come from Mattermost."}))).into_response();
+        return refused(
+            (StatusCode::UNAUTHORIZED, Json(json!({"response_type": "ephemeral", "text": "This command did not come from Mattermost."}))).into_response(),
+            "bad_slash_token",
+            "none",
+        );
     }
     let get = |k: &str| form.get(k).map(String::as_str).unwrap_or("");
     let (user_id, channel_id, text, trigger_id) = (
@@ -631,11 +712,15 @@ async fn action(State(b): State<Bridge>, Json(req): Json<ActionRequest>) -> Resp
         }
         Err(e) => {
             tracing::warn!(reason = %e, "button click refused");
-            return (
-                StatusCode::FORBIDDEN,
-                Json(json!({"ephemeral_text": "This button is not valid."})),
-            )
-                .into_response();
+            return refused(
+                (
+                    StatusCode::FORBIDDEN,
+                    Json(json!({"ephemeral_text": "This button is not valid."})),
+                )
+                    .into_response(),
+                "bad_action_token",
+                "none",
+            );
         }
     }
     if crate::commands::request_id(&request_id).is_err() {
@@ -760,11 +845,15 @@ async fn dialog(State(b): State<Bridge>, Json(d): Json<DialogSubmission>) -> Res
         }
         if checked.is_err() {
             tracing::warn!(reason = "bad_dialog_state", "dialog submission refused");
-            return (
-                StatusCode::FORBIDDEN,
-                Json(json!({"error": "This form is not valid; run /jit request again."})),
-            )
-                .into_response();
+            return refused(
+                (
+                    StatusCode::FORBIDDEN,
+                    Json(json!({"error": "This form is not valid; run /jit request again."})),
+                )
+                    .into_response(),
+                "bad_dialog_state",
+                "none",
+            );
         }
         let duration = sub("duration");
         if duration.trim().parse::<u32>().map_or(true, |m| m == 0) {
@@ -865,11 +954,15 @@ async fn dialog(State(b): State<Bridge>, Json(d): Json<DialogSubmission>) -> Res
         }
         if checked.is_err() {
             tracing::warn!(reason = "bad_dialog_state", "dialog submission refused");
-            return (
-                StatusCode::FORBIDDEN,
-                Json(json!({"error": "This form is not valid."})),
-            )
-                .into_response();
+            return refused(
+                (
+                    StatusCode::FORBIDDEN,
+                    Json(json!({"error": "This form is not valid."})),
+                )
+                    .into_response(),
+                "bad_dialog_state",
+                "none",
+            );
         }
         let actor = match me.actor(&d.user_id, &d.channel_id).await {
             Ok(a) => a,
@@ -937,7 +1030,21 @@ async fn webhook(State(b): State<Bridge>, uri: Uri, headers: HeaderMap, body: By
         .await
     {
         tracing::warn!(reason = r.code(), "callback refused");
-        return (StatusCode::UNAUTHORIZED, Json(json!({"code": r.code()}))).into_response();
+        let claimed = headers
+            .get(jit_proto::sign::HEADER_KEY_ID)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let known = if me.callback_ring.current().get(claimed).is_some() {
+            claimed
+        } else {
+            "unknown"
+        };
+        let status = StatusCode::from_u16(r.http_status()).unwrap_or(StatusCode::UNAUTHORIZED);
+        return refused(
+            (status, Json(json!({"code": r.code()}))).into_response(),
+            r.code(),
+            known,
+        );
     }
     let ev: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,

@@ -137,6 +137,45 @@ pub struct MmClient {
     http: reqwest::Client,
     base: String,
     token: std::sync::Arc<zeroize::Zeroizing<String>>,
+    metrics: std::sync::Arc<MmMetrics>,
+}
+
+/// Mattermost API calls by operation (method and the spec's path template) and status (the
+/// HTTP status, or `error` when no answer came: refused, timed out), one per attempt.
+#[derive(Debug)]
+pub struct MmMetrics {
+    /// `jit_mattermost_api_requests_total{operation,status}`.
+    pub requests: jit_http::metrics::Counter,
+    /// `jit_mattermost_api_request_duration_seconds{operation}`.
+    pub duration: jit_http::metrics::Histogram,
+}
+
+impl Default for MmMetrics {
+    fn default() -> Self {
+        Self {
+            requests: jit_http::metrics::Counter::new(
+                "jit_mattermost_api_requests_total",
+                "Mattermost API calls by operation and status (`error`: no answer), one per attempt.",
+                &["operation", "status"],
+            ),
+            duration: jit_http::metrics::Histogram::new(
+                "jit_mattermost_api_request_duration_seconds",
+                "Mattermost API call latency.",
+                &["operation"],
+                jit_http::metrics::CALL_BUCKETS,
+            ),
+        }
+    }
+}
+
+impl MmMetrics {
+    /// Prometheus text.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        self.requests.render(&mut out);
+        self.duration.render(&mut out);
+        out
+    }
 }
 
 impl MmClient {
@@ -150,16 +189,26 @@ impl MmClient {
             http,
             base: base_url.trim_end_matches('/').to_owned(),
             token: std::sync::Arc::new(bot_token),
+            metrics: std::sync::Arc::new(MmMetrics::default()),
         })
     }
 
+    /// The client's call counters, for `/metrics`.
+    pub fn metrics(&self) -> &MmMetrics {
+        &self.metrics
+    }
+
+    /// One API call; `template` (the spec's path, `/posts/{post_id}/patch`) labels the
+    /// metrics, `path` is what is sent.
     async fn call(
         &self,
         method: reqwest::Method,
+        template: &'static str,
         path: &str,
         body: Option<&Value>,
     ) -> Result<Value, MmError> {
         let url = format!("{}/api/v4{path}", self.base);
+        let op = format!("{method} {template}");
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -170,7 +219,16 @@ impl MmClient {
             if let Some(b) = body {
                 rb = rb.json(b);
             }
-            let resp = rb.send().await?;
+            let start = std::time::Instant::now();
+            let sent = rb.send().await;
+            let status_label = sent
+                .as_ref()
+                .map_or_else(|_| "error".to_owned(), |r| r.status().as_u16().to_string());
+            self.metrics.requests.inc(&[&op, &status_label]);
+            self.metrics
+                .duration
+                .observe(&[&op], start.elapsed().as_secs_f64());
+            let resp = sent?;
             let status = resp.status().as_u16();
             if (status == 429 || status >= 500) && attempt < 3 {
                 let wait = resp
@@ -224,7 +282,7 @@ impl MmClient {
             }
         }
         let v = self
-            .call(reqwest::Method::POST, "/posts", Some(&body))
+            .call(reqwest::Method::POST, "/posts", "/posts", Some(&body))
             .await?;
         Ok(v.get("id")
             .and_then(Value::as_str)
@@ -242,6 +300,7 @@ impl MmClient {
         let body = serde_json::json!({"message": message, "props": {"attachments": attachments}});
         self.call(
             reqwest::Method::PUT,
+            "/posts/{post_id}/patch",
             &format!("/posts/{post_id}/patch"),
             Some(&body),
         )
@@ -257,9 +316,14 @@ impl MmClient {
         message: &str,
     ) -> Result<(), MmError> {
         let body = serde_json::json!({"user_id": user_id, "post": {"channel_id": channel_id, "message": message}});
-        self.call(reqwest::Method::POST, "/posts/ephemeral", Some(&body))
-            .await
-            .map(|_| ())
+        self.call(
+            reqwest::Method::POST,
+            "/posts/ephemeral",
+            "/posts/ephemeral",
+            Some(&body),
+        )
+        .await
+        .map(|_| ())
     }
 
     /// `POST /actions/dialogs/open`.
@@ -270,15 +334,25 @@ impl MmClient {
         dialog: &Dialog,
     ) -> Result<(), MmError> {
         let body = serde_json::json!({"trigger_id": trigger_id, "url": url, "dialog": dialog});
-        self.call(reqwest::Method::POST, "/actions/dialogs/open", Some(&body))
-            .await
-            .map(|_| ())
+        self.call(
+            reqwest::Method::POST,
+            "/actions/dialogs/open",
+            "/actions/dialogs/open",
+            Some(&body),
+        )
+        .await
+        .map(|_| ())
     }
 
     /// `GET /users/{id}` (`me` for the bot itself).
     pub async fn user(&self, user_id: &str) -> Result<User, MmError> {
         let v = self
-            .call(reqwest::Method::GET, &format!("/users/{user_id}"), None)
+            .call(
+                reqwest::Method::GET,
+                "/users/{user_id}",
+                &format!("/users/{user_id}"),
+                None,
+            )
             .await?;
         serde_json::from_value(v).map_err(|e| MmError::Status {
             status: 200,
@@ -291,6 +365,7 @@ impl MmClient {
         let v = self
             .call(
                 reqwest::Method::POST,
+                "/users/usernames",
                 "/users/usernames",
                 Some(&serde_json::json!(names)),
             )
@@ -310,6 +385,7 @@ impl MmClient {
         let v = self
             .call(
                 reqwest::Method::GET,
+                "/channels/{channel_id}/members/{user_id}",
                 &format!("/channels/{channel_id}/members/{user_id}"),
                 None,
             )
@@ -325,6 +401,7 @@ impl MmClient {
         let v = self
             .call(
                 reqwest::Method::POST,
+                "/channels/direct",
                 "/channels/direct",
                 Some(&serde_json::json!([bot_id, user_id])),
             )
@@ -346,7 +423,7 @@ impl MmClient {
             "auto_complete": true, "auto_complete_desc": "Just-in-time access", "auto_complete_hint": "request | status | help",
             "display_name": "jit", "description": "Just-in-time privileged access"});
         let v = self
-            .call(reqwest::Method::POST, "/commands", Some(&body))
+            .call(reqwest::Method::POST, "/commands", "/commands", Some(&body))
             .await?;
         Ok(v.get("token")
             .and_then(Value::as_str)

@@ -41,6 +41,14 @@ pub struct BridgeConfig {
     pub ticket_url_template: Option<String>,
     /// How long buttons and dialogs stay valid, in seconds.
     pub action_ttl_secs: i64,
+    /// Seconds a request may take before it is answered 503 `timeout` (Mattermost gives up on
+    /// a slash command after 30 s).
+    pub request_timeout_secs: u64,
+    /// Most requests served at once; the rest wait.
+    pub max_connections: usize,
+    /// Failed tokens and callback signatures a source address may send per minute before it
+    /// gets 429.
+    pub auth_failure_burst: u32,
 }
 
 impl std::fmt::Debug for BridgeConfig {
@@ -81,6 +89,9 @@ impl Default for BridgeConfig {
             data_dir: PathBuf::from("jit-data"),
             ticket_url_template: None,
             action_ttl_secs: 7 * 24 * 3600,
+            request_timeout_secs: 25,
+            max_connections: 1024,
+            auth_failure_burst: 100,
         }
     }
 }
@@ -140,6 +151,20 @@ impl BridgeConfig {
         if let Some(v) = env("JIT_MM_DATA_DIR")? {
             c.data_dir = PathBuf::from(v);
         }
+        fn num<T: std::str::FromStr>(name: &str, v: &str) -> anyhow::Result<T> {
+            v.trim()
+                .parse()
+                .map_err(|_| anyhow::anyhow!("{name} must be a whole number, got {v:?}"))
+        }
+        if let Some(v) = env("JIT_MM_REQUEST_TIMEOUT_SECS")? {
+            c.request_timeout_secs = num("JIT_MM_REQUEST_TIMEOUT_SECS", &v)?;
+        }
+        if let Some(v) = env("JIT_MM_MAX_CONNECTIONS")? {
+            c.max_connections = num("JIT_MM_MAX_CONNECTIONS", &v)?;
+        }
+        if let Some(v) = env("JIT_MM_AUTH_FAILURE_BURST")? {
+            c.auth_failure_burst = num("JIT_MM_AUTH_FAILURE_BURST", &v)?;
+        }
         c.validate()?;
         Ok(c)
     }
@@ -167,6 +192,18 @@ impl BridgeConfig {
         anyhow::ensure!(
             (60..=30 * 24 * 3600).contains(&self.action_ttl_secs),
             "action_ttl_secs must be 60 s to 30 days"
+        );
+        anyhow::ensure!(
+            (1..=300).contains(&self.request_timeout_secs),
+            "request_timeout_secs must be 1 to 300"
+        );
+        anyhow::ensure!(
+            self.max_connections >= 1,
+            "max_connections must be at least 1"
+        );
+        anyhow::ensure!(
+            self.auth_failure_burst >= 1,
+            "auth_failure_burst must be at least 1"
         );
         Ok(())
     }

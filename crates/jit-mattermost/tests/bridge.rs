@@ -314,7 +314,11 @@ async fn world() -> World {
     let bridge = Bridge::build(cfg, Arc::new(clock.clone())).await.unwrap();
     let router = bridge.router();
     let handle = bridge.clone();
-    tokio::spawn(async move { axum::serve(bridge_listener, router).await.unwrap() });
+    tokio::spawn(async move {
+        jit_mattermost::bridge::serve(bridge_listener, router, std::future::pending())
+            .await
+            .unwrap()
+    });
 
     let ring =
         KeyRing::parse(&std::fs::read_to_string(keys.join("backend.json")).unwrap()).unwrap();
@@ -820,7 +824,11 @@ async fn rings_in_secrets_manager_load_and_reload() {
     let app = bridge.router();
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/metrics", l.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    tokio::spawn(async move {
+        jit_mattermost::bridge::serve(l, app, std::future::pending())
+            .await
+            .unwrap()
+    });
     let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
     assert!(
         text.contains("jit_key_ring_keys{ring=\"backend\"} 1")

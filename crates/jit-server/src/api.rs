@@ -62,7 +62,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(
             state.http_metrics.clone(),
-            crate::metrics::track,
+            jit_http::metrics::track,
         ))
         .with_state(state)
 }
@@ -76,10 +76,12 @@ async fn healthz() -> Json<Value> {
 }
 
 /// Prometheus text (unsigned, like the health probes): key rings and key use, requests by
-/// route and status with latency, and authentication failures by reason and key id.
+/// route and status with latency, authentication failures by reason and key id, the lifecycle's
+/// and dispatcher's counters, and the store's counts (docs/observability.md lists every series).
 async fn metrics(State(st): State<AppState>) -> Response {
     let mut text = jit_keys::prometheus(&[&st.backend_ring, &st.callback_ring], st.clock.unix());
     text.push_str(&st.http_metrics.render());
+    text.push_str(&st.metrics.render());
     let now_ms = crate::effects_ms(st.clock.now());
     let gauges = st
         .store
@@ -91,7 +93,7 @@ async fn metrics(State(st): State<AppState>) -> Response {
     (
         [(
             axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4",
+            jit_http::metrics::CONTENT_TYPE,
         )],
         text,
     )

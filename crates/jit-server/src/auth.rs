@@ -12,55 +12,6 @@ use jit_proto::sign::{HEADER_KEY_ID, RequestParts};
 /// Largest accepted request body.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
-/// Counts authentication failures per source address in one-minute windows; past `burst`
-/// failures a source gets 429 for the rest of the window, valid signature or not, so a key or
-/// nonce cannot be guessed at speed. The table is bounded (the oldest windows are dropped).
-#[derive(Debug)]
-pub struct FailureLimiter {
-    burst: u32,
-    table: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, (i64, u32)>>,
-}
-
-impl FailureLimiter {
-    /// At most `burst` failures per source per minute.
-    pub fn new(burst: u32) -> Self {
-        Self {
-            burst,
-            table: std::sync::Mutex::new(std::collections::HashMap::new()),
-        }
-    }
-
-    fn window(now: i64) -> i64 {
-        now.div_euclid(60)
-    }
-
-    /// True when `ip` has used up its failures in this window.
-    pub fn blocked(&self, ip: std::net::IpAddr, now: i64) -> bool {
-        self.table
-            .lock()
-            .map(|t| {
-                t.get(&ip)
-                    .is_some_and(|(w, n)| *w == Self::window(now) && *n >= self.burst)
-            })
-            .unwrap_or(false)
-    }
-
-    /// Records a failure from `ip`.
-    pub fn failed(&self, ip: std::net::IpAddr, now: i64) {
-        if let Ok(mut t) = self.table.lock() {
-            let w = Self::window(now);
-            if t.len() > 100_000 {
-                t.retain(|_, (tw, _)| *tw == w);
-            }
-            let e = t.entry(ip).or_insert((w, 0));
-            if e.0 != w {
-                *e = (w, 0);
-            }
-            e.1 = e.1.saturating_add(1);
-        }
-    }
-}
-
 /// The verified caller, available to handlers as an extension.
 #[derive(Debug, Clone)]
 pub struct Caller {
@@ -74,10 +25,7 @@ pub struct Caller {
 /// the claimed key id are logged, never the secret.
 pub async fn require_signature(State(st): State<AppState>, req: Request, next: Next) -> Response {
     let (mut parts, body) = req.into_parts();
-    let source = parts
-        .extensions
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| c.0.ip());
+    let source = jit_http::source_ip(&parts.extensions);
     let now = st.clock.unix();
     if let Some(ip) = source
         && st.auth_failures.blocked(ip, now)

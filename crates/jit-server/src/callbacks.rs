@@ -128,12 +128,18 @@ impl Dispatcher {
                         .store
                         .callback_delivered(&ev.event_id, crate::effects_ms(self.st.clock.now()))
                         .await?;
+                    self.st.metrics.callback_deliveries.inc(&["delivered"]);
                     delivered += 1;
                 }
                 Err(e) => {
                     let now = crate::effects_ms(self.st.clock.now());
                     let max_age = i64::try_from(self.cfg.max_age.as_millis()).unwrap_or(i64::MAX);
                     let dead = now - ev.created_ms >= max_age;
+                    self.st.metrics.callback_deliveries.inc(&[if dead {
+                        "dead"
+                    } else {
+                        "failed"
+                    }]);
                     if dead {
                         tracing::error!(event_id = %ev.event_id, request_id = %ev.request_id, attempts = ev.attempts + 1,
                             error = %e, "callback undeliverable for too long; kept as a dead letter (GET /callbacks?status=DEAD)");

@@ -199,6 +199,21 @@ impl Lifecycle {
     /// reports (or with `remove`, removes) assignments this system made that no grant, and no
     /// standing assignment, explains any more. Users this system never granted are left alone.
     pub async fn check_drift(&self, remove: bool) -> Result<Vec<Drift>, StoreError> {
+        let mut complete = true;
+        let r = self.check_drift_inner(remove, &mut complete).await;
+        let ok = r.is_ok() && complete;
+        self.st
+            .metrics
+            .reconciler_runs
+            .inc(&["drift", if ok { "ok" } else { "error" }]);
+        r
+    }
+
+    async fn check_drift_inner(
+        &self,
+        remove: bool,
+        complete: &mut bool,
+    ) -> Result<Vec<Drift>, StoreError> {
         let mut found = Vec::new();
         for b in self.st.store.list_bindings().await? {
             for (account, sets) in &b.accounts {
@@ -212,7 +227,8 @@ impl Lifecycle {
                         Ok(Some(u)) => u,
                         Ok(None) => continue,
                         Err(e) => {
-                            tracing::warn!(account_id = %account, error = %e, "drift check could not list assignments");
+                            *complete = false;
+                            tracing::error!(account_id = %account, error = %e, "drift check could not list assignments");
                             continue;
                         }
                     };
@@ -262,6 +278,11 @@ impl Lifecycle {
                             .store
                             .record(WriteCtx::with_audit(vec![d], self.st.clock.now()))
                             .await?;
+                        self.st.metrics.drift_assignments.inc(&[if removed {
+                            "removed"
+                        } else {
+                            "detected"
+                        }]);
                         tracing::error!(target: "audit", account_id = %account, user_email = %email, removed,
                             "drift: an assignment this system made is still in place with no grant behind it");
                         found.push(Drift {
@@ -531,6 +552,10 @@ impl Lifecycle {
         match self.commit(&r, &next, vec![d], ops).await {
             Ok(()) => {
                 tracing::info!(request_id = %r.id, late_ms, "grant ended");
+                self.st
+                    .metrics
+                    .revocation_lateness
+                    .observe(&[], late_ms.max(0) as f64 / 1000.0);
                 Ok(())
             }
             Err(e) => {
@@ -569,6 +594,17 @@ impl Lifecycle {
     /// Makes sure every request that needs work has its job (a job lost to a bug or a manual
     /// edit is recreated), then runs what is due.
     pub async fn reconcile(self: &Arc<Self>) -> Result<usize, StoreError> {
+        let r = self.recreate_missing_jobs().await;
+        self.st
+            .metrics
+            .reconciler_runs
+            .inc(&["jobs", if r.is_ok() { "ok" } else { "error" }]);
+        let created = r?;
+        let ran = self.run_due().await?;
+        Ok(created + ran)
+    }
+
+    async fn recreate_missing_jobs(&self) -> Result<usize, StoreError> {
         let jobs = self.st.store.list_jobs(None).await?;
         let has =
             |kind: JobKind, id: &str| jobs.iter().any(|j| j.kind == kind && j.request_id == id);
@@ -599,8 +635,7 @@ impl Lifecycle {
                 created += 1;
             }
         }
-        let ran = self.run_due().await?;
-        Ok(created + ran)
+        Ok(created)
     }
 
     /// Runs the timer loop until `shutdown` turns true.

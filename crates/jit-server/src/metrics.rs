@@ -1,139 +1,173 @@
-//! HTTP and authentication metrics for `GET /metrics`, in Prometheus text format.
-//!
-//! Labels are bounded: the route is the router's template (`/requests/{id}`), never the raw
-//! path, so an attacker cannot grow the label set; unmatched paths share the label
-//! `unmatched`. Authentication failures are counted by reason (a fixed set of codes) and by
-//! the key id only when that id is in the ring; any other claimed id counts as `unknown`.
+//! The backend's own metrics for `GET /metrics`: the store's counts (requests by status, late
+//! jobs, the callback outbox) read at scrape time, and the lifecycle's counters and histograms
+//! (revocation lateness, provider calls, callback deliveries, reconciler and drift runs).
+//! Request and authentication-failure metrics are [`jit_http::metrics::HttpMetrics`].
 
-use std::collections::BTreeMap;
+use jit_grants::{AccessProvider, Assigned, ProviderError, Target};
+use jit_http::metrics::{CALL_BUCKETS, Counter, Histogram, header};
 use std::fmt::Write as _;
-use std::sync::Mutex;
+use std::sync::Arc;
 
-/// Upper bounds, in seconds, of the request latency histogram buckets.
-pub const LATENCY_BUCKETS: [f64; 11] = [
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+/// Buckets of the revocation lateness histogram, in seconds.
+pub const LATENESS_BUCKETS: &[f64] = &[
+    0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
 ];
 
-#[derive(Debug, Default, Clone)]
-struct Histogram {
-    counts: [u64; LATENCY_BUCKETS.len()],
-    sum: f64,
-    count: u64,
+/// Counters and histograms written by the lifecycle, the callback dispatcher and the
+/// provider wrapper. Every result label that an alert reads exists from the start with 0.
+#[derive(Debug)]
+pub struct Metrics {
+    /// `jit_revocation_lateness_seconds`: from a grant's end to its access being removed.
+    pub revocation_lateness: Histogram,
+    /// `jit_provider_calls_total{provider,operation,result}`; result is `ok`, `retry`
+    /// (temporary failure) or `permanent`.
+    pub provider_calls: Counter,
+    /// `jit_provider_call_duration_seconds{provider,operation}`.
+    pub provider_duration: Histogram,
+    /// `jit_callback_deliveries_total{result}`; result is `delivered`, `failed` (will be
+    /// retried) or `dead` (became a dead letter).
+    pub callback_deliveries: Counter,
+    /// `jit_reconciler_runs_total{check,result}`; check is `jobs` (missing lifecycle jobs) or
+    /// `drift` (assignments with no grant behind them), result `ok` or `error`.
+    pub reconciler_runs: Counter,
+    /// `jit_drift_assignments_total{action}`; action is `detected` or `removed`.
+    pub drift_assignments: Counter,
 }
 
-impl Histogram {
-    fn observe(&mut self, secs: f64) {
-        for (c, le) in self.counts.iter_mut().zip(LATENCY_BUCKETS.iter()) {
-            if secs <= *le {
-                *c += 1;
+impl Default for Metrics {
+    fn default() -> Self {
+        let m = Self {
+            revocation_lateness: Histogram::new(
+                "jit_revocation_lateness_seconds",
+                "Time from a grant's end to its access being removed and recorded.",
+                &[],
+                LATENESS_BUCKETS,
+            ),
+            provider_calls: Counter::new(
+                "jit_provider_calls_total",
+                "Access provider calls by provider, operation and result (ok, retry, permanent).",
+                &["provider", "operation", "result"],
+            ),
+            provider_duration: Histogram::new(
+                "jit_provider_call_duration_seconds",
+                "Access provider call latency.",
+                &["provider", "operation"],
+                CALL_BUCKETS,
+            ),
+            callback_deliveries: Counter::new(
+                "jit_callback_deliveries_total",
+                "Callback delivery attempts by result (delivered, failed, dead).",
+                &["result"],
+            ),
+            reconciler_runs: Counter::new(
+                "jit_reconciler_runs_total",
+                "Reconciler runs by check (jobs, drift) and result (ok, error).",
+                &["check", "result"],
+            ),
+            drift_assignments: Counter::new(
+                "jit_drift_assignments_total",
+                "Assignments this system made that no grant explains, by action (detected, removed).",
+                &["action"],
+            ),
+        };
+        for r in ["delivered", "failed", "dead"] {
+            m.callback_deliveries.touch(&[r]);
+        }
+        for c in ["jobs", "drift"] {
+            for r in ["ok", "error"] {
+                m.reconciler_runs.touch(&[c, r]);
             }
         }
-        self.sum += secs;
-        self.count += 1;
+        for a in ["detected", "removed"] {
+            m.drift_assignments.touch(&[a]);
+        }
+        m
     }
 }
 
-#[derive(Debug, Default)]
-struct Inner {
-    /// (route, method, status) → count.
-    requests: BTreeMap<(String, String, u16), u64>,
-    /// (route, method) → latency.
-    latency: BTreeMap<(String, String), Histogram>,
-    /// (reason, key id or `unknown`) → count.
-    auth_failures: BTreeMap<(String, String), u64>,
-}
-
-/// Counters shared by the request middleware and the signature check.
-#[derive(Debug, Default)]
-pub struct HttpMetrics {
-    inner: Mutex<Inner>,
-}
-
-impl HttpMetrics {
-    /// Counts one finished request.
-    pub fn observe(&self, route: &str, method: &str, status: u16, secs: f64) {
-        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        *g.requests
-            .entry((route.to_owned(), method.to_owned(), status))
-            .or_default() += 1;
-        g.latency
-            .entry((route.to_owned(), method.to_owned()))
-            .or_default()
-            .observe(secs);
-    }
-
-    /// Counts one refused signature. `key_id` must already be reduced to a known id or
-    /// `unknown` by the caller.
-    pub fn auth_failure(&self, reason: &str, key_id: &str) {
-        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        *g.auth_failures
-            .entry((reason.to_owned(), key_id.to_owned()))
-            .or_default() += 1;
-    }
-
-    /// Prometheus text for the counters so far.
+impl Metrics {
+    /// Prometheus text of everything here.
     pub fn render(&self) -> String {
-        let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let mut out = String::new();
-        header(
-            &mut out,
-            "jit_http_requests_total",
-            "counter",
-            "HTTP requests by route template, method and status.",
-        );
-        for ((route, method, status), n) in &g.requests {
-            let _ = writeln!(
-                out,
-                "jit_http_requests_total{{route=\"{}\",method=\"{}\",status=\"{status}\"}} {n}",
-                esc(route),
-                esc(method)
-            );
-        }
-        header(
-            &mut out,
-            "jit_http_request_duration_seconds",
-            "histogram",
-            "Time from request to response.",
-        );
-        for ((route, method), h) in &g.latency {
-            let (r, m) = (esc(route), esc(method));
-            for (le, c) in LATENCY_BUCKETS.iter().zip(h.counts.iter()) {
-                let _ = writeln!(
-                    out,
-                    "jit_http_request_duration_seconds_bucket{{route=\"{r}\",method=\"{m}\",le=\"{le}\"}} {c}"
-                );
-            }
-            let _ = writeln!(
-                out,
-                "jit_http_request_duration_seconds_bucket{{route=\"{r}\",method=\"{m}\",le=\"+Inf\"}} {}",
-                h.count
-            );
-            let _ = writeln!(
-                out,
-                "jit_http_request_duration_seconds_sum{{route=\"{r}\",method=\"{m}\"}} {}",
-                h.sum
-            );
-            let _ = writeln!(
-                out,
-                "jit_http_request_duration_seconds_count{{route=\"{r}\",method=\"{m}\"}} {}",
-                h.count
-            );
-        }
-        header(
-            &mut out,
-            "jit_auth_failures_total",
-            "counter",
-            "Refused signatures by reason and key id (`unknown` when the id is not in the ring).",
-        );
-        for ((reason, key), n) in &g.auth_failures {
-            let _ = writeln!(
-                out,
-                "jit_auth_failures_total{{reason=\"{}\",key_id=\"{}\"}} {n}",
-                esc(reason),
-                esc(key)
-            );
-        }
+        self.revocation_lateness.render(&mut out);
+        self.provider_calls.render(&mut out);
+        self.provider_duration.render(&mut out);
+        self.callback_deliveries.render(&mut out);
+        self.reconciler_runs.render(&mut out);
+        self.drift_assignments.render(&mut out);
         out
+    }
+
+    fn provider_call<T>(
+        &self,
+        provider: &str,
+        op: &str,
+        start: std::time::Instant,
+        r: &Result<T, ProviderError>,
+    ) {
+        let result = match r {
+            Ok(_) => "ok",
+            Err(ProviderError::Retry(_)) => "retry",
+            Err(ProviderError::Permanent(_)) => "permanent",
+        };
+        self.provider_calls.inc(&[provider, op, result]);
+        self.provider_duration
+            .observe(&[provider, op], start.elapsed().as_secs_f64());
+    }
+}
+
+/// An access provider that counts and times every call of the one it wraps.
+#[derive(Debug)]
+pub struct Metered {
+    inner: Arc<dyn AccessProvider>,
+    metrics: Arc<Metrics>,
+}
+
+impl Metered {
+    /// Wraps `inner`; its `grant` and `revoke` series exist from the start with 0.
+    pub fn new(inner: Arc<dyn AccessProvider>, metrics: Arc<Metrics>) -> Self {
+        for op in ["grant", "revoke"] {
+            for r in ["ok", "retry", "permanent"] {
+                metrics.provider_calls.touch(&[inner.name(), op, r]);
+            }
+        }
+        Self { inner, metrics }
+    }
+}
+
+#[async_trait::async_trait]
+impl AccessProvider for Metered {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+
+    async fn grant(&self, target: &Target) -> Result<Assigned, ProviderError> {
+        let start = std::time::Instant::now();
+        let r = self.inner.grant(target).await;
+        self.metrics.provider_call(self.name(), "grant", start, &r);
+        r
+    }
+
+    async fn revoke(&self, target: &Target) -> Result<(), ProviderError> {
+        let start = std::time::Instant::now();
+        let r = self.inner.revoke(target).await;
+        self.metrics.provider_call(self.name(), "revoke", start, &r);
+        r
+    }
+
+    async fn assigned_users(
+        &self,
+        account_id: &str,
+        permission_set_arn: Option<&str>,
+    ) -> Result<Option<Vec<String>>, ProviderError> {
+        let start = std::time::Instant::now();
+        let r = self
+            .inner
+            .assigned_users(account_id, permission_set_arn)
+            .await;
+        self.metrics
+            .provider_call(self.name(), "list_assignments", start, &r);
+        r
     }
 }
 
@@ -237,40 +271,6 @@ pub fn render_gauges(g: Option<&jit_store::Gauges>, now_ms: i64) -> String {
     out
 }
 
-/// Writes the `# HELP` and `# TYPE` lines of a metric.
-fn header(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-}
-
-/// Escapes a label value per the Prometheus text format.
-fn esc(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-/// Router middleware: counts every request under its route template.
-pub async fn track(
-    axum::extract::State(m): axum::extract::State<std::sync::Arc<HttpMetrics>>,
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    let start = std::time::Instant::now();
-    let route = req
-        .extensions()
-        .get::<axum::extract::MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = req.method().as_str().to_owned();
-    let resp = next.run(req).await;
-    m.observe(
-        &route,
-        &method,
-        resp.status().as_u16(),
-        start.elapsed().as_secs_f64(),
-    );
-    resp
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -300,33 +300,5 @@ mod tests {
         let down = render_gauges(None, 0);
         assert!(down.contains("jit_store_up 0"));
         assert!(!down.contains("jit_requests"));
-    }
-
-    #[test]
-    fn histogram_buckets_are_cumulative_and_labels_escaped() {
-        let m = HttpMetrics::default();
-        m.observe("/requests", "POST", 201, 0.003);
-        m.observe("/requests", "POST", 201, 0.2);
-        m.observe("/requests", "POST", 400, 7.0);
-        m.auth_failure("bad_signature", "k\"1");
-        let t = m.render();
-        assert!(t.contains(
-            "jit_http_requests_total{route=\"/requests\",method=\"POST\",status=\"201\"} 2"
-        ));
-        assert!(t.contains(
-            "jit_http_request_duration_seconds_bucket{route=\"/requests\",method=\"POST\",le=\"0.005\"} 1"
-        ));
-        assert!(t.contains(
-            "jit_http_request_duration_seconds_bucket{route=\"/requests\",method=\"POST\",le=\"0.25\"} 2"
-        ));
-        assert!(t.contains(
-            "jit_http_request_duration_seconds_bucket{route=\"/requests\",method=\"POST\",le=\"5\"} 2"
-        ));
-        assert!(t.contains(
-            "jit_http_request_duration_seconds_bucket{route=\"/requests\",method=\"POST\",le=\"+Inf\"} 3"
-        ));
-        assert!(
-            t.contains("jit_auth_failures_total{reason=\"bad_signature\",key_id=\"k\\\"1\"} 1")
-        );
     }
 }

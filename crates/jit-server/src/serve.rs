@@ -162,10 +162,11 @@ impl Server {
             clock,
             admins: Admins::new(&config.admins),
             wake: Arc::new(tokio::sync::Notify::new()),
-            auth_failures: Arc::new(crate::auth::FailureLimiter::new(
+            auth_failures: Arc::new(jit_http::FailureLimiter::new(
                 config.auth_failure_burst.max(1),
             )),
-            http_metrics: Arc::new(crate::metrics::HttpMetrics::default()),
+            http_metrics: Arc::new(jit_http::metrics::HttpMetrics::default()),
+            metrics: Arc::new(crate::metrics::Metrics::default()),
         };
         let provider: Arc<dyn jit_grants::AccessProvider> = match provider {
             Some(p) => p,
@@ -200,6 +201,10 @@ impl Server {
             },
         };
         tracing::info!(provider = provider.name(), "access provider");
+        let provider: Arc<dyn jit_grants::AccessProvider> = Arc::new(crate::metrics::Metered::new(
+            provider,
+            state.metrics.clone(),
+        ));
         let mut owner = [0u8; 6];
         let _ = getrandom::fill(&mut owner);
         let lifecycle = crate::lifecycle::Lifecycle::new(
@@ -306,22 +311,11 @@ impl Server {
             tasks.push(spawn_nonce_purge(state.clone(), shutdown_tx.subscribe()));
         }
         tasks.push(spawn_usage_recorder(state.clone(), shutdown_tx.subscribe()));
-        let app = crate::api::router(state)
-            .layer(axum::middleware::from_fn(crate::serve::log_requests))
-            .layer(
-                tower::ServiceBuilder::new()
-                    .layer(axum::error_handling::HandleErrorLayer::new(
-                        |_: tower::BoxError| async {
-                            crate::error::ApiError::new(
-                                axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                                "timeout",
-                                "the request took too long",
-                            )
-                        },
-                    ))
-                    .timeout(Duration::from_secs(config.request_timeout_secs))
-                    .concurrency_limit(config.max_connections),
-            );
+        let app = jit_http::harden(
+            crate::api::router(state),
+            Duration::from_secs(config.request_timeout_secs),
+            config.max_connections,
+        );
         let mut rx = shutdown_tx.subscribe();
         axum::serve(
             listener,
@@ -389,32 +383,6 @@ fn spawn_usage_recorder(
             }
         }
     })
-}
-
-/// One log line per request: method, path, status, latency, and a request id that is also
-/// returned in `x-request-id`.
-pub async fn log_requests(
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    let start = std::time::Instant::now();
-    let method = req.method().clone();
-    let path = req.uri().path().to_owned();
-    let mut id = [0u8; 8];
-    let _ = getrandom::fill(&mut id);
-    let request_id = hex::encode(id);
-    let mut resp = next.run(req).await;
-    let status = resp.status().as_u16();
-    let ms = start.elapsed().as_secs_f64() * 1000.0;
-    if status >= 500 {
-        tracing::error!(request_id, %method, path, status, latency_ms = ms, "request");
-    } else {
-        tracing::info!(request_id, %method, path, status, latency_ms = ms, "request");
-    }
-    if let Ok(v) = axum::http::HeaderValue::from_str(&request_id) {
-        resp.headers_mut().insert("x-request-id", v);
-    }
-    resp
 }
 
 /// Runs the server until SIGTERM or ctrl-c.

@@ -28,9 +28,11 @@ pub struct AppState {
     /// Wakes the lifecycle worker when a write scheduled a job.
     pub wake: Arc<tokio::sync::Notify>,
     /// Authentication failures per source address, for the 429 after a burst.
-    pub auth_failures: Arc<crate::auth::FailureLimiter>,
+    pub auth_failures: Arc<jit_http::FailureLimiter>,
     /// Request and authentication-failure counters for `/metrics`.
-    pub http_metrics: Arc<crate::metrics::HttpMetrics>,
+    pub http_metrics: Arc<jit_http::metrics::HttpMetrics>,
+    /// Lifecycle, provider and callback counters for `/metrics`.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl AppState {
