@@ -61,13 +61,17 @@ pub struct Counter {
 }
 
 impl Counter {
-    /// A counter called `name` with these label names.
+    /// A counter called `name` with these label names (without labels, it exists at 0).
     pub fn new(name: &'static str, help: &'static str, labels: &'static [&'static str]) -> Self {
+        let mut values = BTreeMap::new();
+        if labels.is_empty() {
+            values.insert(Vec::new(), 0);
+        }
         Self {
             name,
             help,
             labels,
-            values: Mutex::new(BTreeMap::new()),
+            values: Mutex::new(values),
         }
     }
 
@@ -106,6 +110,16 @@ struct Series {
     count: u64,
 }
 
+impl Series {
+    fn empty(buckets: usize) -> Self {
+        Self {
+            counts: vec![0; buckets],
+            sum: 0.0,
+            count: 0,
+        }
+    }
+}
+
 /// A histogram with labels.
 #[derive(Debug)]
 pub struct Histogram {
@@ -117,30 +131,33 @@ pub struct Histogram {
 }
 
 impl Histogram {
-    /// A histogram called `name` with these label names and bucket upper bounds.
+    /// A histogram called `name` with these label names and bucket upper bounds (without
+    /// labels, it exists with zero counts from the start).
     pub fn new(
         name: &'static str,
         help: &'static str,
         labels: &'static [&'static str],
         buckets: &'static [f64],
     ) -> Self {
+        let mut values = BTreeMap::new();
+        if labels.is_empty() {
+            values.insert(Vec::new(), Series::empty(buckets.len()));
+        }
         Self {
             name,
             help,
             labels,
             buckets,
-            values: Mutex::new(BTreeMap::new()),
+            values: Mutex::new(values),
         }
     }
 
     /// Records one observation in the series with these label values.
     pub fn observe(&self, values: &[&str], v: f64) {
         let mut g = self.values.lock().unwrap_or_else(|e| e.into_inner());
-        let s = g.entry(key(values)).or_insert_with(|| Series {
-            counts: vec![0; self.buckets.len()],
-            sum: 0.0,
-            count: 0,
-        });
+        let s = g
+            .entry(key(values))
+            .or_insert_with(|| Series::empty(self.buckets.len()));
         for (c, le) in s.counts.iter_mut().zip(self.buckets) {
             if v <= *le {
                 *c += 1;
@@ -288,6 +305,12 @@ mod tests {
         let c = Counter::new("x_total", "X.", &[]);
         c.inc(&[]);
         let h = Histogram::new("y_seconds", "Y.", &[], &[1.0]);
+        let mut before = String::new();
+        h.render(&mut before);
+        assert!(
+            before.contains("y_seconds_count 0\n"),
+            "exists before any observation"
+        );
         h.observe(&[], 0.5);
         let r = Counter::new("z_total", "Z.", &["result"]);
         r.touch(&["error"]);

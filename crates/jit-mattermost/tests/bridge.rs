@@ -158,7 +158,15 @@ async fn mattermost(
         ("POST", ["posts"]) | ("PUT", ["posts", _, "patch"]) => json!({"id": id}),
         _ => json!({"status": "OK"}),
     };
-    (axum::http::StatusCode::OK, axum::Json(answer)).into_response()
+    // Success statuses as the spec's `responses` give them (posts.yaml, channels.yaml,
+    // commands.yaml): creations answer 201.
+    let status = match (method.as_str(), parts.as_slice()) {
+        ("POST", ["posts"] | ["posts", "ephemeral"] | ["channels", "direct"] | ["commands"]) => {
+            axum::http::StatusCode::CREATED
+        }
+        _ => axum::http::StatusCode::OK,
+    };
+    (status, axum::Json(answer)).into_response()
 }
 
 fn form(pairs: &[(&str, &str)]) -> String {
@@ -772,6 +780,42 @@ async fn chat_to_grant_and_back_with_every_identity_proven() {
     let registered = w.calls("POST", "/api/v4/commands");
     assert_eq!(registered[0]["trigger"], "jit");
     assert_eq!(registered[0]["method"], "P");
+
+    // The bridge's /metrics: its requests, its refusals and its Mattermost calls, including
+    // every bridge metric the alert rules read.
+    let resp = w
+        .http
+        .get(format!("{}/metrics", w.bridge))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        resp.headers().contains_key("x-request-id"),
+        "every response carries its log line's request id"
+    );
+    let text = resp.text().await.unwrap();
+    for want in [
+        "jit_http_requests_total{route=\"/mattermost/command\",method=\"POST\",status=\"200\"}",
+        "jit_http_requests_total{route=\"/mattermost/command\",method=\"POST\",status=\"401\"} 1",
+        "jit_http_request_duration_seconds_count{route=\"/mattermost/dialog\",method=\"POST\"}",
+        "jit_auth_failures_total{reason=\"bad_slash_token\",key_id=\"none\"} 1",
+        "jit_mattermost_api_requests_total{operation=\"POST /posts\",status=\"201\"}",
+        "jit_mattermost_api_requests_total{operation=\"PUT /posts/{post_id}/patch\",status=\"200\"}",
+        "jit_mattermost_api_request_duration_seconds_count{operation=\"GET /users/{user_id}\"}",
+    ] {
+        assert!(text.contains(want), "missing {want} in\n{text}");
+    }
+    let rules = include_str!("../../../deploy/prometheus/alerts.yml");
+    for (i, _) in rules.match_indices("jit_mattermost_") {
+        let rest = &rules[i..];
+        let name = &rest[..rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(rest.len())];
+        assert!(
+            text.lines().any(|l| l.starts_with(&format!("{name}{{"))),
+            "alerts.yml reads {name}, which the bridge does not write"
+        );
+    }
 
     let v = w.double.lock().unwrap().violations.clone();
     assert!(
