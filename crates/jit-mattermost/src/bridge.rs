@@ -51,6 +51,47 @@ struct Refused {
     key_id: String,
 }
 
+/// A refusal of malformed input in the API's `{"code", "message"}` shape (Mattermost shows
+/// neither; they are for logs, tests and whoever calls the bridge by hand).
+fn bad_input(status: StatusCode, code: &'static str, message: impl Into<String>) -> Response {
+    (
+        status,
+        Json(json!({"code": code, "message": message.into()})),
+    )
+        .into_response()
+}
+
+/// The answer to a body the extractor refused: too large, wrong content type, or not parseable.
+fn body_rejection(status: StatusCode, form: bool) -> Response {
+    match status {
+        StatusCode::PAYLOAD_TOO_LARGE => bad_input(
+            status,
+            "body_too_large",
+            format!("request bodies are limited to {MAX_BODY_BYTES} bytes"),
+        ),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE if form => bad_input(
+            status,
+            "unsupported_media_type",
+            "send the slash command as application/x-www-form-urlencoded",
+        ),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => bad_input(
+            status,
+            "unsupported_media_type",
+            "send the body as application/json",
+        ),
+        _ if form => bad_input(
+            StatusCode::BAD_REQUEST,
+            "invalid_form",
+            "the body is not a valid form",
+        ),
+        _ => bad_input(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            "the body is not valid JSON of the expected shape",
+        ),
+    }
+}
+
 fn refused(mut resp: Response, reason: &'static str, key_id: impl Into<String>) -> Response {
     resp.extensions_mut().insert(Refused {
         reason,
@@ -258,6 +299,16 @@ impl Bridge {
             .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
             .route("/metrics", get(metrics))
             .merge(proven)
+            .fallback(|| async {
+                bad_input(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+            })
+            .method_not_allowed_fallback(|| async {
+                bad_input(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method_not_allowed",
+                    "this endpoint takes POST",
+                )
+            })
             .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
             .layer(axum::middleware::from_fn_with_state(
                 self.inner.http.clone(),
@@ -390,9 +441,13 @@ async fn metrics(State(b): State<Bridge>) -> Response {
 async fn command(
     State(b): State<Bridge>,
     headers: HeaderMap,
-    Form(form): Form<HashMap<String, String>>,
+    form: Result<Form<HashMap<String, String>>, axum::extract::rejection::FormRejection>,
 ) -> Response {
     let me = &b.inner;
+    let Form(form) = match form {
+        Ok(f) => f,
+        Err(r) => return body_rejection(r.status(), true),
+    };
     let header_token = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
@@ -404,7 +459,7 @@ async fn command(
     if !me.slash_token_ok(token) {
         tracing::warn!(reason = "bad_slash_token", "slash command refused");
         return refused(
-            (StatusCode::UNAUTHORIZED, Json(json!({"response_type": "ephemeral", "text": "This command did not come from Mattermost."}))).into_response(),
+            (StatusCode::UNAUTHORIZED, Json(json!({"response_type": "ephemeral", "text": "This command did not come from Mattermost.", "code": "bad_slash_token"}))).into_response(),
             "bad_slash_token",
             "none",
         );
@@ -418,7 +473,10 @@ async fn command(
     );
     let cmd = match parse(text) {
         Ok(c) => c,
-        Err(e) => return ephemeral(format!("{}\n\n{USAGE}", e.0)),
+        Err(e) => {
+            return Json(json!({"response_type": "ephemeral", "text": format!("{}\n\n{USAGE}", e.0), "code": "invalid_command"}))
+                .into_response();
+        }
     };
     if cmd == Command::Help {
         return ephemeral(USAGE);
@@ -692,8 +750,15 @@ struct ActionRequest {
     context: Value,
 }
 
-async fn action(State(b): State<Bridge>, Json(req): Json<ActionRequest>) -> Response {
+async fn action(
+    State(b): State<Bridge>,
+    req: Result<Json<ActionRequest>, axum::extract::rejection::JsonRejection>,
+) -> Response {
     let me = &b.inner;
+    let Json(req) = match req {
+        Ok(r) => r,
+        Err(r) => return body_rejection(r.status(), false),
+    };
     let ctx = |k: &str| {
         req.context
             .get(k)
@@ -706,7 +771,7 @@ async fn action(State(b): State<Bridge>, Json(req): Json<ActionRequest>) -> Resp
         Ok(()) => {}
         Err(TokenError::Expired) => {
             return Json(
-                json!({"ephemeral_text": "This card's buttons have expired; use /jit status."}),
+                json!({"ephemeral_text": "This card's buttons have expired; use /jit status.", "code": "expired_action_token"}),
             )
             .into_response();
         }
@@ -715,7 +780,7 @@ async fn action(State(b): State<Bridge>, Json(req): Json<ActionRequest>) -> Resp
             return refused(
                 (
                     StatusCode::FORBIDDEN,
-                    Json(json!({"ephemeral_text": "This button is not valid."})),
+                    Json(json!({"ephemeral_text": "This button is not valid.", "code": "bad_action_token"})),
                 )
                     .into_response(),
                 "bad_action_token",
@@ -723,10 +788,19 @@ async fn action(State(b): State<Bridge>, Json(req): Json<ActionRequest>) -> Resp
             );
         }
     }
+    if !matches!(act.as_str(), "approve" | "deny") {
+        return (
+            StatusCode::FORBIDDEN,
+            Json(json!({"ephemeral_text": "Unknown action.", "code": "unknown_action"})),
+        )
+            .into_response();
+    }
     if crate::commands::request_id(&request_id).is_err() {
         return (
             StatusCode::FORBIDDEN,
-            Json(json!({"ephemeral_text": "This button is not valid."})),
+            Json(
+                json!({"ephemeral_text": "This button is not valid.", "code": "bad_action_token"}),
+            ),
         )
             .into_response();
     }
@@ -784,7 +858,7 @@ async fn action(State(b): State<Bridge>, Json(req): Json<ActionRequest>) -> Resp
         }
         _ => (
             StatusCode::FORBIDDEN,
-            Json(json!({"ephemeral_text": "Unknown action."})),
+            Json(json!({"ephemeral_text": "Unknown action.", "code": "unknown_action"})),
         )
             .into_response(),
     }
@@ -822,8 +896,15 @@ fn field_for(code: &str) -> Option<&'static str> {
     }
 }
 
-async fn dialog(State(b): State<Bridge>, Json(d): Json<DialogSubmission>) -> Response {
+async fn dialog(
+    State(b): State<Bridge>,
+    d: Result<Json<DialogSubmission>, axum::extract::rejection::JsonRejection>,
+) -> Response {
     let me = &b.inner;
+    let Json(d) = match d {
+        Ok(d) => d,
+        Err(r) => return body_rejection(r.status(), false),
+    };
     if d.cancelled {
         return StatusCode::OK.into_response();
     }
@@ -840,7 +921,7 @@ async fn dialog(State(b): State<Bridge>, Json(d): Json<DialogSubmission>) -> Res
             me.now(),
         );
         if checked == Err(TokenError::Expired) {
-            return Json(json!({"error": "This form has expired; run /jit request again."}))
+            return Json(json!({"error": "This form has expired; run /jit request again.", "code": "expired_dialog_state"}))
                 .into_response();
         }
         if checked.is_err() {
@@ -848,7 +929,7 @@ async fn dialog(State(b): State<Bridge>, Json(d): Json<DialogSubmission>) -> Res
             return refused(
                 (
                     StatusCode::FORBIDDEN,
-                    Json(json!({"error": "This form is not valid; run /jit request again."})),
+                    Json(json!({"error": "This form is not valid; run /jit request again.", "code": "bad_dialog_state"})),
                 )
                     .into_response(),
                 "bad_dialog_state",
@@ -949,7 +1030,7 @@ async fn dialog(State(b): State<Bridge>, Json(d): Json<DialogSubmission>) -> Res
             me.now(),
         );
         if checked == Err(TokenError::Expired) {
-            return Json(json!({"error": "This form has expired; click Deny again."}))
+            return Json(json!({"error": "This form has expired; click Deny again.", "code": "expired_dialog_state"}))
                 .into_response();
         }
         if checked.is_err() {
@@ -957,7 +1038,7 @@ async fn dialog(State(b): State<Bridge>, Json(d): Json<DialogSubmission>) -> Res
             return refused(
                 (
                     StatusCode::FORBIDDEN,
-                    Json(json!({"error": "This form is not valid."})),
+                    Json(json!({"error": "This form is not valid.", "code": "bad_dialog_state"})),
                 )
                     .into_response(),
                 "bad_dialog_state",
@@ -988,7 +1069,7 @@ async fn dialog(State(b): State<Bridge>, Json(d): Json<DialogSubmission>) -> Res
     }
     (
         StatusCode::BAD_REQUEST,
-        Json(json!({"error": "Unknown form."})),
+        Json(json!({"error": "Unknown form.", "code": "unknown_form"})),
     )
         .into_response()
 }
@@ -1017,8 +1098,17 @@ fn line_for(status: &str, req: &Value, actor: &str) -> String {
     }
 }
 
-async fn webhook(State(b): State<Bridge>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+async fn webhook(
+    State(b): State<Bridge>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
     let me = &b.inner;
+    let body = match body {
+        Ok(b) => b,
+        Err(r) => return body_rejection(r.status(), false),
+    };
     let rp = RequestParts {
         method: "POST",
         path_and_query: uri.path_and_query().map_or("/", |p| p.as_str()),
@@ -1051,7 +1141,7 @@ async fn webhook(State(b): State<Bridge>, uri: Uri, headers: HeaderMap, body: By
         Err(_) => {
             return (
                 StatusCode::BAD_REQUEST,
-                Json(json!({"code": "invalid_json"})),
+                Json(json!({"code": "invalid_json", "message": "the callback body is not JSON"})),
             )
                 .into_response();
         }
@@ -1063,7 +1153,9 @@ async fn webhook(State(b): State<Bridge>, uri: Uri, headers: HeaderMap, body: By
         _ => {
             return (
                 StatusCode::BAD_REQUEST,
-                Json(json!({"code": "missing_event_id"})),
+                Json(
+                    json!({"code": "missing_event_id", "message": "the callback has no event_id"}),
+                ),
             )
                 .into_response();
         }

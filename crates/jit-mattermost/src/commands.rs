@@ -95,9 +95,11 @@ pub fn parse(text: &str) -> Result<Command, ParseError> {
     match first.as_str() {
         "request" => Ok(Command::Request),
         "help" | "-h" | "--help" => Ok(Command::Help),
-        "status" => Ok(Command::Status {
-            mine: rest.first().is_some_and(|w| w.eq_ignore_ascii_case("mine")),
-        }),
+        "status" => match rest {
+            [] => Ok(Command::Status { mine: false }),
+            [w] if w.eq_ignore_ascii_case("mine") => Ok(Command::Status { mine: true }),
+            _ => Err(ParseError("usage: /jit status [mine]".into())),
+        },
         "bind" => {
             need(1, "<account-id> [permission-set-arn]")?;
             Ok(Command::Bind {
@@ -175,20 +177,20 @@ pub fn parse(text: &str) -> Result<Command, ParseError> {
                 None
             };
             Ok(Command::Revoke {
-                id: rest[0].to_owned(),
+                id: request_id(rest[0])?,
                 reason,
             })
         }
         "cancel" => {
             need(1, "<id>")?;
             Ok(Command::Cancel {
-                id: rest[0].to_owned(),
+                id: request_id(rest[0])?,
             })
         }
         "extend" => {
             need(2, "<id> <minutes>")?;
             Ok(Command::Extend {
-                id: rest[0].to_owned(),
+                id: request_id(rest[0])?,
                 minutes: number("minutes", rest[1])?,
             })
         }
@@ -228,18 +230,25 @@ mod tests {
                 ]
             })
         );
+        let id = "93669EF5-87f7-4a82-b7c7-9a327e335a76";
         assert_eq!(
-            parse("revoke abc done for today"),
+            parse(&format!("revoke {id} done for today")),
             Ok(Command::Revoke {
-                id: "abc".into(),
+                id: id.to_ascii_lowercase(),
                 reason: Some("done for today".into())
             })
         );
         assert_eq!(
-            parse("extend abc 30"),
+            parse(&format!("extend {id} 30")),
             Ok(Command::Extend {
-                id: "abc".into(),
+                id: id.to_ascii_lowercase(),
                 minutes: 30
+            })
+        );
+        assert_eq!(
+            parse(&format!("cancel {id}")),
+            Ok(Command::Cancel {
+                id: id.to_ascii_lowercase()
             })
         );
     }
@@ -254,7 +263,7 @@ mod tests {
         );
         assert!(parse("bind").unwrap_err().0.contains("usage"));
         assert!(
-            parse("extend abc soon")
+            parse("extend 93669ef5-87f7-4a82-b7c7-9a327e335a76 soon")
                 .unwrap_err()
                 .0
                 .contains("whole number")
@@ -272,5 +281,14 @@ mod tests {
                 .contains("on or off")
         );
         assert!(parse("approvers --required 2").is_err());
+        // Ids go into URL paths: only request ids get through.
+        for bad in [
+            "revoke ../../config/bind",
+            "cancel 93669ef5-87f7-4a82-b7c7-9a327e335a76/../x",
+            "extend 93669ef5-87f7-4a82-b7c7-9a327e335a7? 30",
+            "status ' OR 1=1 --",
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -884,3 +884,428 @@ async fn rings_in_secrets_manager_load_and_reload() {
         "{text}"
     );
 }
+
+/// The bridge's and the callback endpoint's negative catalogue: every case gets its status and
+/// stable code, and none changes anything (no Mattermost call, no backend write).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_bad_input_to_the_bridge_gets_its_code_and_changes_nothing() {
+    struct Case {
+        name: &'static str,
+        method: &'static str,
+        path: String,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+        status: u16,
+        code: &'static str,
+    }
+    let w = world().await;
+    let good = "tok-new-0123456789abcdef";
+    assert_eq!(w.slash(good, "uadmin", "bind 123456789012").await.0, 200);
+    assert_eq!(w.slash(good, "uadmin", "approvers @bob").await.0, 200);
+    let create = |user: &str| {
+        json!({"actor": {"user_id": format!("u{user}"), "email": format!("{user}@example.com"), "roles": []},
+               "channel_id": "ch1", "account_id": "123456789012", "jira": "OPS-1", "reason": "x",
+               "requested_duration_minutes": 30})
+    };
+    let a = w.backend.post("/requests", &create("alice")).await.unwrap();
+    assert_eq!(a.status, 201, "{:?}", a.body);
+    let id_a = a.body["request_id"].as_str().unwrap().to_owned();
+    let b = w.backend.post("/requests", &create("dave")).await.unwrap();
+    let id_b = b.body["request_id"].as_str().unwrap().to_owned();
+
+    // Genuine tokens, made with the bridge's own secret, to misuse.
+    let secret = std::fs::read_to_string(w._dirs.1.path().join("keys/bridge-secret")).unwrap();
+    let secret = jit_mattermost::tokens::BridgeSecret::new(secret.trim().as_bytes().to_vec());
+    let now = w.clock.unix();
+    let later = now + 3600;
+    let approve_a = secret.sign(&["approve", &id_a], later);
+    let expired_a = secret.sign(&["approve", &id_a], now - 1);
+    let escalate_a = secret.sign(&["escalate", &id_a], later);
+    let bad_id = secret.sign(&["approve", "../config/bind"], later);
+    let request_state = format!(
+        "f1:{}",
+        secret.sign(&["request", "ualice", "ch1", "f1"], later)
+    );
+    let deny_a = secret.sign(&["deny", &id_a, "ubob", "ch1"], later);
+    let deny_a_expired = secret.sign(&["deny", &id_a, "ubob", "ch1"], now - 1);
+
+    let form_body = |token: &str, text: &str| {
+        form(&[
+            ("token", token),
+            ("user_id", "ualice"),
+            ("channel_id", "ch1"),
+            ("team_id", "t1"),
+            ("command", "/jit"),
+            ("text", text),
+            ("trigger_id", "trig"),
+        ])
+        .into_bytes()
+    };
+    let form_ct = || {
+        vec![(
+            "content-type".to_owned(),
+            "application/x-www-form-urlencoded".to_owned(),
+        )]
+    };
+    let json_ct = || vec![("content-type".to_owned(), "application/json".to_owned())];
+    let slash = |name, token: &str, header: Option<&str>, text: &str, status, code| {
+        let mut headers = form_ct();
+        if let Some(h) = header {
+            headers.push(("authorization".into(), h.to_owned()));
+        }
+        Case {
+            name,
+            method: "POST",
+            path: "/mattermost/command".into(),
+            headers,
+            body: form_body(token, text),
+            status,
+            code,
+        }
+    };
+    let click = |name, context: Value, status, code| Case {
+        name,
+        method: "POST",
+        path: "/mattermost/action".into(),
+        headers: json_ct(),
+        body:
+            json!({"user_id": "ubob", "channel_id": "ch1", "trigger_id": "t", "context": context})
+                .to_string()
+                .into_bytes(),
+        status,
+        code,
+    };
+    let submit = |name, callback_id: &str, state: &str, user: &str, status, code| {
+        Case {
+        name,
+        method: "POST",
+        path: "/mattermost/dialog".into(),
+        headers: json_ct(),
+        body: json!({"type": "dialog_submission", "callback_id": callback_id, "state": state, "user_id": user,
+                     "channel_id": "ch1", "submission": {"account": "123456789012", "duration": "30", "ticket": "OPS-1", "reason": "x"},
+                     "cancelled": false})
+            .to_string()
+            .into_bytes(),
+        status,
+        code,
+    }
+    };
+    // Callbacks: signed with the callback ring unless a case says otherwise.
+    let cb_key = w.callback_ring.signing_key(w.clock.now()).unwrap().clone();
+    let backend_ring = KeyRing::parse(
+        &std::fs::read_to_string(w._dirs.0.path().join("keys/backend.json")).unwrap(),
+    )
+    .unwrap();
+    let backend_key = backend_ring.keys().next().unwrap().clone();
+    let event = |id: &str| {
+        json!({"event_id": id, "request_id": id_a, "status": "APPROVED", "actor": "ubob"})
+            .to_string()
+            .into_bytes()
+    };
+    let signed = |key: &jit_proto::keyring::KeyEntry,
+                  audience: Audience,
+                  target: &str,
+                  body: &[u8],
+                  ts: i64,
+                  nonce: &str| {
+        let mut h: Vec<(String, String)> = sign(
+            key,
+            &SignInput {
+                version: SignatureVersion::V2,
+                audience,
+                request: RequestParts {
+                    method: "POST",
+                    path_and_query: target,
+                    body,
+                },
+                timestamp: ts,
+                nonce,
+            },
+        )
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        h.extend(json_ct());
+        h
+    };
+    let callback = |name, headers: Vec<(String, String)>, body: Vec<u8>, status, code| Case {
+        name,
+        method: "POST",
+        path: "/jit/webhook".into(),
+        headers,
+        body,
+        status,
+        code,
+    };
+    let cb = |body: &[u8], nonce: &str| {
+        signed(&cb_key, Audience::Bridge, "/jit/webhook", body, now, nonce)
+    };
+    let replayed = cb(&event("e-replay"), "nonce-replayed-1");
+    let with = |mut h: Vec<(String, String)>, k: &str, v: &str| {
+        h.retain(|(n, _)| !n.eq_ignore_ascii_case(k));
+        h.push((k.to_owned(), v.to_owned()));
+        h
+    };
+    let without = |mut h: Vec<(String, String)>, k: &str| {
+        h.retain(|(n, _)| !n.eq_ignore_ascii_case(k));
+        h
+    };
+    let good_cb = cb(&event("e-1"), "nonce-good-1");
+    let big = vec![b'a'; 70 * 1024];
+
+    let cases = vec![
+        // Slash command identity and input.
+        slash("slash: no token anywhere", "", None, "help", 401, "bad_slash_token"),
+        slash("slash: wrong token in the form", "tok-wrong-0123456789abcd", None, "help", 401, "bad_slash_token"),
+        slash("slash: wrong token in the header", "", Some("Token tok-wrong-0123456789abcd"), "help", 401, "bad_slash_token"),
+        slash("slash: empty header token", "", Some("Token "), "help", 401, "bad_slash_token"),
+        slash("slash: a prefix of a real token", "tok-new-0123456789abcde", None, "help", 401, "bad_slash_token"),
+        slash("slash: a real token with a suffix", "tok-new-0123456789abcdef0", None, "help", 401, "bad_slash_token"),
+        slash("slash: a real token in another case", "TOK-NEW-0123456789ABCDEF", None, "help", 401, "bad_slash_token"),
+        slash("slash: SQL in a request id", good, None, "status ' OR 1=1 --", 200, "invalid_command"),
+        slash("slash: a path in a request id", good, None, "revoke ../../config/bind", 200, "invalid_command"),
+        slash("slash: unknown subcommand", good, None, "escalate me", 200, "invalid_command"),
+        Case {
+            name: "slash: JSON instead of a form",
+            method: "POST",
+            path: "/mattermost/command".into(),
+            headers: json_ct(),
+            body: json!({"token": good, "text": "help"}).to_string().into_bytes(),
+            status: 415,
+            code: "unsupported_media_type",
+        },
+        Case {
+            name: "slash: oversized form",
+            method: "POST",
+            path: "/mattermost/command".into(),
+            headers: form_ct(),
+            body: form_body(good, &"x".repeat(70 * 1024)),
+            status: 413,
+            code: "body_too_large",
+        },
+        Case {
+            name: "slash: GET",
+            method: "GET",
+            path: "/mattermost/command".into(),
+            headers: vec![],
+            body: vec![],
+            status: 405,
+            code: "method_not_allowed",
+        },
+        // Buttons.
+        click("click: no context", json!({}), 403, "bad_action_token"),
+        click("click: forged token", json!({"action": "approve", "request_id": id_a, "token": format!("{later}.{}", "ab".repeat(32))}), 403, "bad_action_token"),
+        click("click: garbled token", json!({"action": "approve", "request_id": id_a, "token": "not-a-token"}), 403, "bad_action_token"),
+        click("click: another request's token", json!({"action": "approve", "request_id": id_b, "token": approve_a}), 403, "bad_action_token"),
+        click("click: approve token used to deny", json!({"action": "deny", "request_id": id_a, "token": approve_a}), 403, "bad_action_token"),
+        click("click: expiry moved forward", json!({"action": "approve", "request_id": id_a, "token": expired_a.replacen(&(now - 1).to_string(), &later.to_string(), 1)}), 403, "bad_action_token"),
+        click("click: expired token", json!({"action": "approve", "request_id": id_a, "token": expired_a}), 200, "expired_action_token"),
+        click("click: signed unknown action", json!({"action": "escalate", "request_id": id_a, "token": escalate_a}), 403, "unknown_action"),
+        click("click: signed path as request id", json!({"action": "approve", "request_id": "../config/bind", "token": bad_id}), 403, "bad_action_token"),
+        click("click: context is a list", json!([approve_a]), 403, "bad_action_token"),
+        Case {
+            name: "click: malformed JSON",
+            method: "POST",
+            path: "/mattermost/action".into(),
+            headers: json_ct(),
+            body: b"{\"context\": {".to_vec(),
+            status: 400,
+            code: "invalid_json",
+        },
+        Case {
+            name: "click: form content type",
+            method: "POST",
+            path: "/mattermost/action".into(),
+            headers: form_ct(),
+            body: b"context=x".to_vec(),
+            status: 415,
+            code: "unsupported_media_type",
+        },
+        // Dialogs.
+        submit("dialog: forged request form", "request", &format!("f1:{later}.{}", "cd".repeat(32)), "ualice", 403, "bad_dialog_state"),
+        submit("dialog: request form without state", "request", "", "ualice", 403, "bad_dialog_state"),
+        submit("dialog: Alice's form submitted by Dave", "request", &request_state, "udave", 403, "bad_dialog_state"),
+        submit("dialog: another form id", "request", &request_state.replacen("f1:", "f2:", 1), "ualice", 403, "bad_dialog_state"),
+        submit("dialog: deny form without a request", "deny:", "x", "ubob", 403, "bad_dialog_state"),
+        submit("dialog: deny state for another request", &format!("deny:{id_b}"), &deny_a, "ubob", 403, "bad_dialog_state"),
+        submit("dialog: deny state submitted by another user", &format!("deny:{id_a}"), &deny_a, "ucarol", 403, "bad_dialog_state"),
+        submit("dialog: expired deny state", &format!("deny:{id_a}"), &deny_a_expired, "ubob", 200, "expired_dialog_state"),
+        submit("dialog: unknown form", "escalate", "x", "ubob", 400, "unknown_form"),
+        Case {
+            name: "dialog: submission is not an object",
+            method: "POST",
+            path: "/mattermost/dialog".into(),
+            headers: json_ct(),
+            body: json!({"callback_id": "request", "state": request_state, "user_id": "ualice", "submission": "x"}).to_string().into_bytes(),
+            status: 400,
+            code: "invalid_json",
+        },
+        // Callbacks from the backend.
+        callback("callback: unsigned", json_ct(), event("e-2"), 401, "missing_header"),
+        callback("callback: no nonce", without(cb(&event("e-3"), "n-3"), "X-JIT-Nonce"), event("e-3"), 401, "missing_header"),
+        callback("callback: garbled timestamp", with(cb(&event("e-4"), "n-4"), "X-JIT-Timestamp", "yesterday"), event("e-4"), 401, "malformed_header"),
+        callback("callback: garbled signature", with(cb(&event("e-5"), "n-5"), "X-JIT-Signature", "zz"), event("e-5"), 401, "malformed_header"),
+        callback("callback: stale timestamp", signed(&cb_key, Audience::Bridge, "/jit/webhook", &event("e-6"), now - 3600, "n-6"), event("e-6"), 401, "stale_timestamp"),
+        callback("callback: future timestamp", signed(&cb_key, Audience::Bridge, "/jit/webhook", &event("e-7"), now + 3600, "n-7"), event("e-7"), 401, "stale_timestamp"),
+        callback("callback: tampered body", cb(&event("e-8"), "n-8"), event("e-8-tampered"), 401, "bad_signature"),
+        Case {
+            name: "callback: tampered path",
+            method: "POST",
+            path: "/jit/webhook?replay=1".into(),
+            headers: cb(&event("e-9"), "n-9"),
+            body: event("e-9"),
+            status: 401,
+            code: "bad_signature",
+        },
+        callback("callback: signed for the backend's audience", signed(&cb_key, Audience::Backend, "/jit/webhook", &event("e-10"), now, "n-10"), event("e-10"), 401, "bad_signature"),
+        callback("callback: signed with the backend ring's key", signed(&backend_key, Audience::Bridge, "/jit/webhook", &event("e-11"), now, "n-11"), event("e-11"), 401, "unknown_key"),
+        callback("callback: unknown key id", with(cb(&event("e-12"), "n-12"), "X-JIT-KeyID", "cb-19990101"), event("e-12"), 401, "unknown_key"),
+        callback("callback: unsupported signature version", with(cb(&event("e-13"), "n-13"), "X-JIT-Signature-Version", "9"), event("e-13"), 401, "unsupported_version"),
+        callback("callback: replayed nonce (first use is a bad event id)", replayed.clone(), event("e-replay").iter().map(|b| if *b == b'A' { b'B' } else { *b }).collect(), 401, "bad_signature"),
+        callback("callback: signed, not JSON", cb(b"not json", "n-14"), b"not json".to_vec(), 400, "invalid_json"),
+        callback("callback: signed, no event id", cb(br#"{"request_id":"x"}"#, "n-15"), br#"{"request_id":"x"}"#.to_vec(), 400, "missing_event_id"),
+        callback("callback: oversized", cb(&big, "n-16"), big.clone(), 413, "body_too_large"),
+        Case {
+            name: "callback: duplicated signature header",
+            method: "POST",
+            path: "/jit/webhook".into(),
+            headers: {
+                let mut h = cb(&event("e-17"), "n-17");
+                h.push(("X-JIT-Signature".into(), "0".repeat(64)));
+                h
+            },
+            body: event("e-17"),
+            status: 401,
+            code: "malformed_header",
+        },
+        Case {
+            name: "unknown endpoint",
+            method: "POST",
+            path: "/mattermost/admin".into(),
+            headers: json_ct(),
+            body: b"{}".to_vec(),
+            status: 404,
+            code: "not_found",
+        },
+    ];
+    assert!(cases.len() >= 40, "{} cases", cases.len());
+    let audit_before = w.backend.get("/audit").await.unwrap().body["count"].clone();
+    let calls_before = w.double.lock().unwrap().calls.len();
+    let mut failures = Vec::new();
+    for c in &cases {
+        let mut rb = w
+            .http
+            .request(c.method.parse().unwrap(), format!("{}{}", w.bridge, c.path));
+        for (k, v) in &c.headers {
+            rb = rb.header(k, v);
+        }
+        let r = rb.body(c.body.clone()).send().await.unwrap();
+        let status = r.status().as_u16();
+        let body: Value = r.json().await.unwrap_or(Value::Null);
+        if (status, body["code"].as_str()) != (c.status, Some(c.code)) {
+            failures.push(format!(
+                "{}: got {status} {body}, want {} {}",
+                c.name, c.status, c.code
+            ));
+        }
+        let calls = w.double.lock().unwrap().calls.len();
+        if calls != calls_before {
+            failures.push(format!("{}: called Mattermost", c.name));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert_eq!(
+        w.backend.get("/audit").await.unwrap().body["count"],
+        audit_before,
+        "no backend write"
+    );
+    for id in [&id_a, &id_b] {
+        assert_eq!(w.status(id).await, "PENDING");
+    }
+    // The good callback still goes through: none of the refusals used up its event id.
+    let r = w
+        .http
+        .post(format!("{}/jit/webhook", w.bridge))
+        .headers(
+            good_cb
+                .iter()
+                .map(|(k, v)| (k.parse().unwrap(), v.parse().unwrap()))
+                .collect(),
+        )
+        .body(event("e-1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // And a nonce once used is refused the second time.
+    let first = w
+        .http
+        .post(format!("{}/jit/webhook", w.bridge))
+        .headers(
+            replayed
+                .iter()
+                .map(|(k, v)| (k.parse().unwrap(), v.parse().unwrap()))
+                .collect(),
+        )
+        .body(event("e-replay"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 200);
+    let again = w
+        .http
+        .post(format!("{}/jit/webhook", w.bridge))
+        .headers(
+            replayed
+                .iter()
+                .map(|(k, v)| (k.parse().unwrap(), v.parse().unwrap()))
+                .collect(),
+        )
+        .body(event("e-replay"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 401);
+    assert_eq!(
+        again.json::<Value>().await.unwrap()["code"],
+        "replayed_nonce"
+    );
+
+    // A burst of failures from one address: 429 for the rest of the minute, even with the
+    // right token; the next minute it works again.
+    let mut limited_after = None;
+    for i in 0..200 {
+        let (s, _) = w.slash("tok-wrong-0123456789abcd", "ualice", "help").await;
+        if s == 429 {
+            limited_after = Some(i);
+            break;
+        }
+        assert_eq!(s, 401);
+    }
+    assert!(limited_after.is_some(), "never limited");
+    let (s, r) = w.slash(good, "ualice", "help").await;
+    assert_eq!(
+        (s, r["code"].as_str()),
+        (429, Some("too_many_auth_failures"))
+    );
+    w.clock.advance_secs(60);
+    assert_eq!(w.slash(good, "ualice", "help").await.0, 200);
+    let text = w
+        .http
+        .get(format!("{}/metrics", w.bridge))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for want in [
+        "jit_auth_failures_total{reason=\"bad_action_token\",key_id=\"none\"}",
+        "jit_auth_failures_total{reason=\"bad_dialog_state\",key_id=\"none\"}",
+        "jit_auth_failures_total{reason=\"unknown_key\",key_id=\"unknown\"}",
+        "jit_auth_failures_total{reason=\"replayed_nonce\",key_id=\"cb-",
+        "jit_http_requests_total{route=\"/mattermost/command\",method=\"POST\",status=\"429\"}",
+    ] {
+        assert!(text.contains(want), "missing {want} in\n{text}");
+    }
+}
