@@ -124,7 +124,7 @@ pub fn card(req: &Value, ticket_url: Option<&str>, buttons: Vec<Action>) -> Atta
     if let Some(reason) = req.get("close_reason").and_then(Value::as_str) {
         fields.push(Field {
             title: "Decision note".into(),
-            value: reason.to_owned(),
+            value: inert(reason),
             short: false,
         });
     }
