@@ -1,5 +1,8 @@
 //! Fixtures for tests that start the real thing: moto's AWS endpoint on a free loopback port,
-//! and helpers to find the workspace's tools. Nothing here is used outside tests.
+//! PostgreSQL databases, a Mattermost double ([`mattermost`]), and helpers to find the
+//! workspace's tools. Nothing here is used outside tests.
+
+pub mod mattermost;
 
 use anyhow::{Context, bail};
 use std::net::{TcpListener, TcpStream};
