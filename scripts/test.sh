@@ -52,7 +52,7 @@ SELECT 'CREATE DATABASE jit_test OWNER jit_test' WHERE NOT EXISTS (SELECT FROM p
 SQL
 export JIT_TEST_PG_URL="postgres://jit_test:jit_test@127.0.0.1:5432/jit_test"
 # Drop databases left over by earlier runs.
-psql "$JIT_TEST_PG_URL" -At -c "SELECT datname FROM pg_database WHERE datname LIKE 'jit_t_%'" \
+psql "$JIT_TEST_PG_URL" -At -c "SELECT datname FROM pg_database WHERE datname LIKE 'jit\\_t\\_%'" \
   | while read -r db; do psql "$JIT_TEST_PG_URL" -q -c "DROP DATABASE IF EXISTS $db" || true; done
 
 # Alert rules: promtool (Debian's prometheus package) unit-tests deploy/prometheus/alerts.yml.
@@ -66,3 +66,8 @@ promtool test rules deploy/prometheus/alerts_test.yml
 
 say "cargo test --workspace"
 cargo test --workspace --all-targets --no-fail-fast "$@"
+
+# A short run of every fuzz target (the committed corpora also replay inside `cargo test`, in
+# crates/jit-fuzzing). Builds with cargo-fuzz into fuzz/target: about 9 minutes cold, seconds warm.
+say "fuzz: 10 s per target (scripts/fuzz.sh)"
+JIT_FUZZ_SCRATCH=1 scripts/fuzz.sh "${JIT_FUZZ_SECONDS:-10}"

@@ -2070,6 +2070,21 @@ mod negative {
                 "invalid_request_id",
             ),
             case(
+                "request id that does not decode",
+                "POST",
+                "/requests/%FF%FE/approve",
+                s(
+                    "POST",
+                    "/requests/%FF%FE/approve",
+                    &body(json!({"actor": actor("bob")})),
+                    now,
+                    &nonce(),
+                ),
+                body(json!({"actor": actor("bob")})),
+                400,
+                "invalid_path",
+            ),
+            case(
                 "unknown request id",
                 "GET",
                 "/requests/00000000-0000-4000-8000-000000000009",
