@@ -64,13 +64,7 @@ async fn wait_for(what: &str, cond: impl Fn() -> bool) {
 }
 
 fn calls(d: &Shared, method: &str, suffix: &str) -> Vec<Value> {
-    d.lock()
-        .unwrap()
-        .calls
-        .iter()
-        .filter(|(m, p, _)| m == method && p.ends_with(suffix))
-        .map(|(_, _, b)| b.clone())
-        .collect()
+    d.lock().unwrap().bodies(method, suffix)
 }
 
 fn lines(path: &PathBuf) -> Vec<Value> {

@@ -92,10 +92,14 @@ fn body_rejection(status: StatusCode, form: bool) -> Response {
     }
 }
 
-fn refused(mut resp: Response, reason: &'static str, key_id: impl Into<String>) -> Response {
+/// A refused identity: `body` with `"code": reason`, marked for the guard. `key_id` is the
+/// claimed key when it is in the ring, `unknown` when not, `none` for tokens.
+fn refused(status: StatusCode, mut body: Value, reason: &'static str, key_id: &str) -> Response {
+    set(&mut body, "code", json!(reason));
+    let mut resp = (status, Json(body)).into_response();
     resp.extensions_mut().insert(Refused {
         reason,
-        key_id: key_id.into(),
+        key_id: key_id.to_owned(),
     });
     resp
 }
@@ -459,7 +463,8 @@ async fn command(
     if !me.slash_token_ok(token) {
         tracing::warn!(reason = "bad_slash_token", "slash command refused");
         return refused(
-            (StatusCode::UNAUTHORIZED, Json(json!({"response_type": "ephemeral", "text": "This command did not come from Mattermost.", "code": "bad_slash_token"}))).into_response(),
+            StatusCode::UNAUTHORIZED,
+            json!({"response_type": "ephemeral", "text": "This command did not come from Mattermost."}),
             "bad_slash_token",
             "none",
         );
@@ -778,11 +783,8 @@ async fn action(
         Err(e) => {
             tracing::warn!(reason = %e, "button click refused");
             return refused(
-                (
-                    StatusCode::FORBIDDEN,
-                    Json(json!({"ephemeral_text": "This button is not valid.", "code": "bad_action_token"})),
-                )
-                    .into_response(),
+                StatusCode::FORBIDDEN,
+                json!({"ephemeral_text": "This button is not valid."}),
                 "bad_action_token",
                 "none",
             );
@@ -927,11 +929,8 @@ async fn dialog(
         if checked.is_err() {
             tracing::warn!(reason = "bad_dialog_state", "dialog submission refused");
             return refused(
-                (
-                    StatusCode::FORBIDDEN,
-                    Json(json!({"error": "This form is not valid; run /jit request again.", "code": "bad_dialog_state"})),
-                )
-                    .into_response(),
+                StatusCode::FORBIDDEN,
+                json!({"error": "This form is not valid; run /jit request again."}),
                 "bad_dialog_state",
                 "none",
             );
@@ -1036,11 +1035,8 @@ async fn dialog(
         if checked.is_err() {
             tracing::warn!(reason = "bad_dialog_state", "dialog submission refused");
             return refused(
-                (
-                    StatusCode::FORBIDDEN,
-                    Json(json!({"error": "This form is not valid.", "code": "bad_dialog_state"})),
-                )
-                    .into_response(),
+                StatusCode::FORBIDDEN,
+                json!({"error": "This form is not valid."}),
                 "bad_dialog_state",
                 "none",
             );
@@ -1130,11 +1126,7 @@ async fn webhook(
             "unknown"
         };
         let status = StatusCode::from_u16(r.http_status()).unwrap_or(StatusCode::UNAUTHORIZED);
-        return refused(
-            (status, Json(json!({"code": r.code()}))).into_response(),
-            r.code(),
-            known,
-        );
+        return refused(status, json!({}), r.code(), known);
     }
     let ev: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,

@@ -72,14 +72,7 @@ impl World {
     }
 
     fn calls(&self, method: &str, suffix: &str) -> Vec<Value> {
-        self.double
-            .lock()
-            .unwrap()
-            .calls
-            .iter()
-            .filter(|(m, p, _)| m == method && p.ends_with(suffix))
-            .map(|(_, _, b)| b.clone())
-            .collect()
+        self.double.lock().unwrap().bodies(method, suffix)
     }
 
     async fn wait_for(&self, what: &str, cond: impl Fn(&Double) -> bool) {
@@ -1046,49 +1039,20 @@ async fn every_bad_input_to_the_bridge_gets_its_code_and_changes_nothing() {
     for id in [&id_a, &id_b] {
         assert_eq!(w.status(id).await, "PENDING");
     }
+    let deliver = |headers: &[(String, String)], body: Vec<u8>| {
+        let mut rb = w.http.post(format!("{}/jit/webhook", w.bridge));
+        for (k, v) in headers {
+            rb = rb.header(k, v);
+        }
+        rb.body(body).send()
+    };
     // The good callback still goes through: none of the refusals used up its event id.
-    let r = w
-        .http
-        .post(format!("{}/jit/webhook", w.bridge))
-        .headers(
-            good_cb
-                .iter()
-                .map(|(k, v)| (k.parse().unwrap(), v.parse().unwrap()))
-                .collect(),
-        )
-        .body(event("e-1"))
-        .send()
-        .await
-        .unwrap();
+    let r = deliver(&good_cb, event("e-1")).await.unwrap();
     assert_eq!(r.status(), 200);
     // And a nonce once used is refused the second time.
-    let first = w
-        .http
-        .post(format!("{}/jit/webhook", w.bridge))
-        .headers(
-            replayed
-                .iter()
-                .map(|(k, v)| (k.parse().unwrap(), v.parse().unwrap()))
-                .collect(),
-        )
-        .body(event("e-replay"))
-        .send()
-        .await
-        .unwrap();
+    let first = deliver(&replayed, event("e-replay")).await.unwrap();
     assert_eq!(first.status(), 200);
-    let again = w
-        .http
-        .post(format!("{}/jit/webhook", w.bridge))
-        .headers(
-            replayed
-                .iter()
-                .map(|(k, v)| (k.parse().unwrap(), v.parse().unwrap()))
-                .collect(),
-        )
-        .body(event("e-replay"))
-        .send()
-        .await
-        .unwrap();
+    let again = deliver(&replayed, event("e-replay")).await.unwrap();
     assert_eq!(again.status(), 401);
     assert_eq!(
         again.json::<Value>().await.unwrap()["code"],

@@ -24,6 +24,17 @@ pub struct Double {
     next_id: u64,
 }
 
+impl Double {
+    /// The bodies of the calls with this method whose path ends with `suffix`, in order.
+    pub fn bodies(&self, method: &str, suffix: &str) -> Vec<Value> {
+        self.calls
+            .iter()
+            .filter(|(m, p, _)| m == method && p.ends_with(suffix))
+            .map(|(_, _, b)| b.clone())
+            .collect()
+    }
+}
+
 /// The double's state, shared with the test.
 pub type Shared = Arc<Mutex<Double>>;
 
