@@ -259,10 +259,11 @@ async fn run_bridge(cfg: jit_mattermost::BridgeConfig) -> anyhow::Result<()> {
     let (stop, rx) = tokio::sync::watch::channel(false);
     let rings = bridge.spawn_rings(rx);
     let listener = tokio::net::TcpListener::bind(listen).await?;
-    jit_mattermost::bridge::serve(listener, bridge.router(), async move {
-        let _ = tokio::signal::ctrl_c().await;
-    })
-    .await?;
+    bridge
+        .serve(listener, async move {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
     let _ = stop.send(true);
     for r in rings {
         let _ = r.await;

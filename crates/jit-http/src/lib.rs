@@ -7,7 +7,9 @@
 //!   the rest of the minute;
 //! - [`log_requests`]: one log line per request with a request id (also sent as
 //!   `x-request-id`);
-//! - [`harden`]: the per-request time limit and the limit on requests served at once.
+//! - [`harden`]: the per-request time limit;
+//! - [`serve`]: the accept loop with the connection-level limits (request head size and
+//!   header count, time to send the head, connections open at once) and graceful shutdown.
 
 pub mod metrics;
 
@@ -107,10 +109,9 @@ pub async fn log_requests(
     resp
 }
 
-/// Listener limits: a request that takes longer than `timeout` is answered 503 `timeout`; at
-/// most `max_in_flight` requests are served at once (the rest wait for a slot); every request
+/// A request that takes longer than `timeout` is answered 503 `timeout`, and every request
 /// gets its log line.
-pub fn harden(router: Router, timeout: Duration, max_in_flight: usize) -> Router {
+pub fn harden(router: Router, timeout: Duration) -> Router {
     router.layer(axum::middleware::from_fn(log_requests)).layer(
         tower::ServiceBuilder::new()
             .layer(axum::error_handling::HandleErrorLayer::new(
@@ -125,9 +126,91 @@ pub fn harden(router: Router, timeout: Duration, max_in_flight: usize) -> Router
                         .into_response()
                 },
             ))
-            .timeout(timeout)
-            .concurrency_limit(max_in_flight.max(1)),
+            .timeout(timeout),
     )
+}
+
+/// Connection-level limits of a listener.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest request head (request line and headers), in bytes; a larger one is answered
+    /// 431 and the connection closed. At least 8 KiB (hyper's minimum).
+    pub max_head_bytes: usize,
+    /// Most header fields in a request; more is answered 431.
+    pub max_headers: usize,
+    /// Time a client has to send a request head once it starts one (slow-loris).
+    pub header_read_timeout: Duration,
+    /// Connections open at once; further ones wait in the kernel's accept queue until one
+    /// closes.
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_head_bytes: 16 * 1024,
+            max_headers: 64,
+            header_read_timeout: Duration::from_secs(10),
+            max_connections: 1024,
+        }
+    }
+}
+
+/// Serves `router` on `listener` (HTTP/1.1) within `limits` until `shutdown` completes, then
+/// stops accepting and lets open connections finish. Each request carries its source address
+/// as `ConnectInfo<SocketAddr>`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    limits: Limits,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use tower::ServiceExt as _;
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_head_bytes.max(8 * 1024))
+        .max_headers(limits.max_headers);
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let slot = tokio::select! {
+            s = slots.clone().acquire_owned() => match s {
+                Ok(s) => s,
+                Err(_) => break,
+            },
+            () = &mut shutdown => break,
+        };
+        let (stream, addr) = tokio::select! {
+            a = listener.accept() => match a {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: say so, give the system a moment.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let router = router.clone();
+        let service =
+            hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                req.extensions_mut()
+                    .insert(axum::extract::ConnectInfo(addr));
+                router.clone().oneshot(req.map(axum::body::Body::new))
+            });
+        let conn =
+            graceful.watch(http.serve_connection(hyper_util::rt::TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            let _ = conn.await;
+            drop(slot);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -25,21 +25,6 @@ use zeroize::Zeroizing;
 
 pub use axum::Router;
 
-/// Serves `router` until `shutdown` completes, then drains in-flight requests. Each request
-/// knows its source address (for the limit on failed authentication).
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    router: Router,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
-}
-
 /// Largest request body the bridge reads (a dialog submission is a few KiB).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
@@ -290,8 +275,23 @@ impl Bridge {
         self.inner.report_usage(verifier).await
     }
 
-    /// The routes Mattermost and the backend call, with the listener limits (body size, time
-    /// per request, requests at once), the failure limit, metrics and the request log.
+    /// Serves the bridge on `listener` until `shutdown` completes, then lets open connections
+    /// finish. Limits: `max_connections` connections, request heads of 16 KiB and 64 headers,
+    /// 10 s to send a head ([`jit_http::Limits`]).
+    pub async fn serve(
+        &self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let limits = jit_http::Limits {
+            max_connections: self.inner.cfg.max_connections,
+            ..jit_http::Limits::default()
+        };
+        jit_http::serve(listener, self.router(), limits, shutdown).await
+    }
+
+    /// The routes Mattermost and the backend call, with the body size limit, the time limit
+    /// per request, the failure limit, metrics and the request log.
     pub fn router(&self) -> Router {
         let proven = Router::new()
             .route("/mattermost/command", post(command))
@@ -322,7 +322,6 @@ impl Bridge {
         jit_http::harden(
             app,
             std::time::Duration::from_secs(self.inner.cfg.request_timeout_secs),
-            self.inner.cfg.max_connections,
         )
     }
 }

@@ -137,10 +137,10 @@ async fn world() -> World {
     };
     cfg.validate().unwrap();
     let bridge = Bridge::build(cfg, Arc::new(clock.clone())).await.unwrap();
-    let router = bridge.router();
     let handle = bridge.clone();
     tokio::spawn(async move {
-        jit_mattermost::bridge::serve(bridge_listener, router, std::future::pending())
+        bridge
+            .serve(bridge_listener, std::future::pending())
             .await
             .unwrap()
     });
@@ -682,14 +682,9 @@ async fn rings_in_secrets_manager_load_and_reload() {
         "run the suite with scripts/test.sh (it sets moto's test credentials)"
     );
     let bridge = Bridge::build(cfg, Arc::new(SystemClock)).await.unwrap();
-    let app = bridge.router();
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/metrics", l.local_addr().unwrap());
-    tokio::spawn(async move {
-        jit_mattermost::bridge::serve(l, app, std::future::pending())
-            .await
-            .unwrap()
-    });
+    tokio::spawn(async move { bridge.serve(l, std::future::pending()).await.unwrap() });
     let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
     assert!(
         text.contains("jit_key_ring_keys{ring=\"backend\"} 1")

@@ -314,14 +314,13 @@ impl Server {
         let app = jit_http::harden(
             crate::api::router(state),
             Duration::from_secs(config.request_timeout_secs),
-            config.max_connections,
         );
+        let limits = jit_http::Limits {
+            max_connections: config.max_connections,
+            ..jit_http::Limits::default()
+        };
         let mut rx = shutdown_tx.subscribe();
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
+        jit_http::serve(listener, app, limits, async move {
             let _ = rx.wait_for(|s| *s).await;
         })
         .await?;
