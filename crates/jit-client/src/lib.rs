@@ -91,12 +91,14 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client of the API at `base_url` (v2, audience `backend`, 10 s timeout).
+    /// A client of the API at `base_url` (v2, audience `backend`, 10 s timeout). It never
+    /// connects to a link-local or cloud metadata address (`jit_http::outbound`).
     pub fn new(base_url: &str, keys: Keys, clock: Arc<dyn Clock>) -> Result<Self, ClientError> {
         let base = reqwest::Url::parse(base_url).map_err(|e| ClientError::Url(e.to_string()))?;
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .connect_timeout(Duration::from_secs(3))
+            .dns_resolver(jit_http::outbound::SafeResolver)
             .build()?;
         Ok(Self {
             http,

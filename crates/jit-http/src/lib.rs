@@ -8,10 +8,12 @@
 //! - [`log_requests`]: one log line per request with a request id (also sent as
 //!   `x-request-id`);
 //! - [`harden`]: the per-request time limit;
+//! - [`outbound`]: outbound clients never reach link-local or cloud metadata addresses;
 //! - [`serve`]: the accept loop with the connection-level limits (request head size and
 //!   header count, time to send the head, connections open at once) and graceful shutdown.
 
 pub mod metrics;
+pub mod outbound;
 
 use axum::Router;
 use axum::http::StatusCode;

@@ -1,5 +1,10 @@
 //! The connection-level limits of `jit_http::serve`, over real TCP with raw requests.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use axum::routing::get;
 use std::time::Duration;

@@ -173,6 +173,16 @@ fn message_of(a: &Answer) -> String {
 impl Bridge {
     /// Loads the key rings and builds the bridge.
     pub async fn build(cfg: BridgeConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        // Both clients' resolvers also refuse these addresses for names; a literal address in
+        // the URL is refused here.
+        for (name, url) in [
+            ("mattermost_url", &cfg.mattermost_url),
+            ("backend_url", &cfg.backend_url),
+        ] {
+            jit_http::outbound::check_url(url)
+                .await
+                .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+        }
         let sdk =
             jit_keys::aws_sdk_config(cfg.aws_region.clone(), cfg.aws_endpoint_url.clone()).await;
         let source = |spec: &str| -> anyhow::Result<Arc<dyn jit_keys::KeySource>> {

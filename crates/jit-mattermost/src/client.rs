@@ -184,6 +184,7 @@ impl MmClient {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .connect_timeout(Duration::from_secs(3))
+            .dns_resolver(jit_http::outbound::SafeResolver)
             .build()?;
         Ok(Self {
             http,

@@ -1092,3 +1092,25 @@ async fn every_bad_input_to_the_bridge_gets_its_code_and_changes_nothing() {
         assert!(text.contains(want), "missing {want} in\n{text}");
     }
 }
+
+/// The bridge never calls a link-local or metadata address: a configured URL naming one is
+/// refused at start (names resolving to one are dropped by the clients' resolver, tested in
+/// `jit_http::outbound`).
+#[tokio::test]
+async fn outbound_urls_at_metadata_addresses_are_refused_at_start() {
+    for (mm, backend) in [
+        ("http://169.254.169.254", "http://127.0.0.1:8080"),
+        ("http://127.0.0.1:8065", "http://[fd00:ec2::254]/"),
+    ] {
+        let cfg = BridgeConfig {
+            mattermost_url: mm.into(),
+            backend_url: backend.into(),
+            ..BridgeConfig::default()
+        };
+        let e = Bridge::build(cfg, Arc::new(SystemClock)).await.unwrap_err();
+        assert!(
+            e.to_string().contains("link-local or cloud metadata"),
+            "{e}"
+        );
+    }
+}

@@ -7,60 +7,22 @@
 use crate::state::AppState;
 use jit_proto::sign::{Audience, RequestParts, SignInput, SignatureVersion, new_nonce, sign};
 use jit_store::{OutboxEvent, StoreError};
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
-/// Why a URL may not receive callbacks.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum UrlError {
-    /// Not an http(s) URL.
-    #[error("callback_url must be an http:// or https:// URL: {0}")]
-    Invalid(String),
-    /// Resolves to a link-local or cloud metadata address.
-    #[error(
-        "callback_url {0} resolves to a link-local or cloud metadata address ({1}); set dangerous_allow_link_local_callbacks to allow it"
-    )]
-    Forbidden(String, IpAddr),
-}
-
-/// True for link-local and cloud metadata addresses, which a callback must never reach.
-pub fn is_forbidden(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => v4.is_link_local() || v4.octets() == [100, 100, 100, 200],
-        IpAddr::V6(v6) => {
-            let s = v6.segments();
-            (s[0] & 0xffc0) == 0xfe80 // fe80::/10
-                || v6 == std::net::Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254)
-                || v6.to_ipv4_mapped().is_some_and(|m| m.is_link_local())
-        }
-    }
-}
-
-/// Checks a callback URL: scheme, and every address its host resolves to.
-pub async fn check_url(url: &reqwest::Url, allow_link_local: bool) -> Result<(), UrlError> {
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(UrlError::Invalid(url.to_string()));
-    }
-    let host = url
-        .host_str()
-        .ok_or_else(|| UrlError::Invalid(url.to_string()))?;
-    if allow_link_local {
-        return Ok(());
-    }
-    let port = url.port_or_known_default().unwrap_or(443);
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    let addrs: Vec<IpAddr> = match host.parse::<IpAddr>() {
-        Ok(ip) => vec![ip],
-        Err(_) => tokio::net::lookup_host((host, port))
-            .await
-            .map(|a| a.map(|s| s.ip()).collect())
-            .unwrap_or_default(),
-    };
-    match addrs.into_iter().find(|ip| is_forbidden(*ip)) {
-        Some(ip) => Err(UrlError::Forbidden(url.to_string(), ip)),
-        None => Ok(()),
+/// Checks the callback URL at start: an http(s) URL whose address (literal or resolved now)
+/// is not link-local or a cloud metadata address, unless `allow_link_local`
+/// (`callbacks.dangerous_allow_link_local_callbacks`). At delivery the client's resolver
+/// ([`jit_http::outbound::SafeResolver`]) drops such addresses from every lookup.
+pub async fn check_url(url: &reqwest::Url, allow_link_local: bool) -> anyhow::Result<()> {
+    match jit_http::outbound::check_url(url.as_str()).await {
+        Err(jit_http::outbound::UrlError::Forbidden(..)) if allow_link_local => Ok(()),
+        Err(e @ jit_http::outbound::UrlError::Forbidden(..)) => Err(anyhow::anyhow!(
+            "callbacks.url: {e}; set callbacks.dangerous_allow_link_local_callbacks to allow it"
+        )),
+        Err(e) => Err(anyhow::anyhow!("callbacks.url: {e}")),
+        Ok(()) => Ok(()),
     }
 }
 
@@ -93,11 +55,14 @@ fn backoff(attempts: i64) -> i64 {
 impl Dispatcher {
     /// A dispatcher (no redirects followed: a redirect could lead anywhere).
     pub fn new(st: AppState, cfg: DispatchConfig) -> Result<Arc<Self>, reqwest::Error> {
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .connect_timeout(Duration::from_secs(3))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()?;
+            .redirect(reqwest::redirect::Policy::none());
+        if !cfg.allow_link_local {
+            http = http.dns_resolver(jit_http::outbound::SafeResolver);
+        }
+        let http = http.build()?;
         Ok(Arc::new(Self { st, cfg, http }))
     }
 
@@ -157,9 +122,6 @@ impl Dispatcher {
     }
 
     async fn deliver(&self, ev: &OutboxEvent) -> Result<(), String> {
-        check_url(&self.cfg.url, self.cfg.allow_link_local)
-            .await
-            .map_err(|e| e.to_string())?;
         let key = self
             .st
             .callback_ring
@@ -231,7 +193,7 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn link_local_and_metadata_addresses_are_refused() {
+    async fn link_local_and_metadata_addresses_are_refused_unless_dangerously_allowed() {
         for bad in [
             "http://169.254.169.254/latest/meta-data",
             "http://[fe80::1]/x",
@@ -239,10 +201,8 @@ mod tests {
             "http://100.100.100.200/",
         ] {
             let u = reqwest::Url::parse(bad).unwrap();
-            assert!(
-                matches!(check_url(&u, false).await, Err(UrlError::Forbidden(..))),
-                "{bad}"
-            );
+            let e = check_url(&u, false).await.unwrap_err().to_string();
+            assert!(e.contains("dangerous_allow_link_local_callbacks"), "{e}");
             assert!(check_url(&u, true).await.is_ok());
         }
         for ok in ["http://127.0.0.1:8065/jit/webhook", "https://10.0.0.5/hook"] {
@@ -253,9 +213,10 @@ mod tests {
                 "{ok}"
             );
         }
-        assert!(matches!(
-            check_url(&reqwest::Url::parse("ftp://x/").unwrap(), false).await,
-            Err(UrlError::Invalid(_))
-        ));
+        assert!(
+            check_url(&reqwest::Url::parse("ftp://x/").unwrap(), false)
+                .await
+                .is_err()
+        );
     }
 }
