@@ -142,8 +142,8 @@ pub fn verify(data: &[u8]) {
     let _ = jit_proto::sign::canonical_query(&target);
 }
 
-/// Arbitrary text into `KeyRing::parse`, then the signing-key choice and serialisation. An
-/// error message never contains a secret value from the input.
+/// Arbitrary text into `KeyRing::parse`, then the signing-key choice and serialisation: no
+/// panic, and a parsed ring serialises and parses back with as many keys.
 pub fn keyring(data: &[u8]) {
     let Ok(t) = std::str::from_utf8(data) else {
         return;

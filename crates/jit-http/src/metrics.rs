@@ -239,6 +239,14 @@ impl HttpMetrics {
         self.auth_failures.inc(&[reason, key_id]);
     }
 
+    /// Makes the refusal series of these reasons exist at 0 with `key_id`, so an alert on
+    /// `increase()` sees the first refusal (a series born at 1 shows no increase).
+    pub fn expect_refusals<'a>(&self, reasons: impl IntoIterator<Item = &'a str>, key_id: &str) {
+        for r in reasons {
+            self.auth_failures.touch(&[r, key_id]);
+        }
+    }
+
     /// Prometheus text for the counters so far.
     pub fn render(&self) -> String {
         let mut out = String::new();

@@ -243,7 +243,18 @@ impl Bridge {
                 clock,
                 bot_id: tokio::sync::OnceCell::new(),
                 slash_tokens,
-                http: Arc::new(jit_http::metrics::HttpMetrics::default()),
+                http: {
+                    let m = jit_http::metrics::HttpMetrics::default();
+                    m.expect_refusals(
+                        jit_proto::sign::Rejection::ALL.iter().map(|r| r.code()),
+                        "unknown",
+                    );
+                    m.expect_refusals(
+                        ["bad_slash_token", "bad_action_token", "bad_dialog_state"],
+                        "none",
+                    );
+                    Arc::new(m)
+                },
                 limiter: jit_http::FailureLimiter::new(cfg.auth_failure_burst),
                 cfg,
             }),

@@ -39,12 +39,12 @@ pub struct BridgeConfig {
     pub data_dir: PathBuf,
     /// Ticket link template, e.g. `https://jira.example.com/browse/{ticket}`.
     pub ticket_url_template: Option<String>,
-    /// How long buttons and dialogs stay valid, in seconds.
+    /// How long a card's buttons stay valid, in seconds (dialogs expire after an hour).
     pub action_ttl_secs: i64,
     /// Seconds a request may take before it is answered 503 `timeout` (Mattermost gives up on
     /// a slash command after 30 s).
     pub request_timeout_secs: u64,
-    /// Most requests served at once; the rest wait.
+    /// Most connections open at once; more wait until one closes.
     pub max_connections: usize,
     /// Failed tokens and callback signatures a source address may send per minute before it
     /// gets 429.
@@ -183,6 +183,11 @@ impl BridgeConfig {
             !self.slash_tokens.is_empty(),
             "at least one slash command token is required (JIT_MM_SLASH_TOKENS)"
         );
+        // Mattermost's tokens are 26 characters; a short one is guessable, or a typo.
+        anyhow::ensure!(
+            self.slash_tokens.iter().all(|t| t.len() >= 16),
+            "slash command tokens must be at least 16 characters (Mattermost's are 26)"
+        );
         for u in [&self.public_url, &self.mattermost_url, &self.backend_url] {
             anyhow::ensure!(
                 u.starts_with("http://") || u.starts_with("https://"),
@@ -234,5 +239,45 @@ impl BridgeConfig {
         std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
         std::io::Write::write_all(&mut opts.open(&path)?, secret.expose())?;
         Ok(Zeroizing::new(secret.expose().to_vec()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn valid() -> BridgeConfig {
+        BridgeConfig {
+            bot_token: "bot".into(),
+            slash_tokens: vec!["abcdefghijklmnopqrstuvwxyz".into()],
+            ..BridgeConfig::default()
+        }
+    }
+
+    #[test]
+    fn short_slash_tokens_and_bad_limits_are_refused() {
+        assert!(valid().validate().is_ok());
+        let short = BridgeConfig {
+            slash_tokens: vec!["abcdefghijklmnopqrstuvwxyz".into(), "placeholder".into()],
+            ..valid()
+        };
+        let e = short.validate().unwrap_err().to_string();
+        assert!(e.contains("at least 16 characters"), "{e}");
+        for bad in [
+            BridgeConfig {
+                request_timeout_secs: 0,
+                ..valid()
+            },
+            BridgeConfig {
+                max_connections: 0,
+                ..valid()
+            },
+            BridgeConfig {
+                auth_failure_burst: 0,
+                ..valid()
+            },
+        ] {
+            assert!(bad.validate().is_err());
+        }
     }
 }

@@ -165,7 +165,14 @@ impl Server {
             auth_failures: Arc::new(jit_http::FailureLimiter::new(
                 config.auth_failure_burst.max(1),
             )),
-            http_metrics: Arc::new(jit_http::metrics::HttpMetrics::default()),
+            http_metrics: {
+                let m = jit_http::metrics::HttpMetrics::default();
+                m.expect_refusals(
+                    jit_proto::sign::Rejection::ALL.iter().map(|r| r.code()),
+                    "unknown",
+                );
+                Arc::new(m)
+            },
             metrics: Arc::new(crate::metrics::Metrics::default()),
         };
         let provider: Arc<dyn jit_grants::AccessProvider> = match provider {
