@@ -196,6 +196,9 @@ fn bridge() -> &'static BridgeHarness {
             aws_region: Some("us-east-1".into()),
             bridge_secret: "fuzz-bridge-secret-0123456789abcdef".into(),
             data_dir: dir.path().to_path_buf(),
+            // Every input comes from one address: with a limit, the fuzzer would soon see
+            // nothing but 429s and stop reaching the handlers.
+            auth_failure_burst: u32::MAX,
             ..jit_mattermost::BridgeConfig::default()
         };
         let clock = Arc::new(jit_proto::ManualClock::at(NOW));
@@ -354,6 +357,7 @@ fn api() -> &'static ApiHarness {
             data_dir: dir.path().to_path_buf(),
             database_url: Some(format!("sqlite://{}", dir.path().join("jit.db").display())),
             admins: vec!["admin".into()],
+            auth_failure_burst: u32::MAX,
             ..jit_server::Config::default()
         };
         let clock = Arc::new(jit_proto::ManualClock::at(NOW));

@@ -34,7 +34,26 @@ use std::time::Duration;
 #[derive(Debug)]
 pub struct FailureLimiter {
     burst: u32,
-    table: Mutex<HashMap<IpAddr, (i64, u32)>>,
+    /// Source → (minute, failures); plus the minute of the last sweep.
+    table: Mutex<(Failures, i64)>,
+}
+
+/// Source → (minute, failures in it).
+type Failures = HashMap<IpAddr, (i64, u32)>;
+
+/// Most sources tracked in one minute; past it, new sources are not tracked (the table cannot
+/// be grown without bound, and sweeping a full table on every failure would cost CPU).
+const MAX_SOURCES: usize = 100_000;
+
+/// The key of a source: IPv4 as is, IPv6 by its /64 (one host usually has a whole /64).
+fn source_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+        }
+    }
 }
 
 impl FailureLimiter {
@@ -42,7 +61,7 @@ impl FailureLimiter {
     pub fn new(burst: u32) -> Self {
         Self {
             burst,
-            table: Mutex::new(HashMap::new()),
+            table: Mutex::new((HashMap::new(), 0)),
         }
     }
 
@@ -55,7 +74,7 @@ impl FailureLimiter {
         self.table
             .lock()
             .map(|t| {
-                t.get(&ip)
+                t.0.get(&source_key(ip))
                     .is_some_and(|(w, n)| *w == Self::window(now) && *n >= self.burst)
             })
             .unwrap_or(false)
@@ -63,12 +82,18 @@ impl FailureLimiter {
 
     /// Records a failure from `ip`.
     pub fn failed(&self, ip: IpAddr, now: i64) {
-        if let Ok(mut t) = self.table.lock() {
+        if let Ok(mut guard) = self.table.lock() {
+            let (t, swept) = &mut *guard;
             let w = Self::window(now);
-            if t.len() > 100_000 {
+            if *swept != w {
                 t.retain(|_, (tw, _)| *tw == w);
+                *swept = w;
             }
-            let e = t.entry(ip).or_insert((w, 0));
+            let key = source_key(ip);
+            if t.len() >= MAX_SOURCES && !t.contains_key(&key) {
+                return;
+            }
+            let e = t.entry(key).or_insert((w, 0));
             if e.0 != w {
                 *e = (w, 0);
             }
@@ -111,25 +136,36 @@ pub async fn log_requests(
     resp
 }
 
-/// A request that takes longer than `timeout` is answered 503 `timeout`, and every request
-/// gets its log line.
-pub fn harden(router: Router, timeout: Duration) -> Router {
-    router.layer(axum::middleware::from_fn(log_requests)).layer(
-        tower::ServiceBuilder::new()
-            .layer(axum::error_handling::HandleErrorLayer::new(
-                |_: tower::BoxError| async {
-                    (
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        axum::Json(serde_json::json!({
-                            "code": "timeout",
-                            "message": "the request took too long",
-                        })),
-                    )
-                        .into_response()
-                },
-            ))
-            .timeout(timeout),
-    )
+/// Wraps a router's routes, innermost first: the time limit (a request that takes longer than
+/// `timeout` is answered 503 `timeout`), then the request metrics (by route template), then
+/// the log line, so a request cut off by the time limit is still counted and logged.
+pub fn harden(
+    router: Router,
+    timeout: Duration,
+    metrics: std::sync::Arc<metrics::HttpMetrics>,
+) -> Router {
+    router
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(axum::error_handling::HandleErrorLayer::new(
+                    |_: tower::BoxError| async {
+                        (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            axum::Json(serde_json::json!({
+                                "code": "timeout",
+                                "message": "the request took too long",
+                            })),
+                        )
+                            .into_response()
+                    },
+                ))
+                .timeout(timeout),
+        )
+        .layer(axum::middleware::from_fn_with_state(
+            metrics,
+            metrics::track,
+        ))
+        .layer(axum::middleware::from_fn(log_requests))
 }
 
 /// Connection-level limits of a listener.
@@ -211,7 +247,13 @@ pub async fn serve(
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    // Connections still busy after 30 s (a client that stopped reading) are abandoned.
+    if tokio::time::timeout(Duration::from_secs(30), graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open 30 s after shutdown began; closing anyway");
+    }
     Ok(())
 }
 
@@ -233,5 +275,17 @@ mod tests {
         assert!(!l.blocked(ip, 180), "a new minute starts afresh");
         l.failed(ip, 180);
         assert!(!l.blocked(ip, 180));
+    }
+
+    #[test]
+    fn ipv6_sources_count_by_their_64() {
+        let l = FailureLimiter::new(2);
+        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        l.failed(a, 0);
+        l.failed(b, 0);
+        assert!(l.blocked(a, 0) && l.blocked(b, 0), "one /64, one budget");
+        assert!(!l.blocked(other, 0));
     }
 }

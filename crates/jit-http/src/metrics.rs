@@ -269,7 +269,7 @@ pub async fn track(
         .extensions()
         .get::<axum::extract::MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = req.method().as_str().to_owned();
+    let method = method_label(req.method()).to_owned();
     let resp = next.run(req).await;
     m.observe(
         &route,
@@ -278,6 +278,22 @@ pub async fn track(
         start.elapsed().as_secs_f64(),
     );
     resp
+}
+
+/// The method as a label: the standard ones by name, anything else `other` (hyper accepts any
+/// token as a method, and each would otherwise be a new series).
+pub fn method_label(m: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        _ => "other",
+    }
 }
 
 /// The `Content-Type` of the text format.
@@ -306,6 +322,13 @@ mod tests {
         ] {
             assert!(t.contains(want), "missing {want} in\n{t}");
         }
+    }
+
+    #[test]
+    fn made_up_methods_share_one_label() {
+        let m: axum::http::Method = "FOO123".parse().unwrap();
+        assert_eq!(method_label(&m), "other");
+        assert_eq!(method_label(&axum::http::Method::POST), "POST");
     }
 
     #[test]

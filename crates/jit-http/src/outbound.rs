@@ -10,15 +10,24 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-/// True for link-local and cloud metadata addresses.
+/// True for link-local and cloud metadata addresses, also when written as IPv6 that embeds
+/// an IPv4 address (`::ffff:a.b.c.d`, NAT64 `64:ff9b::a.b.c.d`).
 pub fn is_forbidden(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => v4.is_link_local() || v4.octets() == [100, 100, 100, 200],
         IpAddr::V6(v6) => {
-            let first = v6.segments().first().copied().unwrap_or(0);
+            let s = v6.segments();
+            let first = s.first().copied().unwrap_or(0);
+            let embedded = v6.to_ipv4_mapped().or_else(|| {
+                // 64:ff9b::/96 (RFC 6052): the last 32 bits are the IPv4 address.
+                (s[..6] == [0x64, 0xff9b, 0, 0, 0, 0]).then(|| {
+                    let o = v6.octets();
+                    std::net::Ipv4Addr::new(o[12], o[13], o[14], o[15])
+                })
+            });
             (first & 0xffc0) == 0xfe80 // fe80::/10
                 || v6 == std::net::Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254)
-                || v6.to_ipv4_mapped().is_some_and(|m| m.is_link_local())
+                || embedded.is_some_and(|m| is_forbidden(IpAddr::V4(m)))
         }
     }
 }
@@ -35,38 +44,21 @@ pub enum UrlError {
 }
 
 /// Checks a URL: scheme, and its literal address or every address its host resolves to now.
-/// A name that does not resolve passes (the resolver checks again at connection time).
+/// The URL is parsed as the client will parse it (WHATWG rules: `\\` is `/`, percent-encoded
+/// and shortened IPv4 forms are decoded), so the host checked is the host called. A name that
+/// does not resolve passes (the resolver checks again at connection time).
 pub async fn check_url(url: &str) -> Result<(), UrlError> {
     let bad = || UrlError::Invalid(url.to_owned());
-    let (scheme, rest) = url.split_once("://").ok_or_else(bad)?;
-    if !matches!(scheme, "http" | "https") {
+    let parsed = reqwest::Url::parse(url).map_err(|_| bad())?;
+    if !matches!(parsed.scheme(), "http" | "https") {
         return Err(bad());
     }
-    let authority = rest
-        .split(['/', '?', '#'])
-        .next()
-        .unwrap_or("")
-        .rsplit('@')
-        .next()
-        .unwrap_or("");
-    let (host, port) = match authority.strip_prefix('[') {
-        Some(v6) => {
-            let (h, after) = v6.split_once(']').ok_or_else(bad)?;
-            (h, after.strip_prefix(':'))
-        }
-        None => match authority.rsplit_once(':') {
-            Some((h, p)) => (h, Some(p)),
-            None => (authority, None),
-        },
-    };
-    if host.is_empty() {
-        return Err(bad());
-    }
-    let port = match port {
-        Some(p) => p.parse::<u16>().map_err(|_| bad())?,
-        None if scheme == "https" => 443,
-        None => 80,
-    };
+    let host = parsed
+        .host_str()
+        .filter(|h| !h.is_empty())
+        .ok_or_else(bad)?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port = parsed.port_or_known_default().unwrap_or(443);
     let addrs: Vec<IpAddr> = match host.parse::<IpAddr>() {
         Ok(ip) => vec![ip],
         Err(_) => tokio::net::lookup_host((host, port))
@@ -124,6 +116,12 @@ mod tests {
             "http://[fd00:ec2::254]/",
             "http://100.100.100.200/",
             "http://user@169.254.169.254/",
+            "http://169.254.169.254\\@example.com/",
+            "http://169.254.169.%32%35%34/",
+            "http://0xa9fea9fe/",
+            "HTTP://169.254.169.254/",
+            "http://[::ffff:100.100.100.200]/",
+            "http://[64:ff9b::a9fe:a9fe]/",
         ] {
             assert!(
                 matches!(check_url(bad).await, Err(UrlError::Forbidden(..))),
@@ -138,7 +136,13 @@ mod tests {
         ] {
             assert_eq!(check_url(ok).await, Ok(()), "{ok}");
         }
-        for invalid in ["ftp://x/", "http://", "127.0.0.1:80", "http://h:port/"] {
+        for invalid in [
+            "ftp://x/",
+            "http://",
+            "127.0.0.1:80",
+            "http://h:port/",
+            "file:///etc/passwd",
+        ] {
             assert!(
                 matches!(check_url(invalid).await, Err(UrlError::Invalid(_))),
                 "{invalid}"

@@ -36,6 +36,15 @@ struct Refused {
     key_id: String,
 }
 
+/// Refusals that count toward the source's failure limit: those a caller makes directly (a
+/// wrong slash token, a bad callback signature). Forged buttons and dialogs arrive from
+/// Mattermost's own address (any user can post an attachment whose action points here), so
+/// limiting them would let one user lock everyone out; they are HMACs of 256 bits, which a
+/// limit would not protect further. They are counted in the metrics all the same.
+fn limits_source(reason: &str) -> bool {
+    !matches!(reason, "bad_action_token" | "bad_dialog_state")
+}
+
 /// A refusal of malformed input in the API's `{"code", "message"}` shape (Mattermost shows
 /// neither; they are for logs, tests and whoever calls the bridge by hand).
 fn bad_input(status: StatusCode, code: &'static str, message: impl Into<String>) -> Response {
@@ -114,7 +123,9 @@ async fn guard(
     let resp = next.run(req).await;
     if let Some(r) = resp.extensions().get::<Refused>() {
         me.http.auth_failure(r.reason, &r.key_id);
-        if let Some(ip) = source {
+        if let Some(ip) = source
+            && limits_source(r.reason)
+        {
             me.limiter.failed(ip, now);
         }
     }
@@ -335,14 +346,11 @@ impl Bridge {
                 )
             })
             .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
-            .layer(axum::middleware::from_fn_with_state(
-                self.inner.http.clone(),
-                jit_http::metrics::track,
-            ))
             .with_state(self.clone());
         jit_http::harden(
             app,
             std::time::Duration::from_secs(self.inner.cfg.request_timeout_secs),
+            self.inner.http.clone(),
         )
     }
 }

@@ -185,6 +185,8 @@ impl MmClient {
             .timeout(Duration::from_secs(10))
             .connect_timeout(Duration::from_secs(3))
             .dns_resolver(jit_http::outbound::SafeResolver)
+            // A redirect could lead anywhere, including an address the resolver never sees.
+            .redirect(reqwest::redirect::Policy::none())
             .build()?;
         Ok(Self {
             http,

@@ -60,10 +60,6 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .merge(signed)
         .fallback(not_found)
-        .layer(middleware::from_fn_with_state(
-            state.http_metrics.clone(),
-            jit_http::metrics::track,
-        ))
         .with_state(state)
 }
 

@@ -265,6 +265,9 @@ impl Lifecycle {
                             continue; // held by a running grant, or standing
                         }
                         let removed = remove && self.provider.revoke(&t).await.is_ok();
+                        if remove && !removed {
+                            *complete = false; // asked to remove and could not
+                        }
                         let mut d = AuditDraft::new(if removed {
                             "drift.removed"
                         } else {
@@ -526,7 +529,20 @@ impl Lifecycle {
             self.provider.revoke(&t).await.map_err(JobError::Provider)?;
             ops.push(AssignmentOp::Remove { principal });
         }
-        let late_ms = r.ends_at().map(|e| ms(now) - ms(e)).unwrap_or(0);
+        // Lateness runs to the moment the access is gone (after the provider call): from the
+        // grant's end, or for a revocation from the moment it was revoked.
+        let removed_at = ms(self.st.clock.now());
+        let due = match &r.state {
+            State::Revoked(c) => Some(c.at),
+            _ => r.ends_at(),
+        };
+        let late_ms = due.map(|e| removed_at - ms(e)).unwrap_or(0);
+        let lateness = |late_ms: i64| {
+            self.st
+                .metrics
+                .revocation_lateness
+                .observe(&[], late_ms.max(0) as f64 / 1000.0);
+        };
         if ended_early {
             // REVOKED (or ERROR) already; record that the access is gone and drop the job.
             let d = system_draft(
@@ -541,6 +557,7 @@ impl Lifecycle {
             });
             ctx.assignments = ops;
             self.st.store.record(ctx).await?;
+            lateness(late_ms);
             return Ok(());
         }
         let next = r.expire(now).map_err(|e| JobError::Store(e.message))?;
@@ -552,10 +569,7 @@ impl Lifecycle {
         match self.commit(&r, &next, vec![d], ops).await {
             Ok(()) => {
                 tracing::info!(request_id = %r.id, late_ms, "grant ended");
-                self.st
-                    .metrics
-                    .revocation_lateness
-                    .observe(&[], late_ms.max(0) as f64 / 1000.0);
+                lateness(late_ms);
                 Ok(())
             }
             Err(e) => {

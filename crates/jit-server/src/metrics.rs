@@ -17,7 +17,8 @@ pub const LATENESS_BUCKETS: &[f64] = &[
 /// provider wrapper. Every result label that an alert reads exists from the start with 0.
 #[derive(Debug)]
 pub struct Metrics {
-    /// `jit_revocation_lateness_seconds`: from a grant's end to its access being removed.
+    /// `jit_revocation_lateness_seconds`: from a grant's end (or its revocation) to its access
+    /// being removed.
     pub revocation_lateness: Histogram,
     /// `jit_provider_calls_total{provider,operation,result}`; result is `ok`, `retry`
     /// (temporary failure) or `permanent`.
@@ -39,7 +40,7 @@ impl Default for Metrics {
         let m = Self {
             revocation_lateness: Histogram::new(
                 "jit_revocation_lateness_seconds",
-                "Time from a grant's end to its access being removed and recorded.",
+                "Time from a grant's end (or its revocation) to its access being removed.",
                 &[],
                 LATENESS_BUCKETS,
             ),

@@ -318,9 +318,11 @@ impl Server {
             tasks.push(spawn_nonce_purge(state.clone(), shutdown_tx.subscribe()));
         }
         tasks.push(spawn_usage_recorder(state.clone(), shutdown_tx.subscribe()));
+        let metrics = state.http_metrics.clone();
         let app = jit_http::harden(
             crate::api::router(state),
             Duration::from_secs(config.request_timeout_secs),
+            metrics,
         );
         let limits = jit_http::Limits {
             max_connections: config.max_connections,
