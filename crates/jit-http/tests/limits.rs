@@ -131,3 +131,31 @@ async fn connections_past_the_limit_wait_until_one_closes() {
     let r = read_answer(&mut second).await;
     assert!(r.starts_with("HTTP/1.1 200"), "{r}");
 }
+
+#[tokio::test]
+async fn a_request_cut_off_by_the_time_limit_is_answered_counted_and_logged() {
+    let metrics = std::sync::Arc::new(jit_http::metrics::HttpMetrics::default());
+    let router = axum::Router::new().route("/stuck", get(std::future::pending::<String>));
+    let app = jit_http::harden(router, Duration::from_millis(100), metrics.clone());
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(jit_http::serve(
+        l,
+        app,
+        jit_http::Limits::default(),
+        std::future::pending(),
+    ));
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    let r = exchange(&mut c, "GET /stuck HTTP/1.1\r\nhost: x\r\n\r\n").await;
+    assert!(r.starts_with("HTTP/1.1 503"), "{r}");
+    assert!(r.contains("\"code\":\"timeout\""), "{r}");
+    assert!(
+        r.to_ascii_lowercase().contains("x-request-id:"),
+        "logged with its id: {r}"
+    );
+    assert_eq!(
+        metrics.requests.get(&["/stuck", "GET", "503"]),
+        1,
+        "counted under its route"
+    );
+}

@@ -1054,6 +1054,17 @@ async fn every_bad_input_to_the_bridge_gets_its_code_and_changes_nothing() {
         "replayed_nonce"
     );
 
+    // Forged clicks arrive from Mattermost's own address: counted, but they never trip the
+    // source limit (one user could otherwise lock everyone out).
+    for _ in 0..150 {
+        let (s, _) = w
+            .post_json(
+                "/mattermost/action",
+                json!({"user_id": "ubob", "channel_id": "ch1", "context": {"action": "approve", "request_id": id_a, "token": "x"}}),
+            )
+            .await;
+        assert_eq!(s, 403);
+    }
     // A burst of failures from one address: 429 for the rest of the minute, even with the
     // right token; the next minute it works again.
     let mut limited_after = None;

@@ -1324,6 +1324,12 @@ mod lifecycle {
             ))
             .await;
         assert_eq!(ev.body["count"], 1);
+        // A revocation's lateness counts from the moment it was revoked (here: none).
+        let m = metrics_text(&l.app.base).await;
+        assert!(
+            m.contains("jit_revocation_lateness_seconds_bucket{le=\"0.01\"} 1"),
+            "{m}"
+        );
 
         let b = l.request(60).await;
         l.approve(&b).await;
