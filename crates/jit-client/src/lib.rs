@@ -8,7 +8,6 @@ use jit_proto::sign::{Audience, RequestParts, SignInput, SignatureVersion, new_n
 use reqwest::Method;
 use serde_json::Value;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// Why a call could not be made (an HTTP error status is not an error here: it is returned).
 #[derive(Debug, thiserror::Error)]
@@ -95,13 +94,7 @@ impl Client {
     /// connects to a link-local or cloud metadata address (`jit_http::outbound`).
     pub fn new(base_url: &str, keys: Keys, clock: Arc<dyn Clock>) -> Result<Self, ClientError> {
         let base = reqwest::Url::parse(base_url).map_err(|e| ClientError::Url(e.to_string()))?;
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .connect_timeout(Duration::from_secs(3))
-            .dns_resolver(jit_http::outbound::SafeResolver)
-            // A redirect could lead anywhere, including an address the resolver never sees.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()?;
+        let http = jit_http::outbound::client(false)?;
         Ok(Self {
             http,
             base,
@@ -124,24 +117,22 @@ impl Client {
         self
     }
 
-    /// Sends a signed request. `path_and_query` is relative to the base URL's root.
-    pub async fn send(
+    /// A request with its X-JIT headers over exactly what goes on the wire (the URL after the
+    /// parser's normalisation, and `body`); returns it with the signing key's id.
+    fn signed(
         &self,
         method: Method,
         path_and_query: &str,
-        body: Option<&Value>,
-        idempotency_key: Option<&str>,
-    ) -> Result<Answer, ClientError> {
+        body: &[u8],
+    ) -> Result<(reqwest::RequestBuilder, String), ClientError> {
         let url = self
             .base
             .join(path_and_query)
             .map_err(|e| ClientError::Url(e.to_string()))?;
-        // Sign exactly what goes on the wire, after the URL parser's normalisation.
         let pq = match url.query() {
             Some(q) => format!("{}?{q}", url.path()),
             None => url.path().to_owned(),
         };
-        let bytes = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
         let key = self
             .keys
             .signing_key(self.clock.as_ref())
@@ -153,16 +144,28 @@ impl Client {
             request: RequestParts {
                 method: method.as_str(),
                 path_and_query: &pq,
-                body: &bytes,
+                body,
             },
             timestamp: self.clock.unix(),
             nonce: &nonce,
         };
-        let headers = sign(&key, &input);
         let mut rb = self.http.request(method.clone(), url);
-        for (k, v) in headers {
+        for (k, v) in sign(&key, &input) {
             rb = rb.header(k, v);
         }
+        Ok((rb, key.id().as_str().to_owned()))
+    }
+
+    /// Sends a signed request. `path_and_query` is relative to the base URL's root.
+    pub async fn send(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        body: Option<&Value>,
+        idempotency_key: Option<&str>,
+    ) -> Result<Answer, ClientError> {
+        let bytes = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
+        let (mut rb, key_id) = self.signed(method, path_and_query, &bytes)?;
         if body.is_some() {
             rb = rb
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
@@ -178,40 +181,13 @@ impl Client {
         Ok(Answer {
             status,
             body,
-            key_id: key.id().as_str().to_owned(),
+            key_id,
         })
     }
 
     /// Signed GET of a text answer (CSV, JSON lines), with the `X-Next-Token` header.
     pub async fn get_text(&self, path_and_query: &str) -> Result<TextAnswer, ClientError> {
-        let url = self
-            .base
-            .join(path_and_query)
-            .map_err(|e| ClientError::Url(e.to_string()))?;
-        let pq = match url.query() {
-            Some(q) => format!("{}?{q}", url.path()),
-            None => url.path().to_owned(),
-        };
-        let key = self
-            .keys
-            .signing_key(self.clock.as_ref())
-            .ok_or(ClientError::NoSigningKey)?;
-        let nonce = new_nonce().map_err(|e| ClientError::Random(e.to_string()))?;
-        let input = SignInput {
-            version: self.version,
-            audience: self.audience,
-            request: RequestParts {
-                method: "GET",
-                path_and_query: &pq,
-                body: b"",
-            },
-            timestamp: self.clock.unix(),
-            nonce: &nonce,
-        };
-        let mut rb = self.http.get(url);
-        for (k, v) in sign(&key, &input) {
-            rb = rb.header(k, v);
-        }
+        let (rb, _) = self.signed(Method::GET, path_and_query, b"")?;
         let resp = rb.send().await?;
         let status = resp.status().as_u16();
         let next_token = resp

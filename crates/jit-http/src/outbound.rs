@@ -87,6 +87,21 @@ pub fn keep_allowed(host: &str, addrs: Vec<SocketAddr>) -> Result<Vec<SocketAddr
     }
 }
 
+/// The one way outbound clients are built: 10 s per request, 3 s to connect, no redirects (a
+/// redirect could lead anywhere, including an address the resolver never sees), and
+/// [`SafeResolver`] unless `allow_link_local` (the callbacks' `dangerous_*` setting).
+pub fn client(allow_link_local: bool) -> Result<reqwest::Client, reqwest::Error> {
+    let b = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(10))
+        .connect_timeout(std::time::Duration::from_secs(3))
+        .redirect(reqwest::redirect::Policy::none());
+    if allow_link_local {
+        b.build()
+    } else {
+        b.dns_resolver(SafeResolver).build()
+    }
+}
+
 /// A DNS resolver for reqwest that leaves out forbidden addresses; a name with nothing else
 /// fails to resolve. Install with `ClientBuilder::dns_resolver(SafeResolver)`.
 #[derive(Debug, Clone, Copy, Default)]

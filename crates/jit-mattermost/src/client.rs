@@ -181,13 +181,7 @@ impl MmMetrics {
 impl MmClient {
     /// A client of the server at `base_url` using the bot's access token.
     pub fn new(base_url: &str, bot_token: zeroize::Zeroizing<String>) -> Result<Self, MmError> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .connect_timeout(Duration::from_secs(3))
-            .dns_resolver(jit_http::outbound::SafeResolver)
-            // A redirect could lead anywhere, including an address the resolver never sees.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()?;
+        let http = jit_http::outbound::client(false)?;
         Ok(Self {
             http,
             base: base_url.trim_end_matches('/').to_owned(),

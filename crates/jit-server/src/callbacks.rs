@@ -55,14 +55,7 @@ fn backoff(attempts: i64) -> i64 {
 impl Dispatcher {
     /// A dispatcher (no redirects followed: a redirect could lead anywhere).
     pub fn new(st: AppState, cfg: DispatchConfig) -> Result<Arc<Self>, reqwest::Error> {
-        let mut http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .connect_timeout(Duration::from_secs(3))
-            .redirect(reqwest::redirect::Policy::none());
-        if !cfg.allow_link_local {
-            http = http.dns_resolver(jit_http::outbound::SafeResolver);
-        }
-        let http = http.build()?;
+        let http = jit_http::outbound::client(cfg.allow_link_local)?;
         Ok(Arc::new(Self { st, cfg, http }))
     }
 
