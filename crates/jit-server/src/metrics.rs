@@ -187,88 +187,88 @@ const STATUSES: [&str; 9] = [
     "ERROR",
 ];
 
+/// A gauge without labels.
+fn gauge(out: &mut String, name: &str, help: &str, value: impl std::fmt::Display) {
+    header(out, name, "gauge", help);
+    let _ = writeln!(out, "{name} {value}");
+}
+
+/// A gauge with one label: every value in `keys`, 0 when `rows` has none for it.
+fn gauge_by(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    label: &str,
+    keys: &[&str],
+    rows: &[(String, i64)],
+) {
+    header(out, name, "gauge", help);
+    for k in keys {
+        let _ = writeln!(out, "{name}{{{label}=\"{k}\"}} {}", count(rows, k));
+    }
+}
+
+fn count(rows: &[(String, i64)], k: &str) -> i64 {
+    rows.iter().find(|(n, _)| n == k).map_or(0, |(_, v)| *v)
+}
+
 /// Prometheus text for the store's counts. Every known label value is written, with 0 when
 /// there are none, so an alert on `> 0` sees a series from the start. `None` (the store did not
 /// answer) writes `jit_store_up 0` and nothing else.
 pub fn render_gauges(g: Option<&jit_store::Gauges>, now_ms: i64) -> String {
     let mut out = String::new();
-    let up = u8::from(g.is_some());
-    header(
+    gauge(
         &mut out,
         "jit_store_up",
-        "gauge",
         "Whether the store answered the metrics query.",
+        u8::from(g.is_some()),
     );
-    let _ = writeln!(out, "jit_store_up {up}");
     let Some(g) = g else { return out };
-    let get =
-        |rows: &[(String, i64)], k: &str| rows.iter().find(|(n, _)| n == k).map_or(0, |(_, v)| *v);
-    header(&mut out, "jit_requests", "gauge", "Requests by status.");
-    for st in STATUSES {
-        let _ = writeln!(
-            out,
-            "jit_requests{{status=\"{st}\"}} {}",
-            get(&g.requests_by_status, st)
-        );
-    }
-    header(
+    gauge_by(
+        &mut out,
+        "jit_requests",
+        "Requests by status.",
+        "status",
+        &STATUSES,
+        &g.requests_by_status,
+    );
+    gauge(
         &mut out,
         "jit_grants_active",
-        "gauge",
         "Requests whose access is granted now.",
+        count(&g.requests_by_status, "GRANTED"),
     );
-    let _ = writeln!(
-        out,
-        "jit_grants_active {}",
-        get(&g.requests_by_status, "GRANTED")
-    );
-    header(
+    gauge_by(
         &mut out,
         "jit_jobs_late",
-        "gauge",
         "Lifecycle jobs more than a minute past due or that have failed at least once.",
+        "kind",
+        &["grant", "revoke", "timeout"],
+        &g.jobs_late_by_kind,
     );
-    for k in ["grant", "revoke", "timeout"] {
-        let _ = writeln!(
-            out,
-            "jit_jobs_late{{kind=\"{k}\"}} {}",
-            get(&g.jobs_late_by_kind, k)
-        );
-    }
-    header(
+    gauge(
         &mut out,
         "jit_revocations_overdue",
-        "gauge",
         "Revocations more than a minute past due or failing.",
+        count(&g.jobs_late_by_kind, "revoke"),
     );
-    let _ = writeln!(
-        out,
-        "jit_revocations_overdue {}",
-        get(&g.jobs_late_by_kind, "revoke")
-    );
-    header(
+    gauge_by(
         &mut out,
         "jit_callback_outbox_events",
-        "gauge",
         "Callback events by delivery status.",
+        "status",
+        &["PENDING", "DELIVERED", "DEAD"],
+        &g.outbox_by_status,
     );
-    for k in ["PENDING", "DELIVERED", "DEAD"] {
-        let _ = writeln!(
-            out,
-            "jit_callback_outbox_events{{status=\"{k}\"}} {}",
-            get(&g.outbox_by_status, k)
-        );
-    }
     let age = g
         .outbox_oldest_pending_ms
         .map_or(0.0, |t| ((now_ms - t).max(0) as f64) / 1000.0);
-    header(
+    gauge(
         &mut out,
         "jit_callback_outbox_oldest_pending_age_seconds",
-        "gauge",
         "Age of the oldest callback not yet delivered (0 when none).",
+        age,
     );
-    let _ = writeln!(out, "jit_callback_outbox_oldest_pending_age_seconds {age}");
     out
 }
 
