@@ -158,21 +158,11 @@ impl Dispatcher {
     }
 
     /// Delivers every `interval` (and when woken) until `shutdown`.
-    pub fn spawn(
-        self: &Arc<Self>,
-        mut shutdown: watch::Receiver<bool>,
-    ) -> tokio::task::JoinHandle<()> {
+    pub fn spawn(self: &Arc<Self>, shutdown: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
         let this = Arc::clone(self);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(500));
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    r = shutdown.changed() => {
-                        if r.is_err() || *shutdown.borrow() { break; }
-                    }
-                    _ = tick.tick() => {}
-                }
+        crate::serve::every(Duration::from_millis(500), shutdown, false, move || {
+            let this = Arc::clone(&this);
+            async move {
                 if let Err(e) = this.run_due().await {
                     tracing::error!(error = %e, "callback dispatch failed");
                 }

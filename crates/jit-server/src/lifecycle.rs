@@ -306,21 +306,14 @@ impl Lifecycle {
         self: &Arc<Self>,
         interval: Duration,
         remove: bool,
-        mut shutdown: watch::Receiver<bool>,
+        shutdown: watch::Receiver<bool>,
     ) -> tokio::task::JoinHandle<()> {
         let this = Arc::clone(self);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(interval);
-            loop {
-                tokio::select! {
-                    r = shutdown.changed() => {
-                        if r.is_err() || *shutdown.borrow() { break; }
-                    }
-                    _ = tick.tick() => {
-                        if let Err(e) = this.check_drift(remove).await {
-                            tracing::error!(error = %e, "drift check failed");
-                        }
-                    }
+        crate::serve::every(interval, shutdown, false, move || {
+            let this = Arc::clone(&this);
+            async move {
+                if let Err(e) = this.check_drift(remove).await {
+                    tracing::error!(error = %e, "drift check failed");
                 }
             }
         })

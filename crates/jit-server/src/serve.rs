@@ -341,42 +341,64 @@ impl Server {
     }
 }
 
-fn spawn_nonce_purge(
-    state: AppState,
+/// Runs `work` every `interval` (a late tick waits; ticks are not bunched) until `shutdown`
+/// turns true; with `at_stop`, once more on the way out. The first run is at once.
+pub(crate) fn every<F, Fut>(
+    interval: Duration,
     mut shutdown: watch::Receiver<bool>,
-) -> tokio::task::JoinHandle<()> {
+    at_stop: bool,
+    mut work: F,
+) -> tokio::task::JoinHandle<()>
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(60));
-        loop {
-            tokio::select! {
-                r = shutdown.changed() => {
-                    if r.is_err() || *shutdown.borrow() { break; }
-                }
-                _ = tick.tick() => {
-                    if let Err(e) = state.store.purge_nonces(state.clock.unix()).await {
-                        tracing::warn!(error = %e, "purging expired nonces failed");
-                    }
-                }
-            }
-        }
-    })
-}
-
-/// Persists when each backend-ring key last verified a request here, once a minute.
-fn spawn_usage_recorder(
-    state: AppState,
-    mut shutdown: watch::Receiver<bool>,
-) -> tokio::task::JoinHandle<()> {
-    let mut id = [0u8; 4];
-    let _ = getrandom::fill(&mut id);
-    let verifier = format!("backend:{}", hex::encode(id));
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let stop = tokio::select! {
                 r = shutdown.changed() => r.is_err() || *shutdown.borrow(),
                 _ = tick.tick() => false,
             };
+            if stop {
+                if at_stop {
+                    work().await;
+                }
+                break;
+            }
+            work().await;
+        }
+    })
+}
+
+/// Deletes expired durable nonces once a minute.
+fn spawn_nonce_purge(
+    state: AppState,
+    shutdown: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    every(Duration::from_secs(60), shutdown, false, move || {
+        let state = state.clone();
+        async move {
+            if let Err(e) = state.store.purge_nonces(state.clock.unix()).await {
+                tracing::warn!(error = %e, "purging expired nonces failed");
+            }
+        }
+    })
+}
+
+/// Persists when each backend-ring key last verified a request here, once a minute (and once
+/// more at shutdown).
+fn spawn_usage_recorder(
+    state: AppState,
+    shutdown: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    let mut id = [0u8; 4];
+    let _ = getrandom::fill(&mut id);
+    let verifier = format!("backend:{}", hex::encode(id));
+    every(Duration::from_secs(60), shutdown, true, move || {
+        let (state, verifier) = (state.clone(), verifier.clone());
+        async move {
             let usage = state.backend_ring.usage();
             if !usage.is_empty()
                 && let Err(e) = state
@@ -385,9 +407,6 @@ fn spawn_usage_recorder(
                     .await
             {
                 tracing::warn!(error = %e, "recording key usage failed");
-            }
-            if stop {
-                break;
             }
         }
     })
