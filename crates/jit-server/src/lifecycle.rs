@@ -344,13 +344,9 @@ impl Lifecycle {
     }
 
     /// Whether another grant of ours still needs `t`'s assignment.
-    async fn covered_by_others(
-        &self,
-        t: &Target,
-        except: &str,
-        now: OffsetDateTime,
-    ) -> Result<bool, JobError> {
-        let others = self
+    /// Active grants of the same user, account and permission set, other than `except`.
+    async fn other_grants(&self, t: &Target, except: &str) -> Result<Vec<Request>, JobError> {
+        Ok(self
             .st
             .store
             .active_grants_for(
@@ -359,7 +355,16 @@ impl Lifecycle {
                 t.permission_set_arn.as_deref(),
                 except,
             )
-            .await?;
+            .await?)
+    }
+
+    async fn covered_by_others(
+        &self,
+        t: &Target,
+        except: &str,
+        now: OffsetDateTime,
+    ) -> Result<bool, JobError> {
+        let others = self.other_grants(t, except).await?;
         Ok(others.iter().any(|o| o.ends_at().is_some_and(|e| e > now)))
     }
 
@@ -422,17 +427,7 @@ impl Lifecycle {
                     // and mistaking our own grant for a standing one would leave access forever.
                     let standing = a.pre_existing
                         && job.attempts <= 1
-                        && self
-                            .st
-                            .store
-                            .active_grants_for(
-                                &t.user_email,
-                                &t.account_id,
-                                t.permission_set_arn.as_deref(),
-                                r.id.as_str(),
-                            )
-                            .await?
-                            .is_empty();
+                        && self.other_grants(&t, r.id.as_str()).await?.is_empty();
                     // Recorded at once, before the request moves on: a retry then never calls
                     // the provider again and never misreads its own grant.
                     self.record_assignment(AssignmentOp::Add {
