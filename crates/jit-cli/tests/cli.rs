@@ -161,6 +161,7 @@ async fn audit_verify_fails_on_an_edited_and_on_a_deleted_row() {
             channel_id: jit_core::types::ChannelId::parse(ch).unwrap(),
             accounts: Default::default(),
             policy: Default::default(),
+            updated_at: None,
             version: 0,
         };
         store

@@ -2,6 +2,8 @@
 //! checks are a courtesy, not the control (the existing backend trusted any signed caller to
 //! reconfigure approvers).
 
+use crate::error::ErrorCode;
+
 use crate::error::DomainError;
 use crate::policy::Policy;
 use crate::request::Request;
@@ -50,7 +52,7 @@ pub fn may_configure(actor: &Actor, admins: &Admins) -> Result<(), DomainError> 
         Ok(())
     } else {
         Err(DomainError::forbidden(
-            "admin_required",
+            ErrorCode::AdminRequired,
             "only a system admin or a configured jit-access admin may change bindings, approvers or policy",
         ))
     }
@@ -62,7 +64,7 @@ pub fn may_decide(actor: &Actor, policy: &Policy) -> Result<(), DomainError> {
         Ok(())
     } else {
         Err(DomainError::forbidden(
-            "not_an_approver",
+            ErrorCode::NotAnApprover,
             "only this channel's approvers may approve or deny",
         ))
     }
@@ -82,7 +84,7 @@ pub fn may_revoke(
         Ok(())
     } else {
         Err(DomainError::forbidden(
-            "not_allowed_to_revoke",
+            ErrorCode::NotAllowedToRevoke,
             "only an approver, an admin or the requester may revoke this access",
         ))
     }
@@ -94,7 +96,7 @@ pub fn may_cancel(actor: &Actor, policy: &Policy, req: &Request) -> Result<(), D
         Ok(())
     } else {
         Err(DomainError::forbidden(
-            "not_allowed_to_cancel",
+            ErrorCode::NotAllowedToCancel,
             "only the requester or an approver may cancel this request",
         ))
     }
@@ -106,10 +108,35 @@ pub fn may_review(actor: &Actor, policy: &Policy) -> Result<(), DomainError> {
         Ok(())
     } else {
         Err(DomainError::forbidden(
-            "not_an_approver",
+            ErrorCode::NotAnApprover,
             "only this channel's approvers may review break-glass access",
         ))
     }
+}
+
+/// A break-glass grant is reviewed by someone other than its requester.
+pub fn not_own_review(actor: &Actor, req: &Request) -> Result<(), DomainError> {
+    if actor.user_id == req.requester_id {
+        Err(DomainError::forbidden(
+            ErrorCode::SelfReviewForbidden,
+            "another approver must review your break-glass access",
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// Extending a grant: approved like a request, by an approver of the channel; the requester
+/// only when self-approval is allowed.
+pub fn may_extend(actor: &Actor, policy: &Policy, req: &Request) -> Result<(), DomainError> {
+    may_decide(actor, policy)?;
+    if actor.user_id == req.requester_id && !policy.allow_self_approval {
+        return Err(DomainError::forbidden(
+            ErrorCode::SelfApprovalForbidden,
+            "an extension needs another approver in this channel",
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

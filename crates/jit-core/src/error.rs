@@ -1,6 +1,8 @@
 //! Domain errors with stable codes. The HTTP layer maps [`ErrorKind`] to a status; the code and
 //! message go to the caller as they are, so messages never contain secrets or internals.
 
+pub use jit_proto::wire::ErrorCode;
+
 /// The class of an error, which decides the HTTP status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
@@ -23,14 +25,14 @@ pub struct DomainError {
     /// What class of error.
     pub kind: ErrorKind,
     /// Stable code, e.g. `invalid_account_id`.
-    pub code: &'static str,
+    pub code: ErrorCode,
     /// Human explanation, safe to show.
     pub message: String,
 }
 
 impl DomainError {
     /// A new error.
-    pub fn new(kind: ErrorKind, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(kind: ErrorKind, code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             kind,
             code,
@@ -39,27 +41,27 @@ impl DomainError {
     }
 
     /// 400 with `code`.
-    pub fn bad(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn bad(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::new(ErrorKind::BadRequest, code, message)
     }
 
     /// 422 with `code`.
-    pub fn rule(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn rule(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Unprocessable, code, message)
     }
 
     /// 403 with `code`.
-    pub fn forbidden(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn forbidden(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Forbidden, code, message)
     }
 
     /// 409 with `code`.
-    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn conflict(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Conflict, code, message)
     }
 
     /// 404 with `code`.
-    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn not_found(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::new(ErrorKind::NotFound, code, message)
     }
 }

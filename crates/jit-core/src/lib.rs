@@ -14,4 +14,4 @@ pub mod policy;
 pub mod request;
 pub mod types;
 
-pub use error::{DomainError, ErrorKind};
+pub use error::{DomainError, ErrorCode, ErrorKind};

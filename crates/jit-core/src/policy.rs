@@ -2,6 +2,8 @@
 //! the permission sets that may be requested there; the channel's policy says who approves and
 //! within which limits.
 
+use crate::error::ErrorCode;
+
 use crate::error::DomainError;
 use crate::types::{AccountId, DurationMinutes, PermissionSetArn, UserId};
 use serde::Serialize;
@@ -22,6 +24,9 @@ pub struct Policy {
     pub pending_timeout_minutes: u32,
     /// Whether a ticket reference is mandatory.
     pub require_ticket: bool,
+    /// Whether a ticket or a reason (either one) is mandatory: the old backend's rule, which
+    /// bindings made through the existing plugin get.
+    pub require_ticket_or_reason: bool,
     /// Whether requesters may grant themselves short access without approval (reviewed later).
     pub break_glass_enabled: bool,
     /// Longest break-glass grant, in minutes.
@@ -37,6 +42,7 @@ impl Default for Policy {
             max_request_hours: 4,
             pending_timeout_minutes: 8 * 60,
             require_ticket: true,
+            require_ticket_or_reason: false,
             break_glass_enabled: false,
             break_glass_max_minutes: 60,
         }
@@ -58,6 +64,8 @@ pub struct PolicyPatch {
     pub pending_timeout_minutes: Option<u32>,
     /// New ticket rule.
     pub require_ticket: Option<bool>,
+    /// New ticket-or-reason rule.
+    pub require_ticket_or_reason: Option<bool>,
     /// New break-glass switch.
     pub break_glass_enabled: Option<bool>,
     /// New break-glass limit.
@@ -89,6 +97,9 @@ impl Policy {
         if let Some(v) = patch.require_ticket {
             p.require_ticket = v;
         }
+        if let Some(v) = patch.require_ticket_or_reason {
+            p.require_ticket_or_reason = v;
+        }
         if let Some(v) = patch.break_glass_enabled {
             p.break_glass_enabled = v;
         }
@@ -103,13 +114,13 @@ impl Policy {
     pub fn validate(&self) -> Result<(), DomainError> {
         if !(1..=20).contains(&self.required_approvals) {
             return Err(DomainError::rule(
-                "invalid_policy",
+                ErrorCode::InvalidPolicy,
                 "required approvals must be 1 to 20",
             ));
         }
         if !self.approvers.is_empty() && self.required_approvals as usize > self.approvers.len() {
             return Err(DomainError::rule(
-                "invalid_policy",
+                ErrorCode::InvalidPolicy,
                 format!(
                     "{} approvals required but only {} approvers",
                     self.required_approvals,
@@ -118,23 +129,26 @@ impl Policy {
             ));
         }
         if self.approvers.len() > 100 {
-            return Err(DomainError::rule("invalid_policy", "at most 100 approvers"));
+            return Err(DomainError::rule(
+                ErrorCode::InvalidPolicy,
+                "at most 100 approvers",
+            ));
         }
         if !(1..=168).contains(&self.max_request_hours) {
             return Err(DomainError::rule(
-                "invalid_policy",
+                ErrorCode::InvalidPolicy,
                 "max request hours must be 1 to 168",
             ));
         }
         if !(1..=DurationMinutes::MAX).contains(&self.pending_timeout_minutes) {
             return Err(DomainError::rule(
-                "invalid_policy",
+                ErrorCode::InvalidPolicy,
                 "pending timeout must be 1 minute to 7 days",
             ));
         }
         if !(1..=24 * 60).contains(&self.break_glass_max_minutes) {
             return Err(DomainError::rule(
-                "invalid_policy",
+                ErrorCode::InvalidPolicy,
                 "break-glass maximum must be 1 to 1,440 minutes",
             ));
         }
@@ -162,6 +176,8 @@ pub struct Binding {
     pub accounts: BTreeMap<AccountId, Vec<PermissionSetArn>>,
     /// The approval policy.
     pub policy: Policy,
+    /// When it was last saved (`None` before the first save).
+    pub updated_at: Option<time::OffsetDateTime>,
     /// Increments on every change; updates are compare-and-set on it.
     pub version: i64,
 }
@@ -176,7 +192,7 @@ impl Binding {
     ) -> Result<Option<PermissionSetArn>, DomainError> {
         let sets = self.accounts.get(account).ok_or_else(|| {
             DomainError::rule(
-                "account_not_bound",
+                ErrorCode::AccountNotBound,
                 format!("account {account} is not bound to this channel"),
             )
         })?;
@@ -184,13 +200,13 @@ impl Binding {
             (Some(a), sets) if sets.contains(a) => Ok(Some(a.clone())),
             (Some(_), []) => Ok(asked.cloned()),
             (Some(a), _) => Err(DomainError::rule(
-                "permission_set_not_bound",
+                ErrorCode::PermissionSetNotBound,
                 format!("permission set {a} is not bound to account {account} in this channel"),
             )),
             (None, []) => Ok(None),
             (None, [one]) => Ok(Some(one.clone())),
             (None, _) => Err(DomainError::rule(
-                "permission_set_required",
+                ErrorCode::PermissionSetRequired,
                 "this account has several permission sets; choose one",
             )),
         }
@@ -253,6 +269,7 @@ mod tests {
             channel_id: ChannelId::parse("ch1").unwrap(),
             accounts: BTreeMap::from([(a.clone(), vec![ps1.clone()])]),
             policy: Policy::default(),
+            updated_at: None,
             version: 1,
         };
         assert_eq!(

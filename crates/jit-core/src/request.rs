@@ -12,6 +12,8 @@
 //! the next state or a [`DomainError`]. [`Request`] dispatches on its current state and refuses
 //! transitions that do not start there with `invalid_state` (409).
 
+use crate::error::ErrorCode;
+
 use crate::error::DomainError;
 use crate::policy::Policy;
 use crate::types::{
@@ -81,7 +83,7 @@ impl Status {
             .find(|st| st.as_str().eq_ignore_ascii_case(s))
             .ok_or_else(|| {
                 DomainError::bad(
-                    "invalid_status",
+                    ErrorCode::InvalidStatus,
                     "status must be one of PENDING, APPROVED, GRANTED, EXPIRED, REVOKED, DENIED, \
                  CANCELLED, TIMED_OUT, ERROR",
                 )
@@ -253,7 +255,7 @@ pub struct NewRequest {
 
 fn invalid_state(action: &str, from: Status, allowed: &str) -> DomainError {
     DomainError::conflict(
-        "invalid_state",
+        ErrorCode::InvalidState,
         format!(
             "cannot {action} a request that is {}; only {allowed} requests",
             from.as_str()
@@ -273,19 +275,19 @@ impl Pending {
     ) -> Result<(Approval, Result<Approved, Pending>), DomainError> {
         if now >= req.pending_deadline {
             return Err(DomainError::conflict(
-                "request_timed_out",
+                ErrorCode::RequestTimedOut,
                 "this request waited longer than the pending timeout; ask again",
             ));
         }
         if actor.user_id == req.requester_id && !policy.allow_self_approval {
             return Err(DomainError::forbidden(
-                "self_approval_forbidden",
+                ErrorCode::SelfApprovalForbidden,
                 "you cannot approve your own request in this channel",
             ));
         }
         if req.approvals.iter().any(|a| a.user_id == actor.user_id) {
             return Err(DomainError::conflict(
-                "already_approved",
+                ErrorCode::AlreadyApproved,
                 "you already approved this request",
             ));
         }
@@ -328,7 +330,7 @@ impl Pending {
     pub fn time_out(self, req: &Request, now: OffsetDateTime) -> Result<Closed, DomainError> {
         if now < req.pending_deadline {
             return Err(DomainError::conflict(
-                "not_due",
+                ErrorCode::NotDue,
                 "the pending timeout has not passed",
             ));
         }
@@ -367,7 +369,7 @@ impl Granted {
     pub fn expire(self, now: OffsetDateTime) -> Result<Closed, DomainError> {
         if now < self.ends_at {
             return Err(DomainError::conflict(
-                "not_due",
+                ErrorCode::NotDue,
                 "the grant has not reached its end",
             ));
         }
@@ -399,7 +401,7 @@ impl Granted {
         let total = (ends_at - self.granted_at).whole_minutes();
         if total > i64::from(max_minutes) {
             return Err(DomainError::rule(
-                "duration_exceeds_policy",
+                ErrorCode::DurationExceedsPolicy,
                 format!(
                     "the extended grant would last {total} minutes; the policy allows {max_minutes}"
                 ),
@@ -420,35 +422,40 @@ impl Request {
         now: OffsetDateTime,
     ) -> Result<Self, DomainError> {
         let policy = &binding.policy;
-        let requester_email = requester
-            .email
-            .clone()
-            .ok_or_else(|| DomainError::bad("missing_field", "requester_email is required"))?;
+        let requester_email = requester.email.clone().ok_or_else(|| {
+            DomainError::bad(ErrorCode::MissingField, "requester_email is required")
+        })?;
         let permission_set_arn =
             binding.resolve_permission_set(&new.account_id, new.permission_set_arn.as_ref())?;
         if policy.require_ticket && new.ticket.is_none() {
             return Err(DomainError::rule(
-                "ticket_required",
+                ErrorCode::TicketRequired,
                 "this channel requires a ticket reference",
+            ));
+        }
+        if policy.require_ticket_or_reason && new.ticket.is_none() && new.reason.is_none() {
+            return Err(DomainError::rule(
+                ErrorCode::TicketOrReasonRequired,
+                "give a ticket reference or a reason",
             ));
         }
         let minutes = new.duration.get();
         if new.break_glass {
             if !policy.break_glass_enabled {
                 return Err(DomainError::forbidden(
-                    "break_glass_disabled",
+                    ErrorCode::BreakGlassDisabled,
                     "break-glass access is not enabled for this channel",
                 ));
             }
             if new.reason.is_none() {
                 return Err(DomainError::rule(
-                    "reason_required",
+                    ErrorCode::ReasonRequired,
                     "break-glass access needs a reason",
                 ));
             }
             if minutes > policy.break_glass_max_minutes {
                 return Err(DomainError::rule(
-                    "duration_exceeds_policy",
+                    ErrorCode::DurationExceedsPolicy,
                     format!(
                         "break-glass access is limited to {} minutes",
                         policy.break_glass_max_minutes
@@ -458,7 +465,7 @@ impl Request {
         } else {
             if minutes > policy.max_minutes() {
                 return Err(DomainError::rule(
-                    "duration_exceeds_policy",
+                    ErrorCode::DurationExceedsPolicy,
                     format!(
                         "requests in this channel are limited to {} hours",
                         policy.max_request_hours
@@ -472,7 +479,7 @@ impl Request {
                 .count();
             if eligible < policy.required_approvals as usize {
                 return Err(DomainError::rule(
-                    "not_enough_approvers",
+                    ErrorCode::NotEnoughApprovers,
                     format!(
                         "this channel needs {} approval(s) but has {} approver(s) other than you; \
                          ask an admin to run /jit approvers",
@@ -605,10 +612,21 @@ impl Request {
     }
 
     /// Lengthens a grant within the policy's maximum.
-    pub fn extend(&self, minutes: DurationMinutes, policy: &Policy) -> Result<Self, DomainError> {
+    pub fn extend(
+        &self,
+        minutes: DurationMinutes,
+        policy: &Policy,
+        now: OffsetDateTime,
+    ) -> Result<Self, DomainError> {
         let State::Granted(g) = self.state.clone() else {
             return Err(invalid_state("extend", self.status(), "GRANTED"));
         };
+        if g.ends_at <= now {
+            return Err(DomainError::conflict(
+                ErrorCode::GrantEnded,
+                "this grant has reached its end; ask for access again",
+            ));
+        }
         let max = if self.break_glass {
             policy.break_glass_max_minutes
         } else {
@@ -651,7 +669,7 @@ impl Request {
     pub fn review(&self) -> Result<Self, DomainError> {
         if !self.review_pending {
             return Err(DomainError::conflict(
-                "no_review_pending",
+                ErrorCode::NoReviewPending,
                 "this request has no review pending",
             ));
         }
@@ -737,6 +755,7 @@ mod tests {
                 required_approvals: n,
                 ..Policy::default()
             },
+            updated_at: None,
             version: 1,
         }
     }
@@ -919,12 +938,12 @@ mod tests {
             .grant(T0)
             .unwrap();
         let r2 = r
-            .extend(DurationMinutes::new(40).unwrap(), &b.policy)
+            .extend(DurationMinutes::new(40).unwrap(), &b.policy, T0)
             .unwrap();
         assert_eq!(r2.ends_at(), Some(T0 + time::Duration::minutes(240)));
         assert_eq!(r2.duration.get(), 240);
         assert_eq!(
-            r2.extend(DurationMinutes::new(1).unwrap(), &b.policy)
+            r2.extend(DurationMinutes::new(1).unwrap(), &b.policy, T0)
                 .unwrap_err()
                 .code,
             "duration_exceeds_policy"

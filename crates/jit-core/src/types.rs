@@ -1,6 +1,8 @@
 //! Parsed values. Every inbound string becomes one of these through `parse`, which returns a
 //! [`DomainError`] with a stable code and a message naming the field, never a panic.
 
+use crate::error::ErrorCode;
+
 use crate::error::DomainError;
 use serde::{Serialize, Serializer};
 use std::fmt;
@@ -55,14 +57,14 @@ impl AccountId {
             Ok(Self(s.to_owned()))
         } else {
             Err(DomainError::bad(
-                "invalid_account_id",
+                ErrorCode::InvalidAccountId,
                 "account_id must be exactly 12 digits",
             ))
         }
     }
 }
 
-fn mm_id(s: &str, field: &'static str, code: &'static str) -> Result<String, DomainError> {
+fn mm_id(s: &str, field: &'static str, code: ErrorCode) -> Result<String, DomainError> {
     let ok = !s.is_empty()
         && s.len() <= 64
         && s.bytes()
@@ -86,7 +88,7 @@ string_type!(
 impl ChannelId {
     /// Parses a channel id.
     pub fn parse(s: &str) -> Result<Self, DomainError> {
-        mm_id(s, "channel_id", "invalid_channel_id").map(Self)
+        mm_id(s, "channel_id", ErrorCode::InvalidChannelId).map(Self)
     }
 }
 
@@ -98,7 +100,7 @@ string_type!(
 impl UserId {
     /// Parses a user id.
     pub fn parse(s: &str) -> Result<Self, DomainError> {
-        mm_id(s, "user id", "invalid_user_id").map(Self)
+        mm_id(s, "user id", ErrorCode::InvalidUserId).map(Self)
     }
 }
 
@@ -112,7 +114,7 @@ impl Email {
     /// Parses an email address.
     pub fn parse(s: &str) -> Result<Self, DomainError> {
         let s = s.trim();
-        let bad = || DomainError::bad("invalid_email", "not a valid email address");
+        let bad = || DomainError::bad(ErrorCode::InvalidEmail, "not a valid email address");
         if s.len() > 254 || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(bad());
         }
@@ -139,7 +141,7 @@ impl PermissionSetArn {
     pub fn parse(s: &str) -> Result<Self, DomainError> {
         let bad = || {
             DomainError::bad(
-                "invalid_permission_set_arn",
+                ErrorCode::InvalidPermissionSetArn,
                 "permission set must look like arn:aws:sso:::permissionSet/ssoins-…/ps-…",
             )
         };
@@ -177,11 +179,32 @@ impl RequestId {
             Ok(Self(s.to_ascii_lowercase()))
         } else {
             Err(DomainError::bad(
-                "invalid_request_id",
+                ErrorCode::InvalidRequestId,
                 "request id must be a UUID",
             ))
         }
     }
+
+    /// A full id, or a prefix of at least [`RequestId::MIN_PREFIX`] characters (the plugin's
+    /// status table shows the first 8, and users paste those). Case is ignored.
+    pub fn parse_ref(s: &str) -> Result<RequestRef, DomainError> {
+        if let Ok(id) = Self::parse(s) {
+            return Ok(RequestRef::Id(id));
+        }
+        let ok = (Self::MIN_PREFIX..36).contains(&s.len())
+            && s.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-');
+        if ok {
+            Ok(RequestRef::Prefix(s.to_ascii_lowercase()))
+        } else {
+            Err(DomainError::bad(
+                ErrorCode::InvalidRequestId,
+                "request id must be a UUID or its first 8 or more characters",
+            ))
+        }
+    }
+
+    /// Shortest accepted id prefix.
+    pub const MIN_PREFIX: usize = 8;
 
     /// A request id from 16 random bytes (made into a version 4 UUID).
     pub fn from_random(mut b: [u8; 16]) -> Self {
@@ -200,6 +223,15 @@ impl RequestId {
     }
 }
 
+/// A request named by its id or by a prefix of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequestRef {
+    /// The whole id.
+    Id(RequestId),
+    /// A lowercase prefix of 8 to 35 characters.
+    Prefix(String),
+}
+
 string_type!(
     /// A ticket reference, at most 256 characters, no control characters.
     Ticket
@@ -214,7 +246,7 @@ impl Ticket {
         }
         if s.chars().count() > 256 || s.chars().any(char::is_control) {
             return Err(DomainError::bad(
-                "invalid_ticket",
+                ErrorCode::InvalidTicket,
                 "ticket must be at most 256 characters without control characters",
             ));
         }
@@ -236,7 +268,7 @@ impl Reason {
         }
         if s.chars().count() > 2000 || has_control(s) {
             return Err(DomainError::bad(
-                "invalid_reason",
+                ErrorCode::InvalidReason,
                 "reason must be at most 2,000 characters without control characters",
             ));
         }
@@ -258,7 +290,7 @@ impl DurationMinutes {
         match u32::try_from(m) {
             Ok(v) if (1..=Self::MAX).contains(&v) => Ok(Self(v)),
             _ => Err(DomainError::bad(
-                "invalid_duration",
+                ErrorCode::InvalidDuration,
                 format!("duration must be between 1 and {} minutes", Self::MAX),
             )),
         }
@@ -268,7 +300,7 @@ impl DurationMinutes {
     pub fn from_json(v: &serde_json::Value) -> Result<Self, DomainError> {
         let bad = || {
             DomainError::bad(
-                "invalid_duration",
+                ErrorCode::InvalidDuration,
                 "duration must be a whole number of minutes",
             )
         };
@@ -277,6 +309,17 @@ impl DurationMinutes {
             serde_json::Value::String(s) => Self::new(s.trim().parse().map_err(|_| bad())?),
             _ => Err(bad()),
         }
+    }
+
+    /// Parses minutes given as text (`"60"`; what `jit_proto::wire::MinutesInput` carries).
+    pub fn parse_text(s: &str) -> Result<Self, DomainError> {
+        let n: i64 = s.trim().parse().map_err(|_| {
+            DomainError::bad(
+                ErrorCode::InvalidDuration,
+                "duration must be a whole number of minutes",
+            )
+        })?;
+        Self::new(n)
     }
 
     /// The minutes.
@@ -388,6 +431,20 @@ mod tests {
     #[test]
     fn request_ids() {
         assert!(RequestId::parse("a1b2c3d4-e5f6-7890-abcd-ef1234567890").is_ok());
+        assert_eq!(
+            RequestId::parse_ref("A1B2C3D4").unwrap(),
+            RequestRef::Prefix("a1b2c3d4".into())
+        );
+        assert!(matches!(
+            RequestId::parse_ref("a1b2c3d4-e5f6-7890-abcd-ef1234567890").unwrap(),
+            RequestRef::Id(_)
+        ));
+        for bad in ["a1b2c3d", "a1b2c3d4/../x", "", "zzzzzzzz"] {
+            assert_eq!(
+                RequestId::parse_ref(bad).unwrap_err().code,
+                ErrorCode::InvalidRequestId
+            );
+        }
         assert_eq!(
             RequestId::parse("A1B2C3D4-E5F6-7890-ABCD-EF1234567890")
                 .unwrap()

@@ -179,13 +179,11 @@ impl RefreshingRing {
     }
 
     async fn load_checked(&self) -> Result<KeyRing, LoadError> {
-        let ring = self.source.load().await?;
-        let ring = ring
-            .with_signing_key(self.config.signing_key_id.clone())
-            .map_err(|error| LoadError::Parse {
-                source_name: self.source.describe(),
-                error,
-            })?;
+        let mut ring = self.source.load().await?;
+        if !ring.pin_if_present(self.config.signing_key_id.as_ref()) {
+            tracing::warn!(ring = self.config.name, key_id = ?self.config.signing_key_id.as_ref().map(KeyId::as_str),
+                "the pinned signing key is not in the ring (removed?); the newest key signs instead");
+        }
         if let Some(other) = self.sibling.get().and_then(Weak::upgrade)
             && let Some((a, b)) = ring.shared_secret_with(&other.current())
         {

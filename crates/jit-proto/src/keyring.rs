@@ -3,7 +3,9 @@
 //!
 //! Format (compatible with the runbook's `jq '. + {($kid): $secret}'`):
 //! - a JSON object whose values are strings: one key per member;
-//! - a member may instead be `{"secret": "...", "created_at": RFC3339, "not_before": RFC3339}`;
+//! - a member may instead be `{"secret": "...", "created_at": RFC3339, "not_before": RFC3339,
+//!   "roles": ["plugin"]}`; `roles` marks a key as the existing plugin's (see [`KeyRole`]). A
+//!   plain string member has no roles, so the runbook's `jq` step still adds a working key;
 //! - any other non-empty string is a single key with id `default` (the existing backend's rule).
 //!
 //! Stricter than the existing backend, on purpose: `{}`, non-string values and text that starts
@@ -212,6 +214,17 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// What a key is marked as, beyond signing and verifying.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyRole {
+    /// The existing Mattermost plugin's key: in the existing-plugin profile it vouches for the
+    /// admin checks the plugin made itself (bind, approvers, revoking another user's grant).
+    Plugin,
+    /// Our bridge's key: never vouches; the bridge sends the proven actor.
+    Bridge,
+}
+
 /// One key of a ring.
 pub struct KeyEntry {
     id: KeyId,
@@ -220,6 +233,7 @@ pub struct KeyEntry {
     created_at: Option<OffsetDateTime>,
     not_before: Option<OffsetDateTime>,
     verify_only: bool,
+    roles: Option<Vec<KeyRole>>,
 }
 
 impl KeyEntry {
@@ -246,7 +260,19 @@ impl KeyEntry {
             created_at,
             not_before,
             verify_only: false,
+            roles: None,
         })
+    }
+
+    /// The same key with these roles.
+    pub fn with_roles(mut self, roles: Option<Vec<KeyRole>>) -> Self {
+        self.roles = roles;
+        self
+    }
+
+    /// The roles the ring marks this key with; `None` for an unmarked key (a plain string).
+    pub fn roles(&self) -> Option<&[KeyRole]> {
+        self.roles.as_deref()
     }
 
     /// The key id.
@@ -307,6 +333,7 @@ impl fmt::Debug for KeyEntry {
             .field("created_at", &self.created_at)
             .field("not_before", &self.not_before)
             .field("verify_only", &self.verify_only)
+            .field("roles", &self.roles)
             .finish()
     }
 }
@@ -319,6 +346,8 @@ struct RichEntry {
     created_at: Option<OffsetDateTime>,
     #[serde(default, with = "time::serde::rfc3339::option")]
     not_before: Option<OffsetDateTime>,
+    #[serde(default)]
+    roles: Option<Vec<KeyRole>>,
 }
 
 /// Parses a `SecretString` (or key file) into key entries. See the module docs for the format.
@@ -371,6 +400,7 @@ pub fn parse_secret_string(text: &str) -> Result<Vec<KeyEntry>, KeyRingError> {
                     rich.created_at,
                     rich.not_before,
                 )?
+                .with_roles(rich.roles)
             }
             other => {
                 return Err(KeyRingError::NonStringValue {
@@ -458,6 +488,24 @@ impl KeyRing {
         Ok(self)
     }
 
+    /// Pins the signing key while it is in the ring; a pin whose key is gone is dropped (the
+    /// newest-key rule applies again) instead of failing the load, so a pin never outlives
+    /// its key and never freezes a reloading ring on a deleted key. Returns whether the pin
+    /// took.
+    pub fn pin_if_present(&mut self, id: Option<&KeyId>) -> bool {
+        match id {
+            Some(id) if self.keys.contains_key(id) => {
+                self.signing_key_id = Some(id.clone());
+                true
+            }
+            Some(_) => {
+                self.signing_key_id = None;
+                false
+            }
+            None => true,
+        }
+    }
+
     /// The key a verifier must use for `id`; there is no fallback to other keys.
     pub fn get(&self, id: &str) -> Option<&Arc<KeyEntry>> {
         self.keys.get(id)
@@ -534,7 +582,7 @@ impl KeyRing {
         let mut map = serde_json::Map::new();
         for k in self.keys.values().filter(|k| !k.verify_only) {
             let secret = String::from_utf8_lossy(k.secret.expose()).into_owned();
-            let value = if k.created_at.is_none() && k.not_before.is_none() {
+            let value = if k.created_at.is_none() && k.not_before.is_none() && k.roles.is_none() {
                 serde_json::Value::String(secret)
             } else {
                 let mut o = serde_json::Map::new();
@@ -544,6 +592,9 @@ impl KeyRing {
                 }
                 if let Some(t) = k.not_before.and_then(|t| t.format(&Rfc3339).ok()) {
                     o.insert("not_before".into(), t.into());
+                }
+                if let Some(r) = &k.roles {
+                    o.insert("roles".into(), serde_json::to_value(r)?);
                 }
                 serde_json::Value::Object(o)
             };

@@ -9,9 +9,10 @@ pub mod clock;
 pub mod keyring;
 pub mod nonce;
 pub mod sign;
+pub mod wire;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use keyring::{KeyEntry, KeyId, KeyRing, KeyRingError, Secret};
+pub use keyring::{KeyEntry, KeyId, KeyRing, KeyRingError, KeyRole, Secret};
 pub use nonce::{MemoryNonceStore, NonceError, NonceStore};
 pub use sign::{
     Audience, Rejection, RequestParts, SignatureVersion, SignedHeaders, Verified, Verifier,

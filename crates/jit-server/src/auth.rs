@@ -8,6 +8,7 @@ use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use jit_proto::sign::{HEADER_KEY_ID, RequestParts};
+use jit_proto::wire::ErrorCode;
 
 /// Largest accepted request body.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -17,6 +18,9 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 pub struct Caller {
     /// Key id that verified the request.
     pub key_id: String,
+    /// The key is the existing plugin's and the profile is on: the call vouches for the admin
+    /// checks the plugin made itself.
+    pub vouched_by_plugin: bool,
 }
 
 /// Reads the body (refusing more than [`MAX_BODY_BYTES`] with 413), verifies the X-JIT
@@ -32,7 +36,7 @@ pub async fn require_signature(State(st): State<AppState>, req: Request, next: N
     {
         return ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
-            "too_many_auth_failures",
+            ErrorCode::TooManyAuthFailures,
             "too many failed signatures from this address; wait a minute",
         )
         .into_response();
@@ -64,8 +68,15 @@ pub async fn require_signature(State(st): State<AppState>, req: Request, next: N
         .await
     {
         Ok(v) => {
+            let vouched_by_plugin = st.existing_plugin.is_some_and(|p| {
+                st.backend_ring
+                    .current()
+                    .get(v.key_id.as_str())
+                    .is_some_and(|k| p.vouches(k))
+            });
             parts.extensions.insert(Caller {
                 key_id: v.key_id.as_str().to_owned(),
+                vouched_by_plugin,
             });
             next.run(Request::from_parts(parts, Body::from(bytes)))
                 .await
@@ -97,9 +108,28 @@ pub async fn require_signature(State(st): State<AppState>, req: Request, next: N
                 StatusCode::from_u16(rejection.http_status()).unwrap_or(StatusCode::UNAUTHORIZED);
             (
                 status,
-                axum::Json(serde_json::json!({"code": rejection.code()})),
+                axum::Json(jit_proto::wire::ErrorBody {
+                    code: rejection.into(),
+                    message: rejection_message(rejection).to_owned(),
+                }),
             )
                 .into_response()
         }
+    }
+}
+
+/// What a refused signature means, for a person (the plugin shows `message`).
+pub fn rejection_message(r: jit_proto::Rejection) -> &'static str {
+    use jit_proto::Rejection::*;
+    match r {
+        MissingHeader => "the request is not signed: an X-JIT header is missing",
+        MalformedHeader => "an X-JIT header is malformed or repeated",
+        UnsupportedVersion => "this signature version is not accepted here",
+        StaleTimestamp => "the signature's timestamp is too far from the server's clock",
+        UnknownKey => "the signing key id is not in the backend's key ring",
+        BadSignature => "the signature does not match (wrong secret, path or body)",
+        ReplayedNonce => "this request was already received (replayed nonce)",
+        NoKeys => "the backend has no keys loaded; it refuses every request",
+        NonceStoreUnavailable => "replay protection is unavailable; retry later",
     }
 }

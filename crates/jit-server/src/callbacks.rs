@@ -5,7 +5,10 @@
 //! is an effect exactly once. Several servers may dispatch at once for the same reason.
 
 use crate::state::AppState;
-use jit_proto::sign::{Audience, RequestParts, SignInput, SignatureVersion, new_nonce, sign};
+use jit_proto::sign::{
+    Audience, HEADER_KEY_ID, RequestParts, SignInput, SignatureVersion, new_nonce, sign,
+};
+use jit_proto::{KeyEntry, KeyId};
 use jit_store::{OutboxEvent, StoreError};
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,14 +40,76 @@ pub struct DispatchConfig {
     pub max_age: Duration,
     /// `dangerous_allow_link_local_callbacks`.
     pub allow_link_local: bool,
+    /// The existing plugin as receiver (existing-plugin profile).
+    pub existing_plugin: Option<PluginReceiver>,
+}
+
+/// How the existing plugin verifies callbacks: over the path it sees (Mattermost strips
+/// `/plugins/<id>` first), with the one key id it knows, `backend`, and the one secret it
+/// holds. It cannot follow a ring, so the dispatcher follows it: see [`Dispatcher`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginReceiver {
+    /// The path the signature covers.
+    pub signed_path: String,
+}
+
+/// The key id the existing plugin requires in `X-JIT-KeyID`.
+pub const PLUGIN_CALLBACK_KEY_ID: &str = "backend";
+
+impl PluginReceiver {
+    /// The receiver for callbacks to `url`: signed over `signed_path`, or by default over the
+    /// URL's path minus a leading `/plugins/<id>`.
+    pub fn new(url: &reqwest::Url, signed_path: Option<String>) -> Self {
+        Self {
+            signed_path: signed_path.unwrap_or_else(|| plugin_visible_path(url.path())),
+        }
+    }
+}
+
+/// `/plugins/<id>/rest` → `/rest`; any other path is unchanged.
+pub fn plugin_visible_path(path: &str) -> String {
+    let Some(rest) = path.strip_prefix("/plugins/") else {
+        return path.to_owned();
+    };
+    match rest.find('/') {
+        Some(i) => rest.get(i..).unwrap_or("/").to_owned(),
+        None => "/".to_owned(),
+    }
 }
 
 /// The dispatcher.
+///
+/// Which key signs: for our bridge, which verifies with its whole ring, the callback ring's
+/// signing key (the pinned one, else the newest). For the existing plugin, which holds one
+/// secret, the key it last accepted while that key is in the ring, else the ring's signing
+/// key; on a 401 the other keys of the ring are tried at once, newest first, and the one that
+/// is accepted is remembered. Following the runbook on the callback secret (add the new key,
+/// edit the plugin, delete the old key) so costs at most one refused delivery per switch and
+/// loses none. A change of the ring's pin (`keys.callback_signing_key_id`) is followed at
+/// once: that is the switch an operator makes at the moment of the plugin edit.
 #[derive(Debug)]
 pub struct Dispatcher {
     st: AppState,
     cfg: DispatchConfig,
     http: reqwest::Client,
+    accepted: std::sync::Mutex<Accepted>,
+}
+
+/// What the dispatcher knows of the receiver's key.
+#[derive(Debug, Default)]
+struct Accepted {
+    /// The key the receiver last accepted.
+    key: Option<KeyId>,
+    /// The ring's pin when `key` was set.
+    pin: Option<KeyId>,
+}
+
+/// Why one delivery attempt failed.
+enum Failure {
+    /// The receiver refused the signature: another key may work.
+    Refused(String),
+    /// Anything else: retried later.
+    Other(String),
 }
 
 /// Delay before retry number `attempts + 1`: 1 s doubling to at most five minutes.
@@ -56,7 +121,12 @@ impl Dispatcher {
     /// A dispatcher (no redirects followed: a redirect could lead anywhere).
     pub fn new(st: AppState, cfg: DispatchConfig) -> Result<Arc<Self>, reqwest::Error> {
         let http = jit_http::outbound::client(cfg.allow_link_local)?;
-        Ok(Arc::new(Self { st, cfg, http }))
+        Ok(Arc::new(Self {
+            st,
+            cfg,
+            http,
+            accepted: std::sync::Mutex::new(Accepted::default()),
+        }))
     }
 
     /// Delivers every callback due now (the next one of each request); returns how many were
@@ -114,17 +184,81 @@ impl Dispatcher {
         Ok(delivered)
     }
 
+    /// The keys to try, in order (see [`Dispatcher`]).
+    fn candidates(&self) -> Vec<Arc<KeyEntry>> {
+        let ring = self.st.callback_ring.current();
+        let now = self.st.clock.now();
+        let first = ring.signing_key(now).cloned();
+        if self.cfg.existing_plugin.is_none() {
+            return first.into_iter().collect();
+        }
+        let mut out: Vec<Arc<KeyEntry>> = Vec::new();
+        if let Ok(mut acc) = self.accepted.lock() {
+            let pin = ring.pinned_signing_key().cloned();
+            if pin.is_some() && pin != acc.pin {
+                // The operator switched the pin: follow it now.
+                acc.key = pin.clone();
+            }
+            acc.pin = pin;
+            if let Some(k) = acc.key.as_ref().and_then(|id| ring.get(id.as_str())) {
+                out.push(Arc::clone(k));
+            }
+        }
+        out.extend(first);
+        let mut rest: Vec<Arc<KeyEntry>> = ring
+            .keys()
+            .filter(|k| !k.is_verify_only())
+            .cloned()
+            .collect();
+        rest.sort_by(|a, b| {
+            b.created_at()
+                .cmp(&a.created_at())
+                .then_with(|| jit_proto::keyring::natural_cmp(b.id().as_str(), a.id().as_str()))
+        });
+        out.extend(rest);
+        let mut seen = std::collections::BTreeSet::new();
+        out.retain(|k| seen.insert(k.id().clone()));
+        out
+    }
+
     async fn deliver(&self, ev: &OutboxEvent) -> Result<(), String> {
-        let key = self
-            .st
-            .callback_ring
-            .signing_key()
-            .ok_or("the callback ring has no signing key")?;
-        let pq = match self.cfg.url.query() {
-            Some(q) => format!("{}?{q}", self.cfg.url.path()),
-            None => self.cfg.url.path().to_owned(),
+        let keys = self.candidates();
+        if keys.is_empty() {
+            return Err("the callback ring has no signing key".into());
+        }
+        let mut last = String::new();
+        for (i, key) in keys.iter().enumerate() {
+            match self.attempt(ev, key).await {
+                Ok(()) => {
+                    if self.cfg.existing_plugin.is_some()
+                        && let Ok(mut acc) = self.accepted.lock()
+                        && acc.key.as_ref() != Some(key.id())
+                    {
+                        tracing::info!(key_id = %key.id().as_str(), "the callback receiver accepts this key; signing with it from now on");
+                        acc.key = Some(key.id().clone());
+                    }
+                    return Ok(());
+                }
+                Err(Failure::Refused(e)) if self.cfg.existing_plugin.is_some() => {
+                    tracing::warn!(event_id = %ev.event_id, key_id = %key.id().as_str(), attempt = i + 1,
+                        "the callback receiver refused the signature; trying the ring's next key");
+                    last = e;
+                }
+                Err(Failure::Refused(e) | Failure::Other(e)) => return Err(e),
+            }
+        }
+        Err(last)
+    }
+
+    async fn attempt(&self, ev: &OutboxEvent, key: &KeyEntry) -> Result<(), Failure> {
+        let pq = match &self.cfg.existing_plugin {
+            Some(p) => p.signed_path.clone(),
+            None => match self.cfg.url.query() {
+                Some(q) => format!("{}?{q}", self.cfg.url.path()),
+                None => self.cfg.url.path().to_owned(),
+            },
         };
-        let nonce = new_nonce().map_err(|e| e.to_string())?;
+        let nonce = new_nonce().map_err(|e| Failure::Other(e.to_string()))?;
         let input = SignInput {
             version: self.cfg.version,
             audience: Audience::Bridge,
@@ -142,18 +276,27 @@ impl Dispatcher {
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .header("X-JIT-Event-ID", &ev.event_id)
             .body(ev.payload.clone());
-        for (k, v) in sign(&key, &input) {
-            rb = rb.header(k, v);
+        for (k, v) in sign(key, &input) {
+            // v1's canonical string does not cover the key id, so the plugin's fixed id can
+            // stand in for the ring's.
+            if self.cfg.existing_plugin.is_some() && k.eq_ignore_ascii_case(HEADER_KEY_ID) {
+                rb = rb.header(k, PLUGIN_CALLBACK_KEY_ID);
+            } else {
+                rb = rb.header(k, v);
+            }
         }
         // Without the URL: a callback URL can carry a token in its query.
         let resp = rb
             .send()
             .await
-            .map_err(|e| format!("sending: {}", e.without_url()))?;
-        if resp.status().is_success() {
+            .map_err(|e| Failure::Other(format!("sending: {}", e.without_url())))?;
+        let status = resp.status();
+        if status.is_success() {
             Ok(())
+        } else if status == reqwest::StatusCode::UNAUTHORIZED {
+            Err(Failure::Refused(format!("the receiver answered {status}")))
         } else {
-            Err(format!("the receiver answered {}", resp.status()))
+            Err(Failure::Other(format!("the receiver answered {status}")))
         }
     }
 
@@ -174,6 +317,24 @@ impl Dispatcher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_plugin_sees_the_path_without_its_prefix() {
+        assert_eq!(
+            plugin_visible_path("/plugins/com.dgwhited.jit-access/webhook"),
+            "/webhook"
+        );
+        assert_eq!(plugin_visible_path("/plugins/x"), "/");
+        assert_eq!(plugin_visible_path("/jit/webhook"), "/jit/webhook");
+        let u =
+            reqwest::Url::parse("https://mm.example.com/plugins/com.dgwhited.jit-access/webhook")
+                .unwrap();
+        assert_eq!(PluginReceiver::new(&u, None).signed_path, "/webhook");
+        assert_eq!(
+            PluginReceiver::new(&u, Some("/hook".into())).signed_path,
+            "/hook"
+        );
+    }
 
     #[tokio::test]
     async fn link_local_and_metadata_addresses_are_refused_unless_dangerously_allowed() {

@@ -42,6 +42,38 @@ pub struct Config {
     pub callbacks: CallbacksConfig,
     /// The drift check.
     pub drift: DriftConfig,
+    /// The existing Go plugin as the chat side (off by default).
+    pub existing_plugin: ExistingPluginConfig,
+}
+
+/// The existing-plugin profile: the backend speaks to the Go plugin `com.dgwhited.jit-access`
+/// 0.1.0 exactly as the old backend did (docs/migrating-from-the-go-backend.md). Off by
+/// default; logged at start when on.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExistingPluginConfig {
+    /// Turn the profile on. Callbacks are then signed v1 over the path the plugin sees with
+    /// key id `backend`, only the statuses the plugin acts on are sent, config calls and
+    /// revokes of another user's grant are accepted from the plugin's keys (audited with the
+    /// key id), and bindings made through the plugin get the old defaults.
+    pub enabled: bool,
+    /// The path the plugin verifies callbacks over. Default: the callback URL's path minus a
+    /// leading `/plugins/<id>` (Mattermost strips it before the plugin sees the request), so
+    /// `https://mm/plugins/com.dgwhited.jit-access/webhook` is signed over `/webhook`.
+    pub callback_signed_path: Option<String>,
+    /// Treat keys without a `roles` marking (plain string members, as the runbook's `jq` step
+    /// adds them) as the plugin's. A key marked `"roles": ["bridge"]` never vouches.
+    pub unmarked_keys_are_the_plugins: bool,
+}
+
+impl Default for ExistingPluginConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            callback_signed_path: None,
+            unmarked_keys_are_the_plugins: true,
+        }
+    }
 }
 
 /// The drift check (off by default).
@@ -169,6 +201,7 @@ impl Default for Config {
             grants: GrantsConfig::default(),
             callbacks: CallbacksConfig::default(),
             drift: DriftConfig::default(),
+            existing_plugin: ExistingPluginConfig::default(),
         }
     }
 }
@@ -361,6 +394,13 @@ impl Config {
             self.callbacks.dangerous_allow_link_local_callbacks =
                 parse_bool("JIT_DANGEROUS_ALLOW_LINK_LOCAL_CALLBACKS", &v)?;
         }
+        if let Some(v) = env_value(env, "JIT_EXISTING_PLUGIN_ENABLED")? {
+            self.existing_plugin.enabled = parse_bool("JIT_EXISTING_PLUGIN_ENABLED", &v)?;
+        }
+        opt!(
+            "JIT_EXISTING_PLUGIN_CALLBACK_SIGNED_PATH",
+            self.existing_plugin.callback_signed_path
+        );
         if let Some(v) = env_value(env, "JIT_MAX_CONNECTIONS")? {
             self.max_connections = parse_env("JIT_MAX_CONNECTIONS", &v)?;
         }
@@ -402,6 +442,13 @@ impl Config {
                     "grants.provider must be dry-run, command or aws-identity-center, got {other:?}"
                 ));
             }
+        }
+        if let Some(p) = &self.existing_plugin.callback_signed_path
+            && !p.starts_with('/')
+        {
+            return bad(format!(
+                "existing_plugin.callback_signed_path must start with /, got {p:?}"
+            ));
         }
         if !matches!(self.callbacks.signature_version, 1 | 2) {
             return bad("callbacks.signature_version must be 1 or 2".into());

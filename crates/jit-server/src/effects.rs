@@ -4,8 +4,9 @@
 
 use jit_core::request::{Request, Status};
 use jit_core::types::Actor;
+use jit_proto::wire::{CallbackPayload, timestamp};
 use jit_store::{JobKind, JobOp, OutboxDraft};
-use serde_json::{Map, Value, json};
+use std::collections::BTreeMap;
 use time::OffsetDateTime;
 
 fn ms(t: OffsetDateTime) -> i64 {
@@ -27,6 +28,29 @@ fn remove(kind: JobKind, r: &Request) -> JobOp {
     }
 }
 
+/// Who receives callbacks, which decides what is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CallbackStyle {
+    /// Our bridge: every status change, with full details.
+    #[default]
+    Bridge,
+    /// The existing plugin (existing-plugin profile): only the statuses it acts on (`GRANTED`,
+    /// `REVOKED`, `EXPIRED`, `ERROR`; it redraws the card itself on a denial, and logs anything
+    /// else as unknown), with the short details the old backend sent (the plugin prints every
+    /// entry).
+    ExistingPlugin,
+}
+
+impl CallbackStyle {
+    /// Whether an event of `status` is sent at all.
+    pub fn sends(self, status: &str) -> bool {
+        match self {
+            Self::Bridge => true,
+            Self::ExistingPlugin => matches!(status, "GRANTED" | "REVOKED" | "EXPIRED" | "ERROR"),
+        }
+    }
+}
+
 /// Jobs and the callback for the change `prev` → `next` (`prev` is `None` for a new request).
 /// `event_id` names the callback event, if one is due.
 pub fn effects(
@@ -35,6 +59,7 @@ pub fn effects(
     actor: Option<&Actor>,
     now: OffsetDateTime,
     event_id: String,
+    style: CallbackStyle,
 ) -> (Vec<JobOp>, Vec<OutboxDraft>) {
     use Status::*;
     let from = prev.map(Request::status);
@@ -92,59 +117,90 @@ pub fn effects(
         _ => {}
     }
     let outbox = event
+        .filter(|status| style.sends(status))
         .map(|status| OutboxDraft {
             event_id: event_id.clone(),
             request_id: next.id.as_str().to_owned(),
-            payload: callback_payload(next, status, actor, now, &event_id).to_string(),
+            payload: serde_json::to_string(&callback_payload(
+                next, status, actor, now, &event_id, style,
+            ))
+            .unwrap_or_default(),
         })
         .into_iter()
         .collect();
     (jobs, outbox)
 }
 
-/// The existing plugin's webhook shape (`request_id, status, account_id, channel_id, actor,
-/// details` with string values) plus `event_id` and `occurred_at`.
+/// The callback for `r` reaching `status`: the existing plugin's webhook shape
+/// ([`CallbackPayload`]).
 pub fn callback_payload(
     r: &Request,
     status: &str,
     actor: Option<&Actor>,
     now: OffsetDateTime,
     event_id: &str,
-) -> Value {
-    let mut details = Map::new();
+    style: CallbackStyle,
+) -> CallbackPayload {
+    let mut details = BTreeMap::new();
     let mut put = |k: &str, v: String| {
-        details.insert(k.to_owned(), Value::String(v));
+        details.insert(k.to_owned(), v);
     };
-    put("duration_minutes", r.duration.get().to_string());
-    put("requester_email", r.requester_email.as_str().to_owned());
-    put("requester_mm_user_id", r.requester_id.as_str().to_owned());
-    put(
-        "approvals",
-        format!("{}/{}", r.approvals.len(), r.required_approvals),
-    );
-    if let Some(t) = &r.ticket {
-        put("jira", t.as_str().to_owned());
-    }
-    if let Some(p) = &r.permission_set_arn {
-        put("permission_set_arn", p.as_str().to_owned());
-    }
-    if let Some(t) = r.granted_at() {
-        put("granted_at", crate::views::ts(t));
-    }
-    if let Some(t) = r.ends_at() {
-        put("end_time", crate::views::ts(t));
-    }
-    if let Some(reason) = r.closed().and_then(|c| c.reason.as_ref()) {
-        put("reason", reason.as_str().to_owned());
-    }
-    if let jit_core::request::State::Error { message, .. } = &r.state {
-        put("error", message.clone());
-    }
-    if r.break_glass {
-        put("break_glass", "true".into());
-    }
-    if let Some(p) = &r.post_id {
-        put("post_id", p.clone());
+    let reason = r.closed().and_then(|c| c.reason.as_ref());
+    let error = match &r.state {
+        jit_core::request::State::Error { message, .. } => Some(message.clone()),
+        _ => None,
+    };
+    match style {
+        CallbackStyle::ExistingPlugin => match status {
+            "GRANTED" => {
+                put("requester_email", r.requester_email.as_str().to_owned());
+                put("duration_minutes", r.duration.get().to_string());
+            }
+            "REVOKED" => {
+                if let Some(reason) = reason {
+                    put("reason", reason.as_str().to_owned());
+                }
+            }
+            "ERROR" => {
+                if let Some(e) = error {
+                    put("error", e);
+                }
+            }
+            _ => {}
+        },
+        CallbackStyle::Bridge => {
+            put("duration_minutes", r.duration.get().to_string());
+            put("requester_email", r.requester_email.as_str().to_owned());
+            put("requester_mm_user_id", r.requester_id.as_str().to_owned());
+            put(
+                "approvals",
+                format!("{}/{}", r.approvals.len(), r.required_approvals),
+            );
+            if let Some(t) = &r.ticket {
+                put("jira", t.as_str().to_owned());
+            }
+            if let Some(p) = &r.permission_set_arn {
+                put("permission_set_arn", p.as_str().to_owned());
+            }
+            if let Some(t) = r.granted_at() {
+                put("granted_at", timestamp(t));
+            }
+            if let Some(t) = r.ends_at() {
+                put("end_time", timestamp(t));
+            }
+            if let Some(reason) = reason {
+                put("reason", reason.as_str().to_owned());
+            }
+            if let Some(e) = error {
+                put("error", e);
+            }
+            if r.break_glass {
+                put("break_glass", "true".into());
+            }
+            if let Some(p) = &r.post_id {
+                put("post_id", p.clone());
+            }
+        }
     }
     let actor = actor
         .map(|a| {
@@ -153,14 +209,14 @@ pub fn callback_payload(
                 .map_or_else(|| a.user_id.as_str().to_owned(), |e| e.as_str().to_owned())
         })
         .unwrap_or_else(|| "system".to_owned());
-    json!({
-        "event_id": event_id,
-        "occurred_at": crate::views::ts(now),
-        "request_id": r.id,
-        "status": status,
-        "account_id": r.account_id,
-        "channel_id": r.channel_id,
-        "actor": actor,
-        "details": details,
-    })
+    CallbackPayload {
+        event_id: Some(event_id.to_owned()),
+        occurred_at: Some(timestamp(now)),
+        request_id: r.id.as_str().to_owned(),
+        status: status.to_owned(),
+        account_id: r.account_id.as_str().to_owned(),
+        channel_id: r.channel_id.as_str().to_owned(),
+        actor: Some(actor),
+        details,
+    }
 }

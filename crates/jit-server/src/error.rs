@@ -5,6 +5,7 @@ use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use jit_core::{DomainError, ErrorKind};
+use jit_proto::wire::{ErrorBody, ErrorCode};
 use jit_store::StoreError;
 
 /// An error answered to an API caller.
@@ -13,14 +14,14 @@ pub struct ApiError {
     /// HTTP status.
     pub status: StatusCode,
     /// Stable code.
-    pub code: &'static str,
+    pub code: ErrorCode,
     /// Safe, human message.
     pub message: String,
 }
 
 impl ApiError {
     /// A new error.
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             status,
             code,
@@ -29,7 +30,7 @@ impl ApiError {
     }
 
     /// 400.
-    pub fn bad(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn bad(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
     }
 
@@ -37,7 +38,7 @@ impl ApiError {
     pub fn request_not_found() -> Self {
         Self::new(
             StatusCode::NOT_FOUND,
-            "request_not_found",
+            ErrorCode::RequestNotFound,
             "no request has this id",
         )
     }
@@ -46,7 +47,7 @@ impl ApiError {
     pub fn too_large(limit: usize) -> Self {
         Self::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
+            ErrorCode::BodyTooLarge,
             format!("request bodies are limited to {limit} bytes"),
         )
     }
@@ -56,7 +57,7 @@ impl ApiError {
         tracing::error!(error = %cause, "internal error");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
+            ErrorCode::Internal,
             "internal error; see the server log",
         )
     }
@@ -84,20 +85,22 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::Conflict => Self::new(
                 StatusCode::CONFLICT,
-                "conflict",
+                ErrorCode::Conflict,
                 "the record was changed at the same time by someone else; reload and retry",
             ),
-            StoreError::NotFound => Self::new(StatusCode::NOT_FOUND, "not_found", "not found"),
+            StoreError::NotFound => {
+                Self::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, "not found")
+            }
             StoreError::IdempotencyMismatch => Self::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
-                "idempotency_key_reused",
+                ErrorCode::IdempotencyKeyReused,
                 "this Idempotency-Key was already used with a different request body",
             ),
             StoreError::Backend(m) => {
                 tracing::error!(error = %m, "database error");
                 Self::new(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    "store_unavailable",
+                    ErrorCode::StoreUnavailable,
                     "the database is unavailable; retry later",
                 )
             }
@@ -110,7 +113,10 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         (
             self.status,
-            Json(serde_json::json!({"code": self.code, "message": self.message})),
+            Json(ErrorBody {
+                code: self.code,
+                message: self.message,
+            }),
         )
             .into_response()
     }

@@ -5,6 +5,7 @@
 use crate::error::ApiError;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, Method, Uri};
+use jit_proto::wire::ErrorCode;
 use jit_store::IdemRecord;
 use sha2::{Digest, Sha256};
 
@@ -37,7 +38,7 @@ impl Idem {
                 let k = v.to_str().unwrap_or_default();
                 if k.is_empty() || k.len() > 128 || !k.bytes().all(|b| b.is_ascii_graphic()) {
                     return Err(ApiError::bad(
-                        "invalid_idempotency_key",
+                        ErrorCode::InvalidIdempotencyKey,
                         "Idempotency-Key must be 1-128 visible ASCII characters",
                     ));
                 }
@@ -45,7 +46,7 @@ impl Idem {
             }
             (Some(_), Some(_)) => {
                 return Err(ApiError::bad(
-                    "invalid_idempotency_key",
+                    ErrorCode::InvalidIdempotencyKey,
                     "send Idempotency-Key once",
                 ));
             }

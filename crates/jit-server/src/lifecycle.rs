@@ -334,6 +334,7 @@ impl Lifecycle {
             None,
             now,
             hex::encode(self.st.random_id()),
+            self.st.callback_style,
         );
         ctx.jobs = jobs;
         ctx.outbox = outbox;

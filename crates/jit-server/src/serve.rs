@@ -174,7 +174,29 @@ impl Server {
                 Arc::new(m)
             },
             metrics: Arc::new(crate::metrics::Metrics::default()),
+            callback_style: if config.existing_plugin.enabled {
+                crate::effects::CallbackStyle::ExistingPlugin
+            } else {
+                crate::effects::CallbackStyle::Bridge
+            },
+            existing_plugin: config.existing_plugin.enabled.then_some(
+                crate::state::ExistingPlugin {
+                    unmarked_keys_are_the_plugins: config
+                        .existing_plugin
+                        .unmarked_keys_are_the_plugins,
+                },
+            ),
         };
+        if config.existing_plugin.enabled {
+            tracing::warn!(
+                setting = "existing_plugin.enabled",
+                unmarked_keys_are_the_plugins =
+                    config.existing_plugin.unmarked_keys_are_the_plugins,
+                "existing-plugin profile ON: callbacks go to the Go plugin (v1, key id `backend`, its statuses only); \
+                 calls signed with the plugin's keys may bind, set approvers and revoke any grant (the plugin checked the user); \
+                 every such call is audited with its key id"
+            );
+        }
         let provider: Arc<dyn jit_grants::AccessProvider> = match provider {
             Some(p) => p,
             None => match config.grants.provider.as_str() {
@@ -235,20 +257,27 @@ impl Server {
                     config.callbacks.dangerous_allow_link_local_callbacks,
                 )
                 .await?;
-                let version = if config.callbacks.signature_version == 1 {
-                    jit_proto::sign::SignatureVersion::V1
-                } else {
-                    jit_proto::sign::SignatureVersion::V2
-                };
+                let version =
+                    if config.callbacks.signature_version == 1 || config.existing_plugin.enabled {
+                        jit_proto::sign::SignatureVersion::V1
+                    } else {
+                        jit_proto::sign::SignatureVersion::V2
+                    };
                 Some(crate::callbacks::Dispatcher::new(
                     state.clone(),
                     crate::callbacks::DispatchConfig {
-                        url,
+                        url: url.clone(),
                         version,
                         max_age: Duration::from_secs(
                             config.callbacks.max_age_hours.saturating_mul(3600),
                         ),
                         allow_link_local: config.callbacks.dangerous_allow_link_local_callbacks,
+                        existing_plugin: config.existing_plugin.enabled.then(|| {
+                            crate::callbacks::PluginReceiver::new(
+                                &url,
+                                config.existing_plugin.callback_signed_path.clone(),
+                            )
+                        }),
                     },
                 )?)
             }

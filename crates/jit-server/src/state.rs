@@ -33,6 +33,27 @@ pub struct AppState {
     pub http_metrics: Arc<jit_http::metrics::HttpMetrics>,
     /// Lifecycle, provider and callback counters for `/metrics`.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// What callbacks are sent (the existing plugin gets fewer, shorter ones).
+    pub callback_style: crate::effects::CallbackStyle,
+    /// The existing-plugin profile, when on.
+    pub existing_plugin: Option<ExistingPlugin>,
+}
+
+/// The existing-plugin profile's trust rule, as the API applies it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExistingPlugin {
+    /// Unmarked keys count as the plugin's.
+    pub unmarked_keys_are_the_plugins: bool,
+}
+
+impl ExistingPlugin {
+    /// Whether a call verified with `key` vouches for the plugin's own admin checks.
+    pub fn vouches(&self, key: &jit_proto::KeyEntry) -> bool {
+        match key.roles() {
+            Some(roles) => roles.contains(&jit_proto::KeyRole::Plugin),
+            None => self.unmarked_keys_are_the_plugins,
+        }
+    }
 }
 
 impl AppState {

@@ -376,6 +376,15 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// One request.
     async fn get_request(&self, id: &RequestId) -> Result<Option<Request>, StoreError>;
 
+    /// Ids of requests whose id starts with `prefix` (lowercase; at most `limit`, in id
+    /// order): how an 8-character id from the plugin's status table finds its request. One
+    /// index range scan on the primary key.
+    async fn request_ids_with_prefix(
+        &self,
+        prefix: &str,
+        limit: u32,
+    ) -> Result<Vec<String>, StoreError>;
+
     /// One request with its channel's binding (one round trip; transitions need both).
     async fn get_request_with_binding(
         &self,

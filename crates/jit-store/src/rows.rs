@@ -42,6 +42,8 @@ struct PolicyRow {
     max_request_hours: u32,
     pending_timeout_minutes: u32,
     require_ticket: bool,
+    #[serde(default)]
+    require_ticket_or_reason: bool,
     break_glass_enabled: bool,
     break_glass_max_minutes: u32,
 }
@@ -54,6 +56,7 @@ pub(crate) fn policy_json(p: &Policy) -> String {
         max_request_hours: p.max_request_hours,
         pending_timeout_minutes: p.pending_timeout_minutes,
         require_ticket: p.require_ticket,
+        require_ticket_or_reason: p.require_ticket_or_reason,
         break_glass_enabled: p.break_glass_enabled,
         break_glass_max_minutes: p.break_glass_max_minutes,
     };
@@ -78,7 +81,11 @@ pub(crate) fn binding_from_row(row: &AnyRow) -> Result<Binding, StoreError> {
     let channel: String = row.try_get("channel_id")?;
     let accounts: String = row.try_get("accounts")?;
     let policy: String = row.try_get("policy")?;
-    binding_from_parts(&channel, &accounts, &policy, row.try_get("version")?)
+    let mut b = binding_from_parts(&channel, &accounts, &policy, row.try_get("version")?)?;
+    b.updated_at = row.try_get::<i64, _>("updated_at").ok().and_then(|ms| {
+        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()
+    });
+    Ok(b)
 }
 
 pub(crate) fn binding_from_parts(
@@ -114,9 +121,11 @@ pub(crate) fn binding_from_parts(
             max_request_hours: p.max_request_hours,
             pending_timeout_minutes: p.pending_timeout_minutes,
             require_ticket: p.require_ticket,
+            require_ticket_or_reason: p.require_ticket_or_reason,
             break_glass_enabled: p.break_glass_enabled,
             break_glass_max_minutes: p.break_glass_max_minutes,
         },
+        updated_at: None,
         version,
     })
 }

@@ -703,7 +703,7 @@ impl Store for SqlStore {
 
     async fn get_binding(&self, channel: &ChannelId) -> Result<Option<Binding>, StoreError> {
         let row = sqlx::query(
-            "SELECT channel_id, accounts, policy, version FROM bindings WHERE channel_id = $1",
+            "SELECT channel_id, accounts, policy, version, updated_at FROM bindings WHERE channel_id = $1",
         )
         .bind(channel.as_str().to_owned())
         .fetch_optional(&self.read)
@@ -806,7 +806,7 @@ impl Store for SqlStore {
 
     async fn list_bindings(&self) -> Result<Vec<Binding>, StoreError> {
         let rows = sqlx::query(
-            "SELECT channel_id, accounts, policy, version FROM bindings ORDER BY channel_id",
+            "SELECT channel_id, accounts, policy, version, updated_at FROM bindings ORDER BY channel_id",
         )
         .fetch_all(&self.read)
         .await?;
@@ -930,6 +930,25 @@ impl Store for SqlStore {
             .fetch_optional(&self.read)
             .await?;
         row.as_ref().map(request_from_row).transpose()
+    }
+
+    async fn request_ids_with_prefix(
+        &self,
+        prefix: &str,
+        limit: u32,
+    ) -> Result<Vec<String>, StoreError> {
+        // Ids hold only [0-9a-f-], all below '~': [prefix, prefix~) is exactly the ids that
+        // start with it, and a range on the primary key is an index seek on both backends.
+        let rows =
+            sqlx::query("SELECT id FROM requests WHERE id >= $1 AND id < $2 ORDER BY id LIMIT $3")
+                .bind(prefix.to_owned())
+                .bind(format!("{prefix}~"))
+                .bind(i64::from(limit))
+                .fetch_all(&self.read)
+                .await?;
+        rows.iter()
+            .map(|r| r.try_get::<String, _>("id").map_err(StoreError::from))
+            .collect()
     }
 
     async fn update_request(&self, next: &Request, ctx: WriteCtx) -> Result<(), StoreError> {

@@ -65,6 +65,7 @@ fn binding(channel: &str) -> Binding {
             approvers: vec![UserId::parse("bob").unwrap()],
             ..Policy::default()
         },
+        updated_at: None,
         version: 0,
     }
 }

@@ -1,0 +1,151 @@
+//! Operations: the callback outbox (list, re-send) and key use per verifier.
+
+use super::extract::{Incoming, PathParam, check_params, limit_param};
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::views;
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use jit_proto::wire::{
+    CallbackList, CallbackRecord, CallbackState, ErrorCode, KeyUsageList, KeyUsageRecorded,
+    KeyUsageReport, KeyUsageRow, ResendAnswer,
+};
+use jit_store::StoreError;
+use time::OffsetDateTime;
+
+/// `GET /callbacks?status=PENDING|DELIVERED|DEAD`.
+pub async fn list_callbacks(
+    State(st): State<AppState>,
+    Query(params): Query<Vec<(String, String)>>,
+) -> Result<Json<CallbackList>, ApiError> {
+    check_params(&params, &["status", "limit"])?;
+    let mut status = "DEAD".to_owned();
+    let mut limit = 100;
+    for (k, v) in &params {
+        match k.as_str() {
+            "status" => {
+                let v = v.to_ascii_uppercase();
+                if !["PENDING", "DELIVERED", "DEAD"].contains(&v.as_str()) {
+                    return Err(ApiError::bad(
+                        ErrorCode::InvalidStatus,
+                        "status must be PENDING, DELIVERED or DEAD",
+                    ));
+                }
+                status = v;
+            }
+            "limit" => limit = limit_param(v, 1000)?,
+            _ => {}
+        }
+    }
+    let events = st.store.list_callbacks(&status, limit).await?;
+    let callbacks: Vec<CallbackRecord> = events
+        .iter()
+        .map(|e| CallbackRecord {
+            event_id: e.event_id.clone(),
+            request_id: e.request_id.clone(),
+            status: e.status.clone(),
+            attempts: e.attempts,
+            last_error: e.last_error.clone(),
+            payload: serde_json::from_str(&e.payload).ok(),
+        })
+        .collect();
+    let count = callbacks.len();
+    Ok(Json(CallbackList { callbacks, count }))
+}
+
+/// `POST /callbacks/{event_id}/resend`: a dead letter goes back to the queue.
+pub async fn resend_callback(
+    State(st): State<AppState>,
+    PathParam(event_id): PathParam,
+) -> Result<Json<ResendAnswer>, ApiError> {
+    if event_id.is_empty()
+        || event_id.len() > 64
+        || !event_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    {
+        return Err(ApiError::bad(ErrorCode::InvalidEventId, "not an event id"));
+    }
+    match st
+        .store
+        .resend_callback(&event_id, crate::effects_ms(st.clock.now()))
+        .await
+    {
+        Ok(()) => {
+            st.wake.notify_one();
+            Ok(Json(ResendAnswer {
+                event_id,
+                status: CallbackState::Pending,
+            }))
+        }
+        Err(StoreError::NotFound) => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            ErrorCode::CallbackNotFound,
+            "no dead callback has this id",
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `GET /admin/keys/usage`: when each key last verified a request, per ring and verifier:
+/// what makes "is the old key still in use?" a fact.
+pub async fn key_usage(State(st): State<AppState>) -> Result<Json<KeyUsageList>, ApiError> {
+    let rows = st.store.key_usage().await?;
+    let usage: Vec<KeyUsageRow> = rows
+        .iter()
+        .map(|u| KeyUsageRow {
+            ring: u.ring.clone(),
+            verifier: u.verifier.clone(),
+            key_id: u.key_id.clone(),
+            last_used_unix: u.last_used_unix,
+            last_used_at: OffsetDateTime::from_unix_timestamp(u.last_used_unix)
+                .ok()
+                .map(views::ts),
+        })
+        .collect();
+    let count = usage.len();
+    Ok(Json(KeyUsageList { usage, count }))
+}
+
+/// `POST /admin/keys/usage`: a verifier elsewhere (the bridge, for the callback ring)
+/// reports its key use.
+pub async fn report_key_usage(
+    State(st): State<AppState>,
+    inc: Incoming,
+) -> Result<Json<KeyUsageRecorded>, ApiError> {
+    let r: KeyUsageReport = inc.json()?;
+    if !matches!(r.ring.as_str(), "backend" | "callback") {
+        return Err(ApiError::bad(
+            ErrorCode::InvalidField,
+            "ring must be backend or callback",
+        ));
+    }
+    let v = &r.verifier;
+    if v.is_empty() || v.len() > 64 || !v.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ApiError::bad(
+            ErrorCode::InvalidField,
+            "verifier must be 1-64 visible characters",
+        ));
+    }
+    if r.keys.len() > 100 {
+        return Err(ApiError::bad(
+            ErrorCode::InvalidField,
+            "keys must be a list of at most 100 entries",
+        ));
+    }
+    let mut entries = Vec::with_capacity(r.keys.len());
+    for k in &r.keys {
+        if jit_proto::keyring::KeyId::parse(&k.key_id).is_err() {
+            return Err(ApiError::bad(
+                ErrorCode::InvalidField,
+                "each key needs a valid key_id and last_used_unix",
+            ));
+        }
+        entries.push((k.key_id.clone(), k.last_used_unix));
+    }
+    st.store.record_key_usage(&r.ring, v, &entries).await?;
+    Ok(Json(KeyUsageRecorded {
+        recorded: entries.len(),
+    }))
+}
