@@ -134,32 +134,21 @@ impl RingArgs {
             jit_client::Keys::Fixed(Arc::new(ring)),
             Arc::new(SystemClock),
         )?;
-        let a = client.get("/admin/keys/usage").await?;
-        anyhow::ensure!(
-            a.is_success(),
-            "GET /admin/keys/usage: {} {}",
-            a.status,
-            a.body
-        );
+        let a = client.key_usage().await?;
+        let usage = match a.outcome {
+            Ok(u) => u.usage,
+            Err(e) => anyhow::bail!(
+                "GET /admin/keys/usage refused ({} {}): {}",
+                a.status,
+                e.code,
+                e.message
+            ),
+        };
         let mut out: std::collections::BTreeMap<String, Vec<(String, i64)>> = Default::default();
-        for u in a
-            .body
-            .get("usage")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default()
-        {
-            if u.get("ring").and_then(Value::as_str) != Some(self.ring.as_str()) {
-                continue;
-            }
-            let (Some(k), Some(v), Some(t)) = (
-                u.get("key_id").and_then(Value::as_str),
-                u.get("verifier").and_then(Value::as_str),
-                u.get("last_used_unix").and_then(Value::as_i64),
-            ) else {
-                continue;
-            };
-            out.entry(k.to_owned()).or_default().push((v.to_owned(), t));
+        for u in usage.into_iter().filter(|u| u.ring == self.ring) {
+            out.entry(u.key_id)
+                .or_default()
+                .push((u.verifier, u.last_used_unix));
         }
         Ok(Some(out))
     }

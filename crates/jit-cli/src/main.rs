@@ -54,6 +54,8 @@ enum Command {
         #[command(subcommand)]
         command: ops::ConfigCommand,
     },
+    /// Print the API's OpenAPI document (generated from the wire types; docs/openapi.json).
+    Openapi,
     /// Print shell completions (bash, zsh, fish, …).
     Completions {
         /// The shell.
@@ -313,6 +315,10 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Keys { command } => keys::run(command).await?,
         Command::Requests { api, command } => return ops::run(&api, command).await,
         Command::Config { api, command } => return ops::run_config(&api, command).await,
+        Command::Openapi => {
+            use std::io::Write;
+            std::io::stdout().write_all(jit_server::openapi::json().as_bytes())?;
+        }
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "jit", &mut std::io::stdout());

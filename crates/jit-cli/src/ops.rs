@@ -2,7 +2,11 @@
 //! Break-glass revoke is one command with no hand-made signature.
 
 use clap::{Args, Subcommand};
-use serde_json::{Value, json};
+use jit_client::{Reply, RequestQuery};
+use jit_proto::wire::{
+    AccountConfig, ActorBody, ActorFields, ApproveBody, ApproversBody, BindBody, CreateRequestBody,
+    DecisionBody, ExtendBody, MinutesInput, PolicyBody, RequestView, UnbindBody,
+};
 use std::sync::Arc;
 
 #[derive(Debug, Args)]
@@ -121,50 +125,117 @@ pub enum ConfigCommand {
 /// Prints a refusal (exit 1) or, with `--json`, the answer (exit 0); `None` when the caller
 /// prints its table.
 #[allow(clippy::print_stdout)]
-fn refused_or_json(api: &Api, answer: &jit_client::Answer) -> Option<std::process::ExitCode> {
-    if !answer.is_success() {
-        let why = answer
-            .body
-            .get("message")
-            .and_then(Value::as_str)
-            .or(answer.code())
-            .unwrap_or("");
-        eprintln!("refused ({}): {why}", answer.status);
-        return Some(std::process::ExitCode::from(1));
+fn refused_or_json<T: serde::Serialize>(
+    api: &Api,
+    answer: &Reply<T>,
+) -> anyhow::Result<Option<std::process::ExitCode>> {
+    match &answer.outcome {
+        Err(e) => {
+            eprintln!("refused ({} {}): {}", answer.status, e.code, e.message);
+            Ok(Some(std::process::ExitCode::from(1)))
+        }
+        Ok(v) if api.json => {
+            println!("{}", serde_json::to_string(v)?);
+            Ok(Some(std::process::ExitCode::SUCCESS))
+        }
+        Ok(_) => Ok(None),
     }
-    if api.json {
-        println!("{}", answer.body);
-        return Some(std::process::ExitCode::SUCCESS);
+}
+
+/// One `name=value` policy change into the body.
+fn policy_change(b: &mut PolicyBody, change: &str) -> anyhow::Result<()> {
+    let (k, v) = change
+        .split_once('=')
+        .ok_or_else(|| anyhow::anyhow!("`{change}` should be name=value"))?;
+    let n = || -> anyhow::Result<Option<u32>> {
+        Ok(Some(v.parse().map_err(|_| {
+            anyhow::anyhow!("{k} needs a whole number, not `{v}`")
+        })?))
+    };
+    let flag = || -> anyhow::Result<Option<bool>> {
+        match v {
+            "true" | "on" | "yes" => Ok(Some(true)),
+            "false" | "off" | "no" => Ok(Some(false)),
+            _ => anyhow::bail!("{k} needs true or false, not `{v}`"),
+        }
+    };
+    match k {
+        "required_approvals" => b.required_approvals = n()?,
+        "allow_self_approval" => b.allow_self_approval = flag()?,
+        "max_request_hours" => b.max_request_hours = n()?,
+        "pending_timeout_minutes" => b.pending_timeout_minutes = n()?,
+        "require_ticket" => b.require_ticket = flag()?,
+        "require_ticket_or_reason" => b.require_ticket_or_reason = flag()?,
+        "break_glass_enabled" => b.break_glass_enabled = flag()?,
+        "break_glass_max_minutes" => b.break_glass_max_minutes = n()?,
+        _ => anyhow::bail!("unknown policy field `{k}`"),
     }
-    None
+    Ok(())
+}
+
+#[allow(clippy::print_stdout)]
+fn print_accounts(accounts: &[AccountConfig]) {
+    if accounts.is_empty() {
+        println!("no accounts bound");
+        return;
+    }
+    for a in accounts {
+        println!(
+            "account    {}  channel {}  permission sets {:?}",
+            a.account_id, a.channel_id, a.permission_set_arns
+        );
+    }
+    if let Some(a) = accounts.first() {
+        let p = &a.policy;
+        println!(
+            "approvers  {:?} ({} required)",
+            p.approvers, p.required_approvals
+        );
+        println!(
+            "policy     max {} h, self-approval {}, ticket {}, ticket or reason {}, break-glass {} (max {} min), pending timeout {} min",
+            p.max_request_hours,
+            p.allow_self_approval,
+            p.require_ticket,
+            p.require_ticket_or_reason,
+            p.break_glass_enabled,
+            p.break_glass_max_minutes,
+            p.pending_timeout_minutes
+        );
+    }
 }
 
 /// Runs a config command.
-#[allow(clippy::print_stdout)]
 pub async fn run_config(api: &Api, cmd: ConfigCommand) -> anyhow::Result<std::process::ExitCode> {
     let c = api.client().await?;
+    let who = || api.actor().map(ActorFields::of);
     let answer = match cmd {
-        ConfigCommand::Show { channel } => {
-            c.get(&format!("/config/accounts?channel_id={}", enc(&channel)))
-                .await?
-        }
+        ConfigCommand::Show { channel } => c.accounts(&channel).await?,
         ConfigCommand::Bind {
             channel,
             account,
             permission_set,
         } => {
-            let mut b =
-                json!({"actor": api.actor()?, "channel_id": channel, "account_id": account});
-            if let (Some(p), Value::Object(m)) = (permission_set, &mut b) {
-                m.insert("permission_set_arn".into(), json!(p));
+            let a = c
+                .bind(&BindBody {
+                    who: who()?,
+                    channel_id: channel,
+                    account_id: account,
+                    permission_set_arn: permission_set,
+                    permission_set_arns: Vec::new(),
+                })
+                .await?;
+            Reply {
+                status: a.status,
+                key_id: a.key_id,
+                outcome: a.outcome.map(|one| vec![one]),
             }
-            c.post("/config/bind", &b).await?
         }
         ConfigCommand::Unbind { channel, account } => {
-            c.post(
-                "/config/unbind",
-                &json!({"actor": api.actor()?, "channel_id": channel, "account_id": account}),
-            )
+            c.unbind(&UnbindBody {
+                who: who()?,
+                channel_id: channel,
+                account_id: account,
+            })
             .await?
         }
         ConfigCommand::Approvers {
@@ -172,52 +243,31 @@ pub async fn run_config(api: &Api, cmd: ConfigCommand) -> anyhow::Result<std::pr
             approvers,
             required,
         } => {
-            let mut b =
-                json!({"actor": api.actor()?, "channel_id": channel, "approvers": approvers});
-            if let (Some(n), Value::Object(m)) = (required, &mut b) {
-                m.insert("required_approvals".into(), json!(n));
-            }
-            c.post("/config/approvers", &b).await?
+            c.set_approvers(&ApproversBody {
+                who: who()?,
+                channel_id: channel,
+                approvers,
+                required_approvals: required,
+            })
+            .await?
         }
         ConfigCommand::Policy { channel, changes } => {
-            let mut b = json!({"actor": api.actor()?, "channel_id": channel});
-            for ch in changes {
-                let (k, v) = ch
-                    .split_once('=')
-                    .ok_or_else(|| anyhow::anyhow!("`{ch}` should be name=value"))?;
-                let v: Value = serde_json::from_str(v).unwrap_or_else(|_| json!(v));
-                if let Value::Object(m) = &mut b {
-                    m.insert(k.to_owned(), v);
-                }
+            let mut b = PolicyBody {
+                who: who()?,
+                channel_id: channel,
+                ..PolicyBody::default()
+            };
+            for ch in &changes {
+                policy_change(&mut b, ch)?;
             }
-            c.post("/config/policy", &b).await?
+            c.set_policy(&b).await?
         }
     };
-    if let Some(code) = refused_or_json(api, &answer) {
+    if let Some(code) = refused_or_json(api, &answer)? {
         return Ok(code);
-    } else {
-        let b = &answer.body;
-        println!("channel    {}", s(b, "channel_id"));
-        for x in b
-            .get("bindings")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default()
-        {
-            println!(
-                "account    {}  {}",
-                s(&x, "account_id"),
-                x.get("permission_set_arns").cloned().unwrap_or(Value::Null)
-            );
-        }
-        println!(
-            "approvers  {}",
-            b.get("approvers").cloned().unwrap_or(Value::Null)
-        );
-        println!(
-            "policy     {}",
-            b.get("policy").cloned().unwrap_or(Value::Null)
-        );
+    }
+    if let Ok(accounts) = &answer.outcome {
+        print_accounts(accounts);
     }
     Ok(std::process::ExitCode::SUCCESS)
 }
@@ -232,53 +282,37 @@ impl Api {
         )?)
     }
 
-    fn actor(&self) -> anyhow::Result<Value> {
+    fn actor(&self) -> anyhow::Result<ActorBody> {
         let id = self.actor.clone().ok_or_else(|| {
             anyhow::anyhow!("say who acts: --as <mattermost-user-id> (or JIT_ACTOR)")
         })?;
-        let mut a = json!({"user_id": id});
-        if let Some(e) = &self.actor_email
-            && let Value::Object(m) = &mut a
-        {
-            m.insert("email".into(), json!(e));
-        }
-        Ok(a)
+        Ok(ActorBody {
+            user_id: id,
+            email: self.actor_email.clone(),
+            roles: Vec::new(),
+        })
     }
 }
 
-fn enc(v: &str) -> String {
-    v.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~,".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
-fn s<'a>(v: &'a Value, k: &str) -> &'a str {
-    v.get(k).and_then(Value::as_str).unwrap_or("")
-}
-
 #[allow(clippy::print_stdout)]
-fn print_requests(items: &[Value]) {
+fn print_requests(items: &[RequestView]) {
     println!(
         "{:<36}  {:<9}  {:<12}  {:<28}  {:>5}  END",
         "ID", "STATUS", "ACCOUNT", "REQUESTER", "MIN"
     );
     for r in items {
+        let status = serde_json::to_value(r.status)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
         println!(
             "{:<36}  {:<9}  {:<12}  {:<28}  {:>5}  {}",
-            s(r, "request_id"),
-            s(r, "status"),
-            s(r, "account_id"),
-            s(r, "requester_email"),
-            r.get("requested_duration_minutes")
-                .and_then(Value::as_u64)
-                .unwrap_or(0),
-            r.get("end_time").and_then(Value::as_str).unwrap_or("—")
+            r.request_id,
+            status,
+            r.account_id,
+            r.requester_email,
+            r.requested_duration_minutes,
+            r.end_time.as_deref().unwrap_or("—")
         );
     }
 }
@@ -287,6 +321,7 @@ fn print_requests(items: &[Value]) {
 #[allow(clippy::print_stdout)]
 pub async fn run(api: &Api, cmd: RequestsCommand) -> anyhow::Result<std::process::ExitCode> {
     let c = api.client().await?;
+    let who = || api.actor().map(ActorFields::of);
     let answer = match cmd {
         RequestsCommand::List {
             channel,
@@ -295,48 +330,34 @@ pub async fn run(api: &Api, cmd: RequestsCommand) -> anyhow::Result<std::process
             max,
         } => {
             let mut items = Vec::new();
-            let mut next: Option<String> = None;
+            let mut q = RequestQuery {
+                channel_id: channel,
+                account_id: account,
+                status,
+                limit: Some(u32::try_from(max.clamp(1, 200)).unwrap_or(200)),
+                ..RequestQuery::default()
+            };
             loop {
-                let mut pq = format!("/requests?limit={}", max.clamp(1, 200));
-                for (k, v) in [
-                    ("channel_id", &channel),
-                    ("account_id", &account),
-                    ("status", &status),
-                ] {
-                    if let Some(v) = v {
-                        pq.push_str(&format!("&{k}={}", enc(v)));
-                    }
-                }
-                if let Some(t) = &next {
-                    pq.push_str(&format!("&next_token={}", enc(t)));
-                }
-                let a = c.get(&pq).await?;
-                anyhow::ensure!(a.is_success(), "{} {}", a.status, a.body);
-                items.extend(
-                    a.body
-                        .get("requests")
-                        .and_then(Value::as_array)
-                        .cloned()
-                        .unwrap_or_default(),
-                );
-                next = a
-                    .body
-                    .get("next_token")
-                    .and_then(Value::as_str)
-                    .map(str::to_owned);
-                if next.is_none() || items.len() >= max {
+                let a = c.list_requests(&q).await?;
+                let page = match a.outcome {
+                    Ok(p) => p,
+                    Err(e) => anyhow::bail!("refused ({} {}): {}", a.status, e.code, e.message),
+                };
+                items.extend(page.items);
+                q.next_token = page.next_token;
+                if q.next_token.is_none() || items.len() >= max {
                     break;
                 }
             }
             items.truncate(max);
             if api.json {
-                println!("{}", Value::Array(items));
+                println!("{}", serde_json::to_string(&items)?);
             } else {
                 print_requests(&items);
             }
             return Ok(std::process::ExitCode::SUCCESS);
         }
-        RequestsCommand::Show { id } => c.get(&format!("/requests/{}", enc(&id))).await?,
+        RequestsCommand::Show { id } => c.get_request(&id).await?,
         RequestsCommand::Create {
             channel,
             account,
@@ -346,58 +367,68 @@ pub async fn run(api: &Api, cmd: RequestsCommand) -> anyhow::Result<std::process
             permission_set,
             break_glass,
         } => {
-            let mut body = json!({"actor": api.actor()?, "channel_id": channel, "account_id": account,
-                "requested_duration_minutes": minutes, "reason": reason, "break_glass": break_glass});
-            if let Value::Object(m) = &mut body {
-                if let Some(t) = ticket {
-                    m.insert("jira".into(), json!(t));
-                }
-                if let Some(p) = permission_set {
-                    m.insert("permission_set_arn".into(), json!(p));
-                }
-            }
-            c.post("/requests", &body).await?
-        }
-        RequestsCommand::Approve { id } => {
-            c.post(
-                &format!("/requests/{}/approve", enc(&id)),
-                &json!({"actor": api.actor()?}),
+            c.create_request(
+                &CreateRequestBody {
+                    who: who()?,
+                    channel_id: channel,
+                    account_id: account,
+                    permission_set_arn: permission_set,
+                    jira: ticket,
+                    reason: Some(reason),
+                    requested_duration_minutes: MinutesInput::from_u32(minutes),
+                    break_glass: Some(break_glass),
+                },
+                None,
             )
             .await?
         }
+        RequestsCommand::Approve { id } => c.approve(&id, &ApproveBody { who: who()? }).await?,
         RequestsCommand::Deny { id, reason } => {
-            c.post(
-                &format!("/requests/{}/deny", enc(&id)),
-                &json!({"actor": api.actor()?, "reason": reason}),
+            c.deny(
+                &id,
+                &DecisionBody {
+                    who: who()?,
+                    reason,
+                },
             )
             .await?
         }
         RequestsCommand::Revoke { id, reason } => {
-            c.post(
-                &format!("/requests/{}/revoke", enc(&id)),
-                &json!({"actor": api.actor()?, "reason": reason}),
+            c.revoke(
+                &id,
+                &DecisionBody {
+                    who: who()?,
+                    reason,
+                },
             )
             .await?
         }
         RequestsCommand::Cancel { id } => {
-            c.post(
-                &format!("/requests/{}/cancel", enc(&id)),
-                &json!({"actor": api.actor()?}),
+            c.cancel(
+                &id,
+                &DecisionBody {
+                    who: who()?,
+                    reason: None,
+                },
             )
             .await?
         }
         RequestsCommand::Extend { id, minutes } => {
-            c.post(
-                &format!("/requests/{}/extend", enc(&id)),
-                &json!({"actor": api.actor()?, "minutes": minutes}),
+            c.extend(
+                &id,
+                &ExtendBody {
+                    who: who()?,
+                    minutes: MinutesInput::from_u32(minutes),
+                },
             )
             .await?
         }
     };
-    if let Some(code) = refused_or_json(api, &answer) {
+    if let Some(code) = refused_or_json(api, &answer)? {
         return Ok(code);
-    } else {
-        print_requests(std::slice::from_ref(&answer.body));
+    }
+    if let Ok(r) = &answer.outcome {
+        print_requests(std::slice::from_ref(r));
     }
     Ok(std::process::ExitCode::SUCCESS)
 }

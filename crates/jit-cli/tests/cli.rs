@@ -529,9 +529,7 @@ async fn operator_cli_drives_a_request() {
     let shown = config(&["show", "ch1"]);
     let text = String::from_utf8_lossy(&shown.stdout).to_string();
     assert!(
-        text.contains("123456789012")
-            && text.contains("bob")
-            && text.contains("\"max_request_hours\":2"),
+        text.contains("123456789012") && text.contains("bob") && text.contains("max 2 h"),
         "{text}"
     );
     let cli = |args: &[&str]| {

@@ -305,7 +305,43 @@ pub fn callback(data: &[u8]) {
         matches!(status, 200 | 400 | 413 | 503),
         "callback: {status} {body}"
     );
-    if let Ok(req) = serde_json::from_slice::<Value>(data) {
+    // The same bytes as the user text of a request (reason, ticket, decision note, email).
+    {
+        let t = text(data);
+        let req = jit_proto::wire::RequestView {
+            request_id: "93669ef5-87f7-4a82-b7c7-9a327e335a76".into(),
+            status: jit_proto::wire::RequestStatus::Denied,
+            channel_id: "ch1".into(),
+            account_id: "123456789012".into(),
+            permission_set_arn: None,
+            requester_mm_user_id: "u1".into(),
+            requester_email: t.clone(),
+            jira: Some(t.clone()),
+            reason: Some(t.clone()),
+            requested_duration_minutes: 60,
+            created_at: String::new(),
+            pending_deadline: String::new(),
+            required_approvals: 1,
+            approvals: Vec::new(),
+            approved_at: None,
+            approver_mm_user_id: None,
+            approver_email: None,
+            grant_time: None,
+            granted_at: None,
+            end_time: None,
+            denied_at: None,
+            revoked_at: None,
+            expired_at: None,
+            closed_at: None,
+            closed_by: None,
+            close_reason: Some(t),
+            error_message: None,
+            error_details: None,
+            break_glass: false,
+            review_pending: false,
+            post_id: None,
+            version: 1,
+        };
         let card = jit_mattermost::cards::card(&req, Some("https://t.example/{ticket}"), vec![]);
         assert_inert("card text", &card.text);
         for f in &card.fields {

@@ -12,9 +12,14 @@ use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Form, Json};
-use jit_client::{Answer, Client, Keys};
+use jit_client::{Client, Keys, Reply, RequestQuery};
 use jit_keys::{RefreshingRing, RingConfig};
 use jit_proto::sign::{Audience, RequestParts, Verifier, VerifierConfig};
+use jit_proto::wire::{
+    ActorBody, ActorFields, ApproveBody, ApproversBody, BindBody, CallbackAck, CallbackPayload,
+    CreateRequestBody, DecisionBody, ErrorCode, ExtendBody, KeyUsageReport, KeyUse, MinutesInput,
+    RequestStatus, RequestView, SetPostBody, UnbindBody,
+};
 use jit_proto::{Clock, MemoryNonceStore};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -172,13 +177,8 @@ fn ephemeral(text: impl Into<String>) -> Response {
     Json(json!({"response_type": "ephemeral", "text": text.into()})).into_response()
 }
 
-fn message_of(a: &Answer) -> String {
-    a.body
-        .get("message")
-        .and_then(Value::as_str)
-        .or_else(|| a.code())
-        .unwrap_or("the backend refused")
-        .to_owned()
+fn message_of<T>(a: &Reply<T>) -> String {
+    a.message().unwrap_or("the backend refused").to_owned()
 }
 
 impl Bridge {
@@ -361,16 +361,20 @@ impl Inner {
         if usage.is_empty() {
             return Ok(());
         }
-        let keys: Vec<Value> = usage
+        let keys: Vec<KeyUse> = usage
             .iter()
-            .map(|(k, t)| json!({"key_id": k, "last_used_unix": t}))
+            .map(|(k, t)| KeyUse {
+                key_id: k.clone(),
+                last_used_unix: *t,
+            })
             .collect();
         let a = self
             .backend
-            .post(
-                "/admin/keys/usage",
-                &json!({"ring": "callback", "verifier": verifier, "keys": keys}),
-            )
+            .report_key_usage(&KeyUsageReport {
+                ring: "callback".into(),
+                verifier: verifier.to_owned(),
+                keys,
+            })
             .await?;
         anyhow::ensure!(
             a.is_success(),
@@ -397,24 +401,25 @@ impl Inner {
 
     /// The actor as the backend needs it: email and roles from Mattermost, never from the
     /// payload's display names.
-    async fn actor(&self, user_id: &str, channel_id: &str) -> anyhow::Result<Value> {
+    async fn actor(&self, user_id: &str, channel_id: &str) -> anyhow::Result<ActorBody> {
         let u = self.mm.user(user_id).await?;
-        let mut roles: Vec<&str> = u
+        let mut roles: Vec<String> = u
             .roles
             .split_whitespace()
             .filter(|r| *r == "system_admin")
+            .map(str::to_owned)
             .collect();
         if let Ok(m) = self.mm.channel_member(channel_id, user_id).await
             && m.roles.split_whitespace().any(|r| r == "channel_admin")
         {
-            roles.push("channel_admin");
+            roles.push("channel_admin".into());
         }
         // Servers that hide emails answer "": leave it out (decisions go by user id).
-        let mut actor = json!({"user_id": u.id, "roles": roles});
-        if !u.email.is_empty() {
-            set(&mut actor, "email", json!(u.email));
-        }
-        Ok(actor)
+        Ok(ActorBody {
+            user_id: u.id,
+            email: (!u.email.is_empty()).then_some(u.email),
+            roles,
+        })
     }
 
     async fn bot_id(&self) -> anyhow::Result<String> {
@@ -438,11 +443,9 @@ impl Inner {
             .collect()
     }
 
-    fn card_for(&self, req: &Value) -> crate::client::Attachment {
-        let id = req.get("request_id").and_then(Value::as_str).unwrap_or("");
-        let pending = req.get("status").and_then(Value::as_str) == Some("PENDING");
-        let buttons = if pending {
-            self.buttons(id)
+    fn card_for(&self, req: &RequestView) -> crate::client::Attachment {
+        let buttons = if req.status == RequestStatus::Pending {
+            self.buttons(&req.request_id)
         } else {
             Vec::new()
         };
@@ -538,76 +541,39 @@ fn short_arn(arn: &str) -> &str {
 async fn run_command(
     me: &Inner,
     cmd: Command,
-    actor: &Value,
+    actor: &ActorBody,
     user_id: &str,
     channel_id: &str,
     trigger_id: &str,
 ) -> anyhow::Result<Option<String>> {
-    let post = |path: String, body: Value| async move { me.backend.post(&path, &body).await };
-    let done = |a: Answer, ok: String| {
+    fn done<T>(a: Reply<T>, ok: String) -> String {
         if a.is_success() {
             ok
         } else {
             format!("Refused: {}", message_of(&a))
         }
-    };
+    }
+    let who = || ActorFields::of(actor.clone());
+    let backend = &me.backend;
     Ok(Some(match cmd {
         Command::Help => USAGE.to_owned(),
         Command::Request => {
-            let b = me
-                .backend
-                .get(&format!("/config/accounts?channel_id={channel_id}"))
-                .await?;
-            let accounts: Vec<String> = b
-                .body
-                .get("accounts")
-                .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|v| v.as_str().map(str::to_owned))
-                        .collect()
-                })
-                .unwrap_or_default();
-            if accounts.is_empty() {
+            let a = backend.accounts(channel_id).await?;
+            let bound = match a.outcome {
+                Ok(b) => b,
+                Err(e) => return Ok(Some(format!("Refused: {}", e.message))),
+            };
+            let Some(first) = bound.first() else {
                 return Ok(Some("This channel has no bound AWS accounts yet; an admin runs `/jit bind <account-id>`.".into()));
-            }
-            let policy = b.body.get("policy").cloned().unwrap_or(Value::Null);
-            let max_minutes = policy
-                .get("max_request_hours")
-                .and_then(Value::as_u64)
-                .unwrap_or(4)
-                * 60;
-            let require_ticket = policy
-                .get("require_ticket")
-                .and_then(Value::as_bool)
-                .unwrap_or(true);
-            let sets: Vec<String> = b
-                .body
-                .get("bindings")
-                .and_then(Value::as_array)
-                .map(|bs| {
-                    bs.iter()
-                        .flat_map(|x| {
-                            x.get("permission_set_arns")
-                                .and_then(Value::as_array)
-                                .cloned()
-                                .unwrap_or_default()
-                        })
-                        .filter_map(|v| v.as_str().map(str::to_owned))
-                        .collect()
-                })
-                .unwrap_or_default();
-            let several = b
-                .body
-                .get("bindings")
-                .and_then(Value::as_array)
-                .is_some_and(|bs| {
-                    bs.iter().any(|x| {
-                        x.get("permission_set_arns")
-                            .and_then(Value::as_array)
-                            .is_some_and(|a| a.len() > 1)
-                    })
-                });
+            };
+            let accounts: Vec<String> = bound.iter().map(|b| b.account_id.clone()).collect();
+            let policy = &first.policy;
+            let max_minutes = policy.max_request_hours * 60;
+            let sets: Vec<String> = bound
+                .iter()
+                .flat_map(|b| b.permission_set_arns.iter().cloned())
+                .collect();
+            let several = bound.iter().any(|b| b.permission_set_arns.len() > 1);
             let mut elements = vec![
                 json!({"display_name": "AWS account", "name": "account", "type": "select",
                 "options": accounts.iter().map(|a| json!({"text": a, "value": a})).collect::<Vec<_>>(),
@@ -619,7 +585,7 @@ async fn run_command(
             }
             elements.push(json!({"display_name": "Duration (minutes)", "name": "duration", "type": "text", "subtype": "number",
                 "default": "60", "help_text": format!("At most {max_minutes} minutes.")}));
-            elements.push(json!({"display_name": "Ticket", "name": "ticket", "type": "text", "optional": !require_ticket, "max_length": 256,
+            elements.push(json!({"display_name": "Ticket", "name": "ticket", "type": "text", "optional": !policy.require_ticket, "max_length": 256,
                 "placeholder": "OPS-123"}));
             elements.push(json!({"display_name": "Reason", "name": "reason", "type": "textarea", "optional": false, "max_length": 2000}));
             // A fresh id per form: two forms opened in the same second are two requests, while
@@ -648,22 +614,26 @@ async fn run_command(
         Command::Bind {
             account,
             permission_set,
-        } => {
-            let mut body = json!({"actor": actor, "channel_id": channel_id, "account_id": account});
-            if let Some(p) = &permission_set {
-                set(&mut body, "permission_set_arn", json!(p));
-            }
-            done(
-                post("/config/bind".into(), body).await?,
-                format!("Bound account {account} to this channel."),
-            )
-        }
+        } => done(
+            backend
+                .bind(&BindBody {
+                    who: who(),
+                    channel_id: channel_id.to_owned(),
+                    account_id: account.clone(),
+                    permission_set_arn: permission_set,
+                    permission_set_arns: Vec::new(),
+                })
+                .await?,
+            format!("Bound account {account} to this channel."),
+        ),
         Command::Unbind { account } => done(
-            post(
-                "/config/unbind".into(),
-                json!({"actor": actor, "channel_id": channel_id, "account_id": account}),
-            )
-            .await?,
+            backend
+                .unbind(&UnbindBody {
+                    who: who(),
+                    channel_id: channel_id.to_owned(),
+                    account_id: account.clone(),
+                })
+                .await?,
             format!("Unbound account {account}."),
         ),
         Command::Approvers {
@@ -685,12 +655,15 @@ async fn run_command(
                         .join(", ")
                 )));
             }
-            let mut body = json!({"actor": actor, "channel_id": channel_id, "approvers": users.iter().map(|u| u.id.clone()).collect::<Vec<_>>()});
-            if let Some(n) = required {
-                set(&mut body, "required_approvals", json!(n));
-            }
             done(
-                post("/config/approvers".into(), body).await?,
+                backend
+                    .set_approvers(&ApproversBody {
+                        who: who(),
+                        channel_id: channel_id.to_owned(),
+                        approvers: users.iter().map(|u| u.id.clone()).collect(),
+                        required_approvals: required,
+                    })
+                    .await?,
                 format!(
                     "Approvers: {}.",
                     usernames
@@ -701,64 +674,75 @@ async fn run_command(
                 ),
             )
         }
-        Command::Policy { changes } => {
-            let mut body = json!({"actor": actor, "channel_id": channel_id});
-            for (k, v) in changes {
-                set(&mut body, &k, v);
-            }
+        Command::Policy { mut changes } => {
+            changes.who = who();
+            changes.channel_id = channel_id.to_owned();
             done(
-                post("/config/policy".into(), body).await?,
+                backend.set_policy(&changes).await?,
                 "Policy updated.".into(),
             )
         }
         Command::Revoke { id, reason } => done(
-            post(
-                format!("/requests/{id}/revoke"),
-                json!({"actor": actor, "reason": reason}),
-            )
-            .await?,
+            backend
+                .revoke(&id, &DecisionBody { who: who(), reason })
+                .await?,
             format!("Revoked {id}; access is being removed."),
         ),
         Command::Cancel { id } => done(
-            post(format!("/requests/{id}/cancel"), json!({"actor": actor})).await?,
+            backend
+                .cancel(
+                    &id,
+                    &DecisionBody {
+                        who: who(),
+                        reason: None,
+                    },
+                )
+                .await?,
             format!("Cancelled {id}."),
         ),
         Command::Extend { id, minutes } => done(
-            post(
-                format!("/requests/{id}/extend"),
-                json!({"actor": actor, "minutes": minutes}),
-            )
-            .await?,
+            backend
+                .extend(
+                    &id,
+                    &ExtendBody {
+                        who: who(),
+                        minutes: MinutesInput::from_u32(minutes),
+                    },
+                )
+                .await?,
             format!("Extended {id} by {minutes} minutes."),
         ),
         Command::Status { mine } => {
-            let mut pq = format!(
-                "/requests?channel_id={channel_id}&status=PENDING,APPROVED,GRANTED&limit=50"
-            );
-            if mine {
-                pq.push_str(&format!("&requester_mm_user_id={user_id}"));
-            }
-            let a = me.backend.get(&pq).await?;
-            let items = a
-                .body
-                .get("requests")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
+            let q = RequestQuery {
+                channel_id: Some(channel_id.to_owned()),
+                status: Some("PENDING,APPROVED,GRANTED".into()),
+                limit: Some(50),
+                requester_mm_user_id: mine.then(|| user_id.to_owned()),
+                ..RequestQuery::default()
+            };
+            let items = match backend.list_requests(&q).await?.outcome {
+                Ok(page) => page.items,
+                Err(e) => return Ok(Some(format!("Refused: {}", e.message))),
+            };
             if items.is_empty() {
                 "No open requests or active grants.".to_owned()
             } else {
                 items
                     .iter()
                     .map(|r| {
-                        let g = |k: &str| r.get(k).and_then(Value::as_str).unwrap_or("");
+                        // The end is known once access is in place.
+                        let end = r
+                            .grant_time
+                            .as_ref()
+                            .and(r.end_time.as_deref())
+                            .unwrap_or("—");
                         format!(
                             "* `{}` {} — {} on {} until {}",
-                            g("request_id"),
-                            g("status"),
-                            g("requester_email"),
-                            g("account_id"),
-                            r.get("end_time").and_then(Value::as_str).unwrap_or("—")
+                            r.request_id,
+                            crate::cards::status_name(r.status),
+                            r.requester_email,
+                            r.account_id,
+                            end
                         )
                     })
                     .collect::<Vec<_>>()
@@ -846,14 +830,16 @@ async fn action(
     match act.as_str() {
         "approve" => match me
             .backend
-            .post(
-                &format!("/requests/{request_id}/approve"),
-                &json!({"actor": actor}),
+            .approve(
+                &request_id,
+                &ApproveBody {
+                    who: ActorFields::of(actor),
+                },
             )
             .await
         {
-            Ok(a) if a.is_success() => {
-                Json(json!({"update": {"props": {"attachments": [me.card_for(&a.body)]}}}))
+            Ok(Reply { outcome: Ok(r), .. }) => {
+                Json(json!({"update": {"props": {"attachments": [me.card_for(&r)]}}}))
                     .into_response()
             }
             Ok(a) => Json(json!({"ephemeral_text": message_of(&a)})).into_response(),
@@ -913,13 +899,14 @@ struct DialogSubmission {
     cancelled: bool,
 }
 
-fn field_for(code: &str) -> Option<&'static str> {
+fn field_for(code: ErrorCode) -> Option<&'static str> {
+    use ErrorCode::*;
     match code {
-        "invalid_duration" | "duration_exceeds_policy" => Some("duration"),
-        "invalid_ticket" | "ticket_required" => Some("ticket"),
-        "invalid_reason" | "reason_required" => Some("reason"),
-        "invalid_account_id" | "account_not_bound" => Some("account"),
-        "permission_set_required" | "permission_set_not_bound" | "invalid_permission_set_arn" => {
+        InvalidDuration | DurationExceedsPolicy => Some("duration"),
+        InvalidTicket | TicketRequired | TicketOrReasonRequired => Some("ticket"),
+        InvalidReason | ReasonRequired => Some("reason"),
+        InvalidAccountId | AccountNotBound => Some("account"),
+        PermissionSetRequired | PermissionSetNotBound | InvalidPermissionSetArn => {
             Some("permission_set")
         }
         _ => None,
@@ -975,70 +962,53 @@ async fn dialog(
                     .into_response();
             }
         };
-        let mut body = json!({"actor": actor, "channel_id": d.channel_id, "account_id": sub("account"), "jira": sub("ticket"),
-            "reason": sub("reason"), "requested_duration_minutes": duration.trim()});
-        if !sub("permission_set").is_empty() {
-            set(
-                &mut body,
-                "permission_set_arn",
-                json!(sub("permission_set")),
-            );
-        }
+        let optional = |k: &str| Some(sub(k)).filter(|v| !v.is_empty());
+        let body = CreateRequestBody {
+            who: ActorFields::of(actor),
+            channel_id: d.channel_id.clone(),
+            account_id: sub("account"),
+            permission_set_arn: optional("permission_set"),
+            jira: optional("ticket"),
+            reason: optional("reason"),
+            requested_duration_minutes: MinutesInput(duration.trim().to_owned()),
+            break_glass: None,
+        };
         // The same submitted form (same state) creates one request, however often it is retried.
         let key = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(d.state.as_bytes()));
-        let a = match me
-            .backend
-            .send(reqwest::Method::POST, "/requests", Some(&body), Some(&key))
-            .await
-        {
+        let a = match me.backend.create_request(&body, Some(&key)).await {
             Ok(a) => a,
             Err(_) => {
                 return Json(json!({"error": "The backend is unavailable; try again."}))
                     .into_response();
             }
         };
-        if !a.is_success() {
-            let msg = message_of(&a);
-            return match a.code().and_then(field_for) {
-                Some(f) => Json(json!({"errors": {f: msg}})).into_response(),
-                None => Json(json!({"error": msg})).into_response(),
-            };
-        }
-        let id = a
-            .body
-            .get("request_id")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_owned();
-        if a.body.get("post_id").and_then(Value::as_str).is_some() {
+        let created = match a.outcome {
+            Ok(r) => r,
+            Err(e) => {
+                return match field_for(e.code) {
+                    Some(f) => Json(json!({"errors": {f: e.message}})).into_response(),
+                    None => Json(json!({"error": e.message})).into_response(),
+                };
+            }
+        };
+        let id = created.request_id.clone();
+        if created.post_id.is_some() {
             // A re-submitted form: the request and its card exist already.
             return StatusCode::OK.into_response();
         }
-        let email = crate::cards::inert(
-            a.body
-                .get("requester_email")
-                .and_then(Value::as_str)
-                .unwrap_or(""),
-        );
+        let email = crate::cards::inert(&created.requester_email);
         match me
             .mm
             .create_post(
                 &d.channel_id,
                 &format!("{email} asks for access."),
                 None,
-                &[me.card_for(&a.body)],
+                &[me.card_for(&created)],
             )
             .await
         {
             Ok(post_id) => {
-                if let Err(e) = me
-                    .backend
-                    .post(
-                        &format!("/requests/{id}/post"),
-                        &json!({"post_id": post_id}),
-                    )
-                    .await
-                {
+                if let Err(e) = me.backend.set_post(&id, &SetPostBody { post_id }).await {
                     tracing::error!(request_id = %id, error = %e, "recording the card's post id failed");
                 }
             }
@@ -1076,11 +1046,15 @@ async fn dialog(
                     .into_response();
             }
         };
+        let reason = Some(sub("reason")).filter(|r| !r.is_empty());
         return match me
             .backend
-            .post(
-                &format!("/requests/{request_id}/deny"),
-                &json!({"actor": actor, "reason": sub("reason")}),
+            .deny(
+                request_id,
+                &DecisionBody {
+                    who: ActorFields::of(actor),
+                    reason,
+                },
             )
             .await
         {
@@ -1101,8 +1075,8 @@ async fn dialog(
 // ---------------------------------------------------------------------------------------------
 // Callbacks from the backend
 
-fn line_for(status: &str, req: &Value, actor: &str) -> String {
-    let end = req.get("end_time").and_then(Value::as_str).unwrap_or("");
+fn line_for(status: &str, req: &RequestView, actor: &str) -> String {
+    let end = req.end_time.as_deref().unwrap_or("");
     match status {
         "APPROVED" => format!("Approved by {actor}."),
         "GRANTED" => format!("Access granted until {end}."),
@@ -1114,8 +1088,8 @@ fn line_for(status: &str, req: &Value, actor: &str) -> String {
         "EXTENDED" => format!("Extended until {end}."),
         "ERROR" => format!(
             "Something needs a human: {}",
-            req.get("error_message")
-                .and_then(Value::as_str)
+            req.error_message
+                .as_deref()
                 .unwrap_or("see the backend log")
         ),
         other => other.to_owned(),
@@ -1156,28 +1130,38 @@ async fn webhook(
         let status = StatusCode::from_u16(r.http_status()).unwrap_or(StatusCode::UNAUTHORIZED);
         return refused(status, json!({}), r.code(), known);
     }
-    let ev: Value = match serde_json::from_slice(&body) {
-        Ok(v) => v,
-        Err(_) => {
-            return (
-                StatusCode::BAD_REQUEST,
-                Json(json!({"code": "invalid_json", "message": "the callback body is not JSON"})),
-            )
-                .into_response();
-        }
-    };
     // The event id comes from the signed body (the header is not signed); without one there is
     // nothing to dedupe by, so it is refused rather than silently collapsed with others.
-    let event_id = match ev.get("event_id").and_then(Value::as_str) {
-        Some(e) if !e.is_empty() => e.to_owned(),
-        _ => {
-            return (
+    #[derive(Deserialize)]
+    struct EventId {
+        #[serde(default)]
+        event_id: Option<String>,
+    }
+    let event_id = match serde_json::from_slice::<EventId>(&body) {
+        Err(_) => {
+            return bad_input(
                 StatusCode::BAD_REQUEST,
-                Json(
-                    json!({"code": "missing_event_id", "message": "the callback has no event_id"}),
-                ),
-            )
-                .into_response();
+                "invalid_json",
+                "the callback body is not a JSON object",
+            );
+        }
+        Ok(EventId { event_id: Some(e) }) if !e.is_empty() => e,
+        Ok(_) => {
+            return bad_input(
+                StatusCode::BAD_REQUEST,
+                "missing_event_id",
+                "the callback has no event_id",
+            );
+        }
+    };
+    let ev: CallbackPayload = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            return bad_input(
+                StatusCode::BAD_REQUEST,
+                "invalid_json",
+                format!("the callback is not a callback payload ({e})"),
+            );
         }
     };
     // Reserve the id before the work, so an overlapping retry is not processed twice.
@@ -1198,26 +1182,39 @@ async fn webhook(
         })
         .unwrap_or(false);
     if !fresh {
-        return Json(json!({"duplicate": true})).into_response();
+        return Json(CallbackAck {
+            ok: true,
+            duplicate: true,
+            dropped: None,
+        })
+        .into_response();
     }
+    let dropped = |why: &str| {
+        Json(CallbackAck {
+            ok: true,
+            duplicate: false,
+            dropped: Some(why.to_owned()),
+        })
+        .into_response()
+    };
     let release = || {
         if let Ok(mut s) = me.seen.lock() {
             s.0.remove(&event_id);
         }
     };
-    let status = ev.get("status").and_then(Value::as_str).unwrap_or("");
-    let request_id = ev.get("request_id").and_then(Value::as_str).unwrap_or("");
-    let actor = ev.get("actor").and_then(Value::as_str).unwrap_or("system");
+    let status = ev.status.as_str();
+    let request_id = ev.request_id.as_str();
+    let actor = ev.actor.as_deref().unwrap_or("system");
     let req = match crate::commands::request_id(request_id) {
-        Err(_) => return Json(json!({"ok": true, "dropped": "not a request id"})).into_response(),
-        Ok(id) => match me.backend.get(&format!("/requests/{id}")).await {
-            Ok(a) if a.is_success() => a.body,
+        Err(_) => return dropped("not a request id"),
+        Ok(id) => match me.backend.get_request(&id).await {
+            Ok(Reply { outcome: Ok(r), .. }) => r,
             Ok(a) if a.status == 404 => {
                 tracing::warn!(
                     request_id,
                     "callback for a request the backend does not know; dropped"
                 );
-                return Json(json!({"ok": true, "dropped": "unknown request"})).into_response();
+                return dropped("unknown request");
             }
             _ => {
                 release();
@@ -1225,10 +1222,10 @@ async fn webhook(
             }
         },
     };
-    let channel = req.get("channel_id").and_then(Value::as_str).unwrap_or("");
+    let channel = req.channel_id.as_str();
     let line = inert_line(status, &req, actor);
     let result: Result<(), crate::client::MmError> = async {
-        match req.get("post_id").and_then(Value::as_str) {
+        match req.post_id.as_deref() {
             Some(post_id) => match me.mm.patch_post(post_id, "", &[me.card_for(&req)]).await {
                 Ok(()) => {
                     me.mm
@@ -1261,10 +1258,7 @@ async fn webhook(
             status,
             "APPROVED" | "DENIED" | "GRANTED" | "EXPIRED" | "REVOKED"
         ) {
-            let requester = req
-                .get("requester_mm_user_id")
-                .and_then(Value::as_str)
-                .unwrap_or("");
+            let requester = req.requester_mm_user_id.as_str();
             let bot = me
                 .bot_id()
                 .await
@@ -1273,7 +1267,7 @@ async fn webhook(
                     message: e.to_string(),
                 })?;
             let dm = me.mm.direct_channel(&bot, requester).await?;
-            let account = req.get("account_id").and_then(Value::as_str).unwrap_or("");
+            let account = req.account_id.as_str();
             me.mm
                 .create_post(
                     &dm,
@@ -1287,7 +1281,11 @@ async fn webhook(
     }
     .await;
     match result {
-        Ok(()) => Json(json!({"ok": true})).into_response(),
+        Ok(()) => Json(CallbackAck {
+            ok: true,
+            ..CallbackAck::default()
+        })
+        .into_response(),
         // Mattermost refused for good (a 4xx other than a rate limit): retrying for a day would
         // only hold back this request's later events. Logged and acknowledged.
         Err(crate::client::MmError::Status { status, message })
@@ -1299,7 +1297,7 @@ async fn webhook(
                 message,
                 "Mattermost refused a callback's update; dropped"
             );
-            Json(json!({"ok": true, "dropped": message})).into_response()
+            dropped(&message)
         }
         Err(e) => {
             release();
@@ -1310,14 +1308,8 @@ async fn webhook(
 }
 
 /// The thread line for a status, with user text made inert.
-fn inert_line(status: &str, req: &Value, actor: &str) -> String {
+fn inert_line(status: &str, req: &RequestView, actor: &str) -> String {
     let mut r = req.clone();
-    if let Some(m) = r
-        .get("error_message")
-        .and_then(Value::as_str)
-        .map(crate::cards::inert)
-    {
-        set(&mut r, "error_message", json!(m));
-    }
+    r.error_message = r.error_message.as_deref().map(crate::cards::inert);
     line_for(status, &r, &crate::cards::inert(actor))
 }

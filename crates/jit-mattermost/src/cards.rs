@@ -1,11 +1,8 @@
 //! The approval card: one post per request, updated in place on every change.
 
 use crate::client::{Action, Attachment, Field, Integration};
+use jit_proto::wire::{RequestStatus, RequestView};
 use serde_json::Value;
-
-fn s<'a>(v: &'a Value, k: &str) -> &'a str {
-    v.get(k).and_then(Value::as_str).unwrap_or("")
-}
 
 /// Makes text typed by a user inert on a card: Markdown is escaped (no fake links, images or
 /// emphasis) and every `@` is followed by a zero-width space (no `@channel`/`@all` pings).
@@ -51,41 +48,26 @@ fn color(status: &str) -> &'static str {
 
 /// The card for a request as the backend returns it. `buttons` are the Approve / Deny actions
 /// (only while it is pending).
-pub fn card(req: &Value, ticket_url: Option<&str>, buttons: Vec<Action>) -> Attachment {
-    let status = s(req, "status");
-    let ticket = s(req, "jira");
-    let ticket = if ticket.is_empty() {
-        "—".to_owned()
-    } else {
-        ticket_link(ticket, ticket_url)
+pub fn card(req: &RequestView, ticket_url: Option<&str>, buttons: Vec<Action>) -> Attachment {
+    let status = status_name(req.status);
+    let ticket = match req.jira.as_deref() {
+        None | Some("") => "—".to_owned(),
+        Some(t) => ticket_link(t, ticket_url),
     };
-    let approvals = req
-        .get("approvals")
-        .and_then(Value::as_array)
-        .map_or(0, Vec::len);
-    let required = req
-        .get("required_approvals")
-        .and_then(Value::as_u64)
-        .unwrap_or(1);
     let mut fields = vec![
         Field {
             title: "Requester".into(),
-            value: s(req, "requester_email").to_owned(),
+            value: req.requester_email.clone(),
             short: true,
         },
         Field {
             title: "Account".into(),
-            value: s(req, "account_id").to_owned(),
+            value: req.account_id.clone(),
             short: true,
         },
         Field {
             title: "Duration".into(),
-            value: format!(
-                "{} min",
-                req.get("requested_duration_minutes")
-                    .and_then(Value::as_u64)
-                    .unwrap_or(0)
-            ),
+            value: format!("{} min", req.requested_duration_minutes),
             short: true,
         },
         Field {
@@ -95,7 +77,7 @@ pub fn card(req: &Value, ticket_url: Option<&str>, buttons: Vec<Action>) -> Atta
         },
         Field {
             title: "Approvals".into(),
-            value: format!("{approvals} of {required}"),
+            value: format!("{} of {}", req.approvals.len(), req.required_approvals),
             short: true,
         },
         Field {
@@ -104,31 +86,33 @@ pub fn card(req: &Value, ticket_url: Option<&str>, buttons: Vec<Action>) -> Atta
             short: true,
         },
     ];
-    if let Some(ps) = req.get("permission_set_arn").and_then(Value::as_str) {
+    if let Some(ps) = &req.permission_set_arn {
         fields.insert(
             2,
             Field {
                 title: "Permission set".into(),
-                value: ps.to_owned(),
+                value: ps.clone(),
                 short: false,
             },
         );
     }
-    if let Some(end) = req.get("end_time").and_then(Value::as_str) {
+    // Before the grant, end_time is only a projection: the card shows the end once access is
+    // in place.
+    if let (Some(end), Some(_)) = (&req.end_time, &req.grant_time) {
         fields.push(Field {
             title: if status == "GRANTED" { "Ends" } else { "Ended" }.into(),
-            value: end.to_owned(),
+            value: end.clone(),
             short: true,
         });
     }
-    if let Some(reason) = req.get("close_reason").and_then(Value::as_str) {
+    if let Some(reason) = &req.close_reason {
         fields.push(Field {
             title: "Decision note".into(),
             value: inert(reason),
             short: false,
         });
     }
-    let glass = if req.get("break_glass").and_then(Value::as_bool) == Some(true) {
+    let glass = if req.break_glass {
         " (break-glass)"
     } else {
         ""
@@ -136,16 +120,30 @@ pub fn card(req: &Value, ticket_url: Option<&str>, buttons: Vec<Action>) -> Atta
     Attachment {
         fallback: format!(
             "Access request {} for {}: {status}",
-            s(req, "request_id"),
-            s(req, "account_id")
+            req.request_id, req.account_id
         ),
         color: color(status).into(),
         title: format!("Access request{glass}: {status}"),
-        text: inert(s(req, "reason")),
+        text: inert(req.reason.as_deref().unwrap_or("")),
         fields,
-        footer: format!("request {}", s(req, "request_id")),
+        footer: format!("request {}", req.request_id),
         actions: buttons,
         ..Attachment::default()
+    }
+}
+
+/// The status as the API spells it.
+pub fn status_name(s: RequestStatus) -> &'static str {
+    match s {
+        RequestStatus::Pending => "PENDING",
+        RequestStatus::Approved => "APPROVED",
+        RequestStatus::Denied => "DENIED",
+        RequestStatus::Granted => "GRANTED",
+        RequestStatus::Revoked => "REVOKED",
+        RequestStatus::Expired => "EXPIRED",
+        RequestStatus::Error => "ERROR",
+        RequestStatus::Cancelled => "CANCELLED",
+        RequestStatus::TimedOut => "TIMED_OUT",
     }
 }
 

@@ -18,9 +18,10 @@ pub enum Command {
         usernames: Vec<String>,
         required: Option<u32>,
     },
-    /// Change policy fields (`name=value` pairs, already mapped to API field names).
+    /// Change policy fields (the `name=value` pairs as the API's body; the bridge adds the
+    /// channel and the actor).
     Policy {
-        changes: Vec<(String, serde_json::Value)>,
+        changes: Box<jit_proto::wire::PolicyBody>,
     },
     /// End access early.
     Revoke { id: String, reason: Option<String> },
@@ -52,15 +53,21 @@ pub struct ParseError(pub String);
 /// A request id as the backend issues them (a UUID); anything else never reaches a URL path.
 pub fn request_id(v: &str) -> Result<String, ParseError> {
     let groups: Vec<&str> = v.split('-').collect();
-    let ok = groups.len() == 5
+    let whole = groups.len() == 5
         && groups
             .iter()
             .zip([8, 4, 4, 4, 12])
             .all(|(g, l)| g.len() == l && g.bytes().all(|b| b.is_ascii_hexdigit()));
-    if ok {
+    // Or a prefix of 8 or more characters, as `/jit status` shows them; the backend resolves
+    // it (and refuses one that matches several requests).
+    let prefix =
+        (8..36).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-');
+    if whole || prefix {
         Ok(v.to_ascii_lowercase())
     } else {
-        Err(ParseError(format!("`{v}` is not a request id")))
+        Err(ParseError(format!(
+            "`{v}` is not a request id (or its first 8 characters)"
+        )))
     }
 }
 
@@ -146,28 +153,27 @@ pub fn parse(text: &str) -> Result<Command, ParseError> {
         }
         "policy" => {
             need(1, "name=value …")?;
-            let mut changes = Vec::new();
+            let mut changes = jit_proto::wire::PolicyBody::default();
             for w in rest {
                 let (k, v) = w
                     .split_once('=')
                     .ok_or_else(|| ParseError(format!("`{w}` should be name=value")))?;
-                let change = match k.to_ascii_lowercase().as_str() {
-                    "max-hours" => ("max_request_hours", serde_json::json!(number(k, v)?)),
-                    "self-approval" => ("allow_self_approval", serde_json::json!(on_off(v)?)),
-                    "pending-timeout" => {
-                        ("pending_timeout_minutes", serde_json::json!(number(k, v)?))
-                    }
-                    "require-ticket" => ("require_ticket", serde_json::json!(on_off(v)?)),
-                    "break-glass" => ("break_glass_enabled", serde_json::json!(on_off(v)?)),
-                    "break-glass-max" => {
-                        ("break_glass_max_minutes", serde_json::json!(number(k, v)?))
-                    }
-                    "required" => ("required_approvals", serde_json::json!(number(k, v)?)),
+                let c = &mut changes;
+                match k.to_ascii_lowercase().as_str() {
+                    "max-hours" => c.max_request_hours = Some(number(k, v)?),
+                    "self-approval" => c.allow_self_approval = Some(on_off(v)?),
+                    "pending-timeout" => c.pending_timeout_minutes = Some(number(k, v)?),
+                    "require-ticket" => c.require_ticket = Some(on_off(v)?),
+                    "ticket-or-reason" => c.require_ticket_or_reason = Some(on_off(v)?),
+                    "break-glass" => c.break_glass_enabled = Some(on_off(v)?),
+                    "break-glass-max" => c.break_glass_max_minutes = Some(number(k, v)?),
+                    "required" => c.required_approvals = Some(number(k, v)?),
                     _ => return Err(ParseError(format!("unknown policy setting `{k}`"))),
-                };
-                changes.push((change.0.to_owned(), change.1));
+                }
             }
-            Ok(Command::Policy { changes })
+            Ok(Command::Policy {
+                changes: Box::new(changes),
+            })
         }
         "revoke" => {
             need(1, "<id> [reason]")?;
@@ -224,10 +230,11 @@ mod tests {
         assert_eq!(
             parse("policy max-hours=2 self-approval=off"),
             Ok(Command::Policy {
-                changes: vec![
-                    ("max_request_hours".into(), serde_json::json!(2)),
-                    ("allow_self_approval".into(), serde_json::json!(false))
-                ]
+                changes: Box::new(jit_proto::wire::PolicyBody {
+                    max_request_hours: Some(2),
+                    allow_self_approval: Some(false),
+                    ..Default::default()
+                })
             })
         );
         let id = "93669EF5-87f7-4a82-b7c7-9a327e335a76";

@@ -12,6 +12,7 @@ pub mod error;
 pub mod idem;
 pub mod lifecycle;
 pub mod metrics;
+pub mod openapi;
 pub mod serve;
 pub mod state;
 pub mod views;

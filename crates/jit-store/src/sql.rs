@@ -838,6 +838,9 @@ impl Store for SqlStore {
         ctx: WriteCtx,
     ) -> Result<Binding, StoreError> {
         let new_version = expected_version + 1;
+        let saved_at =
+            time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms(ctx.now)) * 1_000_000)
+                .ok();
         let (channel, accounts, policy, now) = (
             b.channel_id.as_str().to_owned(),
             accounts_json(b),
@@ -879,6 +882,7 @@ impl Store for SqlStore {
         .await?;
         Ok(Binding {
             version: new_version,
+            updated_at: saved_at,
             ..b.clone()
         })
     }

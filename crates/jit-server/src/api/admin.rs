@@ -2,6 +2,8 @@
 
 use super::extract::{Incoming, PathParam, check_params, limit_param};
 use crate::error::ApiError;
+#[allow(unused_imports)]
+use crate::openapi::*;
 use crate::state::AppState;
 use crate::views;
 use axum::Json;
@@ -15,6 +17,7 @@ use jit_store::StoreError;
 use time::OffsetDateTime;
 
 /// `GET /callbacks?status=PENDING|DELIVERED|DEAD`.
+#[utoipa::path(get, path = "/callbacks", tag = "callbacks", params(CallbackFilters), responses((status = 200, description = "Queued, delivered or dead callbacks", body = CallbackList), ReadErrors))]
 pub async fn list_callbacks(
     State(st): State<AppState>,
     Query(params): Query<Vec<(String, String)>>,
@@ -55,6 +58,7 @@ pub async fn list_callbacks(
 }
 
 /// `POST /callbacks/{event_id}/resend`: a dead letter goes back to the queue.
+#[utoipa::path(post, path = "/callbacks/{event_id}/resend", tag = "callbacks", params(("event_id" = String, Path, description = "Event id")), responses((status = 200, description = "Queued again", body = ResendAnswer), WriteErrors))]
 pub async fn resend_callback(
     State(st): State<AppState>,
     PathParam(event_id): PathParam,
@@ -90,6 +94,7 @@ pub async fn resend_callback(
 
 /// `GET /admin/keys/usage`: when each key last verified a request, per ring and verifier:
 /// what makes "is the old key still in use?" a fact.
+#[utoipa::path(get, path = "/admin/keys/usage", tag = "keys", responses((status = 200, description = "Last verified use per key and verifier", body = KeyUsageList), ReadErrors))]
 pub async fn key_usage(State(st): State<AppState>) -> Result<Json<KeyUsageList>, ApiError> {
     let rows = st.store.key_usage().await?;
     let usage: Vec<KeyUsageRow> = rows
@@ -110,6 +115,7 @@ pub async fn key_usage(State(st): State<AppState>) -> Result<Json<KeyUsageList>,
 
 /// `POST /admin/keys/usage`: a verifier elsewhere (the bridge, for the callback ring)
 /// reports its key use.
+#[utoipa::path(post, path = "/admin/keys/usage", tag = "keys", request_body = KeyUsageReport, responses((status = 200, description = "Recorded", body = KeyUsageRecorded), WriteErrors))]
 pub async fn report_key_usage(
     State(st): State<AppState>,
     inc: Incoming,

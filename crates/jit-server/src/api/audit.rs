@@ -2,6 +2,8 @@
 
 use super::extract::{check_params, limit_param, parse_time_param};
 use crate::error::ApiError;
+#[allow(unused_imports)]
+use crate::openapi::*;
 use crate::state::AppState;
 use crate::views;
 use axum::Json;
@@ -43,6 +45,7 @@ const CSV_COLUMNS: [&str; 11] = [
 ];
 
 /// `GET /audit`.
+#[utoipa::path(get, path = "/audit", tag = "audit", params(AuditFilters), responses((status = 200, description = "A page of events (JSON; with format=jsonl or csv, text with the next page's token in X-Next-Token)", content((AuditPage = "application/json"), (String = "application/x-ndjson"), (String = "text/csv"))), ReadErrors))]
 pub async fn list_audit(
     State(st): State<AppState>,
     Query(params): Query<Vec<(String, String)>>,
@@ -172,6 +175,7 @@ pub async fn list_audit(
 }
 
 /// `GET /audit/verify`.
+#[utoipa::path(get, path = "/audit/verify", tag = "audit", responses((status = 200, description = "The chain verifies", body = AuditVerified), (status = 409, description = "audit_chain_broken", body = ErrorBody), ReadErrors))]
 pub async fn verify_audit(State(st): State<AppState>) -> Result<Response, ApiError> {
     match st.store.verify_audit().await {
         Ok(n) => Ok(Json(AuditVerified {

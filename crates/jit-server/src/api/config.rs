@@ -5,6 +5,8 @@ use super::extract::{
     Call, Change, Incoming, actor_of, check_params, draft, require_actor, vouched,
 };
 use crate::error::ApiError;
+#[allow(unused_imports)]
+use crate::openapi::*;
 use crate::state::AppState;
 use crate::views;
 use axum::Json;
@@ -97,6 +99,7 @@ async fn config_change(
 }
 
 /// `POST /config/bind`: answers the bound account's `JitConfig`.
+#[utoipa::path(post, path = "/config/bind", tag = "config", params(IdempotencyKey), request_body = BindBody, responses((status = 200, description = "The bound account", body = AccountConfig), WriteErrors))]
 pub async fn bind(State(st): State<AppState>, inc: Incoming) -> Result<Response, ApiError> {
     let call = Call::new(&st, &inc)?;
     if let Some(r) = call.replay(&st).await? {
@@ -141,6 +144,7 @@ pub async fn bind(State(st): State<AppState>, inc: Incoming) -> Result<Response,
 }
 
 /// `POST /config/unbind`: answers the channel's remaining accounts.
+#[utoipa::path(post, path = "/config/unbind", tag = "config", params(IdempotencyKey), request_body = UnbindBody, responses((status = 200, description = "The channel's remaining accounts", body = Vec<AccountConfig>), WriteErrors))]
 pub async fn unbind(State(st): State<AppState>, inc: Incoming) -> Result<Response, ApiError> {
     let call = Call::new(&st, &inc)?;
     if let Some(r) = call.replay(&st).await? {
@@ -174,6 +178,7 @@ pub async fn unbind(State(st): State<AppState>, inc: Incoming) -> Result<Respons
 }
 
 /// `POST /config/approvers`: answers the channel's `[]JitConfig`.
+#[utoipa::path(post, path = "/config/approvers", tag = "config", params(IdempotencyKey), request_body = ApproversBody, responses((status = 200, description = "The channel's accounts", body = Vec<AccountConfig>), WriteErrors))]
 pub async fn set_approvers(
     State(st): State<AppState>,
     inc: Incoming,
@@ -213,6 +218,7 @@ pub async fn set_approvers(
 }
 
 /// `POST /config/policy`: answers the channel's `[]JitConfig`.
+#[utoipa::path(post, path = "/config/policy", tag = "config", params(IdempotencyKey), request_body = PolicyBody, responses((status = 200, description = "The channel's accounts", body = Vec<AccountConfig>), WriteErrors))]
 pub async fn set_policy(State(st): State<AppState>, inc: Incoming) -> Result<Response, ApiError> {
     let call = Call::new(&st, &inc)?;
     if let Some(r) = call.replay(&st).await? {
@@ -262,6 +268,7 @@ pub async fn set_policy(State(st): State<AppState>, inc: Incoming) -> Result<Res
 
 /// `GET /config/accounts?channel_id=C`: one `JitConfig` per bound account; `[]` when the
 /// channel has no binding.
+#[utoipa::path(get, path = "/config/accounts", tag = "config", params(ChannelParam), responses((status = 200, description = "One JitConfig per bound account; [] when the channel is unbound", body = Vec<AccountConfig>), ReadErrors))]
 pub async fn get_accounts(
     State(st): State<AppState>,
     Query(params): Query<Vec<(String, String)>>,

@@ -14,6 +14,8 @@ pub use extract::{Incoming, PathParam};
 
 use crate::auth::require_signature;
 use crate::error::ApiError;
+#[allow(unused_imports)]
+use crate::openapi::*;
 use crate::state::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -92,6 +94,7 @@ async fn not_found() -> ApiError {
 }
 
 /// `GET /healthz`.
+#[utoipa::path(get, path = "/healthz", tag = "probes", security(()), responses((status = 200, description = "Alive (no signature)", body = Health), (status = 405, description = "method_not_allowed", body = ErrorBody)))]
 pub async fn healthz() -> Json<Health> {
     Json(Health {
         status: "ok".into(),
@@ -102,6 +105,7 @@ pub async fn healthz() -> Json<Health> {
 /// requests by route and status with latency, authentication failures by reason and key id,
 /// the lifecycle's and dispatcher's counters, and the store's counts (docs/observability.md
 /// lists every series).
+#[utoipa::path(get, path = "/metrics", tag = "probes", security(()), responses((status = 200, description = "Prometheus text (no signature)", body = String, content_type = "text/plain"), (status = 405, description = "method_not_allowed", body = ErrorBody)))]
 pub async fn metrics(State(st): State<AppState>) -> Response {
     let mut text = jit_keys::prometheus(&[&st.backend_ring, &st.callback_ring], st.clock.unix());
     text.push_str(&st.http_metrics.render());
@@ -125,6 +129,7 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
 }
 
 /// `GET /readyz`: the store answers and the backend ring has keys.
+#[utoipa::path(get, path = "/readyz", tag = "probes", security(()), responses((status = 200, description = "Ready: the store answers and the backend ring has keys (no signature)", body = Readiness), (status = 503, description = "Not ready", body = Readiness), (status = 405, description = "method_not_allowed", body = ErrorBody)))]
 pub async fn readyz(State(st): State<AppState>) -> Response {
     let store_ok = st.store.ping().await.is_ok();
     let ring = st.backend_ring.status();

@@ -6,6 +6,8 @@ use super::extract::{
     load_request, parse_time_param, require_actor, resolve_id, vouched,
 };
 use crate::error::ApiError;
+#[allow(unused_imports)]
+use crate::openapi::*;
 use crate::state::AppState;
 use crate::views;
 use axum::Json;
@@ -30,6 +32,7 @@ use std::collections::BTreeMap;
 use time::OffsetDateTime;
 
 /// `POST /requests`.
+#[utoipa::path(post, path = "/requests", tag = "requests", request_body = CreateRequestBody, params(IdempotencyKey), responses((status = 201, description = "Created (a replay of the same Idempotency-Key answers the first answer)", body = RequestView), WriteErrors))]
 pub async fn create_request(
     State(st): State<AppState>,
     inc: Incoming,
@@ -88,6 +91,7 @@ pub async fn create_request(
 }
 
 /// `GET /requests/{id}` (the id or a unique prefix of 8 or more characters).
+#[utoipa::path(get, path = "/requests/{id}", tag = "requests", params(RequestIdParam), responses((status = 200, description = "The request", body = RequestView), ReadErrors))]
 pub async fn get_request(
     State(st): State<AppState>,
     PathParam(id): PathParam,
@@ -137,6 +141,7 @@ async fn transition<B: serde::de::DeserializeOwned>(
 }
 
 /// `POST /requests/{id}/approve`.
+#[utoipa::path(post, path = "/requests/{id}/approve", tag = "requests", params(RequestIdParam, IdempotencyKey), request_body = ApproveBody, responses((status = 200, description = "The request after the approval", body = RequestView), WriteErrors))]
 pub async fn approve(
     State(st): State<AppState>,
     PathParam(id): PathParam,
@@ -172,6 +177,7 @@ pub async fn approve(
 }
 
 /// `POST /requests/{id}/deny`.
+#[utoipa::path(post, path = "/requests/{id}/deny", tag = "requests", params(RequestIdParam, IdempotencyKey), request_body = DecisionBody, responses((status = 200, description = "The denied request", body = RequestView), WriteErrors))]
 pub async fn deny(
     State(st): State<AppState>,
     PathParam(id): PathParam,
@@ -202,6 +208,7 @@ pub async fn deny(
 /// `POST /requests/{id}/revoke`. With the existing plugin's key, the plugin has checked that
 /// the user is the requester or a system admin (it sends no role), so the backend's own check
 /// is skipped and the audit event names the key.
+#[utoipa::path(post, path = "/requests/{id}/revoke", tag = "requests", params(RequestIdParam, IdempotencyKey), request_body = DecisionBody, responses((status = 200, description = "The revoked request (access is removed at once by the revoke job)", body = RequestView), WriteErrors))]
 pub async fn revoke(
     State(st): State<AppState>,
     PathParam(id): PathParam,
@@ -234,6 +241,7 @@ pub async fn revoke(
 }
 
 /// `POST /requests/{id}/cancel`.
+#[utoipa::path(post, path = "/requests/{id}/cancel", tag = "requests", params(RequestIdParam, IdempotencyKey), request_body = DecisionBody, responses((status = 200, description = "The cancelled request", body = RequestView), WriteErrors))]
 pub async fn cancel(
     State(st): State<AppState>,
     PathParam(id): PathParam,
@@ -261,6 +269,7 @@ pub async fn cancel(
 }
 
 /// `POST /requests/{id}/review`: an approver reviews a break-glass grant.
+#[utoipa::path(post, path = "/requests/{id}/review", tag = "requests", params(RequestIdParam, IdempotencyKey), request_body = DecisionBody, responses((status = 200, description = "The reviewed break-glass request", body = RequestView), WriteErrors))]
 pub async fn review(
     State(st): State<AppState>,
     PathParam(id): PathParam,
@@ -292,6 +301,7 @@ pub async fn review(
 /// `POST /requests/{id}/extend`: lengthens a grant, approved like a request: by an approver
 /// of the channel (the requester only when self-approval is allowed), within the policy's
 /// maximum counted from the grant.
+#[utoipa::path(post, path = "/requests/{id}/extend", tag = "requests", params(RequestIdParam, IdempotencyKey), request_body = ExtendBody, responses((status = 200, description = "The extended grant", body = RequestView), WriteErrors))]
 pub async fn extend(
     State(st): State<AppState>,
     PathParam(id): PathParam,
@@ -319,6 +329,7 @@ pub async fn extend(
 
 /// `GET /grants/overdue`: grants past their end (or revoked) whose removal has not succeeded
 /// yet.
+#[utoipa::path(get, path = "/grants/overdue", tag = "grants", responses((status = 200, description = "Grants whose removal is late", body = OverdueList), ReadErrors))]
 pub async fn overdue(State(st): State<AppState>) -> Result<Json<OverdueList>, ApiError> {
     let now = st.clock.now();
     let mut items = Vec::new();
@@ -355,6 +366,7 @@ pub async fn overdue(State(st): State<AppState>) -> Result<Json<OverdueList>, Ap
 
 /// `POST /requests/{id}/post`: records the approval card's post id on the request (the
 /// bridge keeps no database).
+#[utoipa::path(post, path = "/requests/{id}/post", tag = "requests", params(RequestIdParam), request_body = SetPostBody, responses((status = 200, description = "The request with its card's post id", body = RequestView), WriteErrors))]
 pub async fn set_post(
     State(st): State<AppState>,
     PathParam(id): PathParam,
@@ -401,6 +413,7 @@ pub const LIST_PARAMS: [&str; 10] = [
 
 /// `GET /requests`: the existing plugin's `ReportingResponse` (`items`, `next_token`,
 /// `filters`). `request_id` (an id or a unique prefix) answers that one request.
+#[utoipa::path(get, path = "/requests", tag = "requests", params(RequestFilters), responses((status = 200, description = "One page, newest first (the existing plugin's ReportingResponse)", body = RequestList), ReadErrors))]
 pub async fn list_requests(
     State(st): State<AppState>,
     Query(params): Query<Vec<(String, String)>>,
