@@ -810,9 +810,10 @@ async fn every_bad_input_to_the_bridge_gets_its_code_and_changes_nothing() {
     .unwrap();
     let backend_key = backend_ring.keys().next().unwrap().clone();
     let event = |id: &str| {
-        json!({"event_id": id, "request_id": id_a, "status": "APPROVED", "actor": "ubob"})
-            .to_string()
-            .into_bytes()
+        json!({"event_id": id, "request_id": id_a, "status": "APPROVED", "actor": "ubob",
+               "account_id": "123456789012", "channel_id": "ch1"})
+        .to_string()
+        .into_bytes()
     };
     let signed = |key: &jit_proto::keyring::KeyEntry,
                   audience: Audience,
