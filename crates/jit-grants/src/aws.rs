@@ -42,6 +42,7 @@ pub struct IdentityCenterProvider {
     instance: Mutex<Option<(String, String)>>,
     users: Mutex<HashMap<String, String>>,
     polling: Polling,
+    default_permission_set: Option<String>,
 }
 
 fn sdk_err<E: std::error::Error + 'static>(what: &str, e: &E) -> String {
@@ -86,7 +87,15 @@ impl IdentityCenterProvider {
             instance: Mutex::new(instance),
             users: Mutex::new(HashMap::new()),
             polling,
+            default_permission_set: None,
         }
+    }
+
+    /// The permission set of grants whose binding names none (the old backend's single
+    /// `PERMISSION_SET_ARN`; bindings made through the existing plugin name none).
+    pub fn with_default_permission_set(mut self, arn: Option<String>) -> Self {
+        self.default_permission_set = arn;
+        self
     }
 
     async fn instance(&self) -> Result<(String, String), ProviderError> {
@@ -162,10 +171,17 @@ impl IdentityCenterProvider {
         )))
     }
 
-    fn permission_set(t: &Target) -> Result<&str, ProviderError> {
-        t.permission_set_arn.as_deref().ok_or_else(|| {
-            ProviderError::Permanent("the binding names no permission set for this account".into())
-        })
+    fn permission_set<'a>(&'a self, t: &'a Target) -> Result<&'a str, ProviderError> {
+        t.permission_set_arn
+            .as_deref()
+            .or(self.default_permission_set.as_deref())
+            .ok_or_else(|| {
+                ProviderError::Permanent(
+                    "the binding names no permission set for this account and \
+                     grants.default_permission_set_arn is not set"
+                        .into(),
+                )
+            })
     }
 
     /// Identity Store user ids holding `permission_set_arn` on `account_id` now.
@@ -203,7 +219,7 @@ impl IdentityCenterProvider {
 
     /// Whether the user holds the assignment now.
     pub async fn is_assigned(&self, t: &Target) -> Result<bool, ProviderError> {
-        let ps = Self::permission_set(t)?;
+        let ps = self.permission_set(t)?;
         let user = self.user_id(&t.user_email).await?;
         Ok(self
             .assigned_user_ids(&t.account_id, ps)
@@ -324,7 +340,7 @@ impl AccessProvider for IdentityCenterProvider {
 
     async fn grant(&self, t: &Target) -> Result<Assigned, ProviderError> {
         let (instance, _) = self.instance().await?;
-        let ps = Self::permission_set(t)?.to_owned();
+        let ps = self.permission_set(t)?.to_owned();
         let user = self.user_id(&t.user_email).await?;
         if self.is_assigned(t).await? {
             return Ok(Assigned { pre_existing: true });
@@ -365,7 +381,7 @@ impl AccessProvider for IdentityCenterProvider {
 
     async fn revoke(&self, t: &Target) -> Result<(), ProviderError> {
         let (instance, _) = self.instance().await?;
-        let ps = Self::permission_set(t)?.to_owned();
+        let ps = self.permission_set(t)?.to_owned();
         let user = self.user_id(&t.user_email).await?;
         let out = self
             .sso
@@ -402,7 +418,7 @@ impl AccessProvider for IdentityCenterProvider {
         account_id: &str,
         permission_set_arn: Option<&str>,
     ) -> Result<Option<Vec<String>>, ProviderError> {
-        let Some(ps) = permission_set_arn else {
+        let Some(ps) = permission_set_arn.or(self.default_permission_set.as_deref()) else {
             return Ok(None);
         };
         let mut users = Vec::new();

@@ -121,6 +121,20 @@ async fn assignments_are_idempotent_and_standing_ones_are_reported() {
     assert!(
         matches!(p.grant(&no_ps).await, Err(ProviderError::Permanent(m)) if m.contains("no permission set"))
     );
+    // With the old backend's single permission set configured, a binding without one (as the
+    // existing plugin's /jit bind makes them) grants and revokes that one.
+    let p = IdentityCenterProvider::new(&f.conf, None, fast())
+        .with_default_permission_set(Some(f.permission_set.clone()));
+    assert!(!p.grant(&no_ps).await.unwrap().pre_existing);
+    assert!(
+        IdentityCenterProvider::new(&f.conf, None, fast())
+            .is_assigned(&alice)
+            .await
+            .unwrap(),
+        "the assignment is of the default permission set"
+    );
+    p.revoke(&no_ps).await.unwrap();
+    assert!(!p.is_assigned(&alice).await.unwrap());
     drop(f.moto);
 }
 

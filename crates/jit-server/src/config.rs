@@ -112,6 +112,9 @@ pub struct GrantsConfig {
     pub instance_arn: Option<String>,
     /// For `aws-identity-center`: the Identity Store id (with `instance_arn`).
     pub identity_store_id: Option<String>,
+    /// For `aws-identity-center`: the permission set of grants whose binding names none (the
+    /// old backend's `PERMISSION_SET_ARN`).
+    pub default_permission_set_arn: Option<String>,
 }
 
 impl Default for GrantsConfig {
@@ -122,6 +125,7 @@ impl Default for GrantsConfig {
             command_timeout_secs: 30,
             instance_arn: None,
             identity_store_id: None,
+            default_permission_set_arn: None,
         }
     }
 }
@@ -380,6 +384,10 @@ impl Config {
             "JIT_GRANTS_IDENTITY_STORE_ID",
             self.grants.identity_store_id
         );
+        opt!(
+            "JIT_GRANTS_DEFAULT_PERMISSION_SET_ARN",
+            self.grants.default_permission_set_arn
+        );
         opt!("JIT_CALLBACKS_URL", self.callbacks.url);
         if let Some(v) = env_value(env, "JIT_DRIFT_ENABLED")? {
             self.drift.enabled = parse_bool("JIT_DRIFT_ENABLED", &v)?;
@@ -448,6 +456,13 @@ impl Config {
         {
             return bad(format!(
                 "existing_plugin.callback_signed_path must start with /, got {p:?}"
+            ));
+        }
+        if let Some(arn) = &self.grants.default_permission_set_arn
+            && jit_core::types::PermissionSetArn::parse(arn).is_err()
+        {
+            return bad(format!(
+                "grants.default_permission_set_arn is not a permission set ARN: {arn:?}"
             ));
         }
         if !matches!(self.callbacks.signature_version, 1 | 2) {

@@ -220,11 +220,16 @@ impl Server {
                         .instance_arn
                         .clone()
                         .zip(config.grants.identity_store_id.clone());
-                    Arc::new(jit_grants::IdentityCenterProvider::new(
-                        &sdk,
-                        instance,
-                        jit_grants::Polling::default(),
-                    ))
+                    Arc::new(
+                        jit_grants::IdentityCenterProvider::new(
+                            &sdk,
+                            instance,
+                            jit_grants::Polling::default(),
+                        )
+                        .with_default_permission_set(
+                            config.grants.default_permission_set_arn.clone(),
+                        ),
+                    )
                 }
                 _ => Arc::new(jit_grants::DryRunProvider::new()),
             },
