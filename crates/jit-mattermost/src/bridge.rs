@@ -5,6 +5,9 @@ use crate::cards::{button, card};
 use crate::client::{Dialog, MmClient};
 use crate::commands::{Command, USAGE, parse};
 use crate::config::BridgeConfig;
+use crate::replies::{
+    ActionContext, ActionReply, DialogElement, DialogReply, ErrorBody, SelectOption, SlashReply,
+};
 use crate::tokens::{BridgeSecret, TokenError};
 use axum::body::Bytes;
 use axum::extract::State;
@@ -22,7 +25,7 @@ use jit_proto::wire::{
 };
 use jit_proto::{Clock, MemoryNonceStore};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use subtle::ConstantTimeEq;
@@ -55,7 +58,10 @@ fn limits_source(reason: &str) -> bool {
 fn bad_input(status: StatusCode, code: &'static str, message: impl Into<String>) -> Response {
     (
         status,
-        Json(json!({"code": code, "message": message.into()})),
+        Json(ErrorBody {
+            code: ErrorCode::parse(code),
+            message: message.into(),
+        }),
     )
         .into_response()
 }
@@ -91,10 +97,14 @@ fn body_rejection(status: StatusCode, form: bool) -> Response {
     }
 }
 
-/// A refused identity: `body` with `"code": reason`, marked for the guard. `key_id` is the
-/// claimed key when it is in the ring, `unknown` when not, `none` for tokens.
-fn refused(status: StatusCode, mut body: Value, reason: &'static str, key_id: &str) -> Response {
-    set(&mut body, "code", json!(reason));
+/// A refused identity: `body` (which carries the code `reason`), marked for the guard.
+/// `key_id` is the claimed key when it is in the ring, `unknown` when not, `none` for tokens.
+fn refused<B: serde::Serialize>(
+    status: StatusCode,
+    body: B,
+    reason: &'static str,
+    key_id: &str,
+) -> Response {
     let mut resp = (status, Json(body)).into_response();
     resp.extensions_mut().insert(Refused {
         reason,
@@ -118,10 +128,10 @@ async fn guard(
     {
         return (
             StatusCode::TOO_MANY_REQUESTS,
-            Json(json!({
-                "code": "too_many_auth_failures",
-                "message": "too many failed attempts from this address; wait a minute",
-            })),
+            Json(ErrorBody {
+                code: ErrorCode::TooManyAuthFailures,
+                message: "too many failed attempts from this address; wait a minute".into(),
+            }),
         )
             .into_response();
     }
@@ -166,15 +176,8 @@ struct Inner {
     limiter: jit_http::FailureLimiter,
 }
 
-/// Sets a member of a JSON object (no-op on anything else).
-fn set(v: &mut Value, key: &str, x: Value) {
-    if let Value::Object(m) = v {
-        m.insert(key.to_owned(), x);
-    }
-}
-
 fn ephemeral(text: impl Into<String>) -> Response {
-    Json(json!({"response_type": "ephemeral", "text": text.into()})).into_response()
+    Json(SlashReply::text(text)).into_response()
 }
 
 fn message_of<T>(a: &Reply<T>) -> String {
@@ -332,7 +335,14 @@ impl Bridge {
             .route("/jit/webhook", post(webhook))
             .route_layer(axum::middleware::from_fn_with_state(self.clone(), guard));
         let app = Router::new()
-            .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+            .route(
+                "/healthz",
+                get(|| async {
+                    Json(jit_proto::wire::Health {
+                        status: "ok".into(),
+                    })
+                }),
+            )
             .route("/metrics", get(metrics))
             .merge(proven)
             .fallback(|| async {
@@ -436,8 +446,16 @@ impl Inner {
         ["approve", "deny"]
             .iter()
             .map(|a| {
-                let ctx = json!({"action": a, "request_id": request_id, "token": self.secret.sign(&[a, request_id], exp)});
-                let (name, style) = if *a == "approve" { ("Approve", "good") } else { ("Deny", "danger") };
+                let ctx = ActionContext {
+                    action: (*a).to_owned(),
+                    request_id: request_id.to_owned(),
+                    token: self.secret.sign(&[a, request_id], exp),
+                };
+                let (name, style) = if *a == "approve" {
+                    ("Approve", "good")
+                } else {
+                    ("Deny", "danger")
+                };
                 button(a, name, style, &url, ctx)
             })
             .collect()
@@ -495,7 +513,10 @@ async fn command(
         tracing::warn!(reason = "bad_slash_token", "slash command refused");
         return refused(
             StatusCode::UNAUTHORIZED,
-            json!({"response_type": "ephemeral", "text": "This command did not come from Mattermost."}),
+            SlashReply::refusal(
+                ErrorCode::BadSlashToken,
+                "This command did not come from Mattermost.",
+            ),
             "bad_slash_token",
             "none",
         );
@@ -510,8 +531,11 @@ async fn command(
     let cmd = match parse(text) {
         Ok(c) => c,
         Err(e) => {
-            return Json(json!({"response_type": "ephemeral", "text": format!("{}\n\n{USAGE}", e.0), "code": "invalid_command"}))
-                .into_response();
+            return Json(SlashReply::refusal(
+                ErrorCode::InvalidCommand,
+                format!("{}\n\n{USAGE}", e.0),
+            ))
+            .into_response();
         }
     };
     if cmd == Command::Help {
@@ -574,20 +598,57 @@ async fn run_command(
                 .flat_map(|b| b.permission_set_arns.iter().cloned())
                 .collect();
             let several = bound.iter().any(|b| b.permission_set_arns.len() > 1);
-            let mut elements = vec![
-                json!({"display_name": "AWS account", "name": "account", "type": "select",
-                "options": accounts.iter().map(|a| json!({"text": a, "value": a})).collect::<Vec<_>>(),
-                "default": if accounts.len() == 1 { accounts.first().cloned().unwrap_or_default() } else { String::new() }}),
-            ];
+            let option = |text: &str, value: &str| SelectOption {
+                text: text.to_owned(),
+                value: value.to_owned(),
+            };
+            let mut elements = vec![DialogElement {
+                display_name: "AWS account".into(),
+                name: "account".into(),
+                kind: "select".into(),
+                options: accounts.iter().map(|a| option(a, a)).collect(),
+                default: (accounts.len() == 1)
+                    .then(|| accounts.first().cloned().unwrap_or_default()),
+                ..DialogElement::default()
+            }];
             if several {
-                elements.push(json!({"display_name": "Permission set", "name": "permission_set", "type": "select", "optional": true,
-                    "options": sets.iter().map(|a| json!({"text": short_arn(a), "value": a})).collect::<Vec<_>>()}));
+                elements.push(DialogElement {
+                    display_name: "Permission set".into(),
+                    name: "permission_set".into(),
+                    kind: "select".into(),
+                    optional: true,
+                    options: sets.iter().map(|a| option(short_arn(a), a)).collect(),
+                    ..DialogElement::default()
+                });
             }
-            elements.push(json!({"display_name": "Duration (minutes)", "name": "duration", "type": "text", "subtype": "number",
-                "default": "60", "help_text": format!("At most {max_minutes} minutes.")}));
-            elements.push(json!({"display_name": "Ticket", "name": "ticket", "type": "text", "optional": !policy.require_ticket, "max_length": 256,
-                "placeholder": "OPS-123"}));
-            elements.push(json!({"display_name": "Reason", "name": "reason", "type": "textarea", "optional": false, "max_length": 2000}));
+            elements.push(DialogElement {
+                display_name: "Duration (minutes)".into(),
+                name: "duration".into(),
+                kind: "text".into(),
+                subtype: Some("number".into()),
+                default: Some("60".into()),
+                help_text: Some(format!("At most {max_minutes} minutes.")),
+                ..DialogElement::default()
+            });
+            // A ticket, a reason, or (the old backend's rule) either one.
+            let either = policy.require_ticket_or_reason;
+            elements.push(DialogElement {
+                display_name: "Ticket".into(),
+                name: "ticket".into(),
+                kind: "text".into(),
+                optional: !policy.require_ticket,
+                max_length: Some(256),
+                placeholder: Some("OPS-123".into()),
+                ..DialogElement::default()
+            });
+            elements.push(DialogElement {
+                display_name: "Reason".into(),
+                name: "reason".into(),
+                kind: "textarea".into(),
+                optional: either,
+                max_length: Some(2000),
+                ..DialogElement::default()
+            });
             // A fresh id per form: two forms opened in the same second are two requests, while
             // re-submitting one form (same state) stays one request (the idempotency key).
             let form_id = jit_proto::sign::new_nonce()
@@ -764,7 +825,22 @@ struct ActionRequest {
     #[serde(default)]
     trigger_id: String,
     #[serde(default)]
-    context: Value,
+    context: LenientContext,
+}
+
+/// A button's context as sent: the bridge's own, or anything else (which fails the token check
+/// like a forged one, rather than the body's parse).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum LenientContext {
+    Ours(ActionContext),
+    Other(serde::de::IgnoredAny),
+}
+
+impl Default for LenientContext {
+    fn default() -> Self {
+        Self::Ours(ActionContext::default())
+    }
 }
 
 async fn action(
@@ -776,27 +852,28 @@ async fn action(
         Ok(r) => r,
         Err(r) => return body_rejection(r.status(), false),
     };
-    let ctx = |k: &str| {
-        req.context
-            .get(k)
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_owned()
+    let ActionContext {
+        action: act,
+        request_id,
+        token,
+    } = match req.context {
+        LenientContext::Ours(c) => c,
+        LenientContext::Other(_) => ActionContext::default(),
     };
-    let (act, request_id, token) = (ctx("action"), ctx("request_id"), ctx("token"));
     match me.secret.verify(&token, &[&act, &request_id], me.now()) {
         Ok(()) => {}
         Err(TokenError::Expired) => {
-            return Json(
-                json!({"ephemeral_text": "This card's buttons have expired; use /jit status.", "code": "expired_action_token"}),
-            )
+            return Json(ActionReply::refusal(
+                ErrorCode::ExpiredActionToken,
+                "This card's buttons have expired; use /jit status.",
+            ))
             .into_response();
         }
         Err(e) => {
             tracing::warn!(reason = %e, "button click refused");
             return refused(
                 StatusCode::FORBIDDEN,
-                json!({"ephemeral_text": "This button is not valid."}),
+                ActionReply::refusal(ErrorCode::BadActionToken, "This button is not valid."),
                 "bad_action_token",
                 "none",
             );
@@ -805,25 +882,29 @@ async fn action(
     if !matches!(act.as_str(), "approve" | "deny") {
         return (
             StatusCode::FORBIDDEN,
-            Json(json!({"ephemeral_text": "Unknown action.", "code": "unknown_action"})),
+            Json(ActionReply::refusal(
+                ErrorCode::UnknownAction,
+                "Unknown action.",
+            )),
         )
             .into_response();
     }
     if crate::commands::request_id(&request_id).is_err() {
         return (
             StatusCode::FORBIDDEN,
-            Json(
-                json!({"ephemeral_text": "This button is not valid.", "code": "bad_action_token"}),
-            ),
+            Json(ActionReply::refusal(
+                ErrorCode::BadActionToken,
+                "This button is not valid.",
+            )),
         )
             .into_response();
     }
     let actor = match me.actor(&req.user_id, &req.channel_id).await {
         Ok(a) => a,
         Err(_) => {
-            return Json(
-                json!({"ephemeral_text": "Could not look you up in Mattermost; try again."}),
-            )
+            return Json(ActionReply::say(
+                "Could not look you up in Mattermost; try again.",
+            ))
             .into_response();
         }
     };
@@ -839,12 +920,12 @@ async fn action(
             .await
         {
             Ok(Reply { outcome: Ok(r), .. }) => {
-                Json(json!({"update": {"props": {"attachments": [me.card_for(&r)]}}}))
-                    .into_response()
+                Json(ActionReply::redraw(me.card_for(&r))).into_response()
             }
-            Ok(a) => Json(json!({"ephemeral_text": message_of(&a)})).into_response(),
-            Err(_) => Json(json!({"ephemeral_text": "The backend is unavailable; try again."}))
-                .into_response(),
+            Ok(a) => Json(ActionReply::say(message_of(&a))).into_response(),
+            Err(_) => {
+                Json(ActionReply::say("The backend is unavailable; try again.")).into_response()
+            }
         },
         "deny" => {
             let state = me.secret.sign(
@@ -855,9 +936,14 @@ async fn action(
                 callback_id: format!("deny:{request_id}"),
                 title: "Deny access".into(),
                 introduction_text: String::new(),
-                elements: vec![
-                    json!({"display_name": "Reason", "name": "reason", "type": "textarea", "optional": true, "max_length": 2000}),
-                ],
+                elements: vec![DialogElement {
+                    display_name: "Reason".into(),
+                    name: "reason".into(),
+                    kind: "textarea".into(),
+                    optional: true,
+                    max_length: Some(2000),
+                    ..DialogElement::default()
+                }],
                 submit_label: "Deny".into(),
                 state,
                 notify_on_cancel: false,
@@ -867,14 +953,18 @@ async fn action(
                 .open_dialog(&req.trigger_id, &me.url("/mattermost/dialog"), &dialog)
                 .await
             {
-                Ok(()) => Json(json!({})).into_response(),
-                Err(_) => Json(json!({"ephemeral_text": "Could not open the form; try again."}))
-                    .into_response(),
+                Ok(()) => Json(ActionReply::default()).into_response(),
+                Err(_) => {
+                    Json(ActionReply::say("Could not open the form; try again.")).into_response()
+                }
             }
         }
         _ => (
             StatusCode::FORBIDDEN,
-            Json(json!({"ephemeral_text": "Unknown action.", "code": "unknown_action"})),
+            Json(ActionReply::refusal(
+                ErrorCode::UnknownAction,
+                "Unknown action.",
+            )),
         )
             .into_response(),
     }
@@ -938,28 +1028,39 @@ async fn dialog(
             me.now(),
         );
         if checked == Err(TokenError::Expired) {
-            return Json(json!({"error": "This form has expired; run /jit request again.", "code": "expired_dialog_state"}))
-                .into_response();
+            return Json(DialogReply::refusal(
+                ErrorCode::ExpiredDialogState,
+                "This form has expired; run /jit request again.",
+            ))
+            .into_response();
         }
         if checked.is_err() {
             tracing::warn!(reason = "bad_dialog_state", "dialog submission refused");
             return refused(
                 StatusCode::FORBIDDEN,
-                json!({"error": "This form is not valid; run /jit request again."}),
+                DialogReply::refusal(
+                    ErrorCode::BadDialogState,
+                    "This form is not valid; run /jit request again.",
+                ),
                 "bad_dialog_state",
                 "none",
             );
         }
         let duration = sub("duration");
         if duration.trim().parse::<u32>().map_or(true, |m| m == 0) {
-            return Json(json!({"errors": {"duration": "Enter a whole number of minutes."}}))
-                .into_response();
+            return Json(DialogReply::field(
+                "duration",
+                "Enter a whole number of minutes.",
+            ))
+            .into_response();
         }
         let actor = match me.actor(&d.user_id, &d.channel_id).await {
             Ok(a) => a,
             Err(_) => {
-                return Json(json!({"error": "Could not look you up in Mattermost; try again."}))
-                    .into_response();
+                return Json(DialogReply::error(
+                    "Could not look you up in Mattermost; try again.",
+                ))
+                .into_response();
             }
         };
         let optional = |k: &str| Some(sub(k)).filter(|v| !v.is_empty());
@@ -978,7 +1079,7 @@ async fn dialog(
         let a = match me.backend.create_request(&body, Some(&key)).await {
             Ok(a) => a,
             Err(_) => {
-                return Json(json!({"error": "The backend is unavailable; try again."}))
+                return Json(DialogReply::error("The backend is unavailable; try again."))
                     .into_response();
             }
         };
@@ -986,8 +1087,8 @@ async fn dialog(
             Ok(r) => r,
             Err(e) => {
                 return match field_for(e.code) {
-                    Some(f) => Json(json!({"errors": {f: e.message}})).into_response(),
-                    None => Json(json!({"error": e.message})).into_response(),
+                    Some(f) => Json(DialogReply::field(f, e.message)).into_response(),
+                    None => Json(DialogReply::error(e.message)).into_response(),
                 };
             }
         };
@@ -1014,8 +1115,7 @@ async fn dialog(
             }
             Err(e) => {
                 tracing::error!(request_id = %id, error = %e, "posting the approval card failed");
-                return Json(json!({"error": "Your request is recorded but its card could not be posted; submit again to retry."}))
-                    .into_response();
+                return Json(DialogReply::error("Your request is recorded but its card could not be posted; submit again to retry.")).into_response();
             }
         }
         return StatusCode::OK.into_response();
@@ -1027,14 +1127,17 @@ async fn dialog(
             me.now(),
         );
         if checked == Err(TokenError::Expired) {
-            return Json(json!({"error": "This form has expired; click Deny again.", "code": "expired_dialog_state"}))
-                .into_response();
+            return Json(DialogReply::refusal(
+                ErrorCode::ExpiredDialogState,
+                "This form has expired; click Deny again.",
+            ))
+            .into_response();
         }
         if checked.is_err() {
             tracing::warn!(reason = "bad_dialog_state", "dialog submission refused");
             return refused(
                 StatusCode::FORBIDDEN,
-                json!({"error": "This form is not valid."}),
+                DialogReply::refusal(ErrorCode::BadDialogState, "This form is not valid."),
                 "bad_dialog_state",
                 "none",
             );
@@ -1042,8 +1145,10 @@ async fn dialog(
         let actor = match me.actor(&d.user_id, &d.channel_id).await {
             Ok(a) => a,
             Err(_) => {
-                return Json(json!({"error": "Could not look you up in Mattermost; try again."}))
-                    .into_response();
+                return Json(DialogReply::error(
+                    "Could not look you up in Mattermost; try again.",
+                ))
+                .into_response();
             }
         };
         let reason = Some(sub("reason")).filter(|r| !r.is_empty());
@@ -1059,15 +1164,18 @@ async fn dialog(
             .await
         {
             Ok(a) if a.is_success() => StatusCode::OK.into_response(),
-            Ok(a) => Json(json!({"error": message_of(&a)})).into_response(),
+            Ok(a) => Json(DialogReply::error(message_of(&a))).into_response(),
             Err(_) => {
-                Json(json!({"error": "The backend is unavailable; try again."})).into_response()
+                Json(DialogReply::error("The backend is unavailable; try again.")).into_response()
             }
         };
     }
     (
         StatusCode::BAD_REQUEST,
-        Json(json!({"error": "Unknown form.", "code": "unknown_form"})),
+        Json(DialogReply::refusal(
+            ErrorCode::UnknownForm,
+            "Unknown form.",
+        )),
     )
         .into_response()
 }
@@ -1128,7 +1236,15 @@ async fn webhook(
             "unknown"
         };
         let status = StatusCode::from_u16(r.http_status()).unwrap_or(StatusCode::UNAUTHORIZED);
-        return refused(status, json!({}), r.code(), known);
+        return refused(
+            status,
+            ErrorBody {
+                code: r.into(),
+                message: format!("the callback's signature was refused ({})", r.code()),
+            },
+            r.code(),
+            known,
+        );
     }
     // The event id comes from the signed body (the header is not signed); without one there is
     // nothing to dedupe by, so it is refused rather than silently collapsed with others.

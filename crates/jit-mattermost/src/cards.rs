@@ -2,7 +2,6 @@
 
 use crate::client::{Action, Attachment, Field, Integration};
 use jit_proto::wire::{RequestStatus, RequestView};
-use serde_json::Value;
 
 /// Makes text typed by a user inert on a card: Markdown is escaped (no fake links, images or
 /// emphasis) and every `@` is followed by a zero-width space (no `@channel`/`@all` pings).
@@ -148,7 +147,13 @@ pub fn status_name(s: RequestStatus) -> &'static str {
 }
 
 /// An Approve or Deny button with its signed context.
-pub fn button(id: &str, name: &str, style: &str, url: &str, context: Value) -> Action {
+pub fn button(
+    id: &str,
+    name: &str,
+    style: &str,
+    url: &str,
+    context: crate::replies::ActionContext,
+) -> Action {
     Action {
         id: id.into(),
         name: name.into(),

@@ -108,7 +108,7 @@ pub struct Integration {
     /// The bridge's action URL.
     pub url: String,
     /// Signed context.
-    pub context: Value,
+    pub context: crate::replies::ActionContext,
 }
 
 /// A dialog.
@@ -122,7 +122,7 @@ pub struct Dialog {
     #[serde(skip_serializing_if = "String::is_empty")]
     pub introduction_text: String,
     /// At most five elements.
-    pub elements: Vec<Value>,
+    pub elements: Vec<crate::replies::DialogElement>,
     /// Submit button.
     pub submit_label: String,
     /// Signed state.
