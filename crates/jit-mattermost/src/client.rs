@@ -2,8 +2,8 @@
 //! ephemeral), dialogs, users, channel members, direct channels, slash command registration.
 //! Timeouts on every call; 429 and 5xx are retried (three tries) honouring `Retry-After`.
 
+use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use std::time::Duration;
 
 /// A Mattermost API failure.
@@ -131,6 +131,81 @@ pub struct Dialog {
     pub notify_on_cancel: bool,
 }
 
+// The bodies the client sends and the answers it reads (Mattermost REST API v4).
+
+#[derive(Serialize)]
+struct Props<'a> {
+    attachments: &'a [Attachment],
+}
+
+#[derive(Serialize)]
+struct NewPost<'a> {
+    channel_id: &'a str,
+    message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    root_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    props: Option<Props<'a>>,
+}
+
+#[derive(Serialize)]
+struct PostPatch<'a> {
+    message: &'a str,
+    props: Props<'a>,
+}
+
+#[derive(Serialize)]
+struct EphemeralMessage<'a> {
+    channel_id: &'a str,
+    message: &'a str,
+}
+
+#[derive(Serialize)]
+struct EphemeralPost<'a> {
+    user_id: &'a str,
+    post: EphemeralMessage<'a>,
+}
+
+#[derive(Serialize)]
+struct OpenDialog<'a> {
+    trigger_id: &'a str,
+    url: &'a str,
+    dialog: &'a Dialog,
+}
+
+#[derive(Serialize)]
+struct NewCommand<'a> {
+    team_id: &'a str,
+    method: &'a str,
+    trigger: &'a str,
+    url: &'a str,
+    auto_complete: bool,
+    auto_complete_desc: &'a str,
+    auto_complete_hint: &'a str,
+    display_name: &'a str,
+    description: &'a str,
+}
+
+/// An answer with the new object's id (a post, a channel).
+#[derive(Deserialize)]
+struct Created {
+    #[serde(default)]
+    id: String,
+}
+
+#[derive(Deserialize)]
+struct CommandCreated {
+    #[serde(default)]
+    token: String,
+}
+
+/// Mattermost's error body (`message` is what we log).
+#[derive(Deserialize)]
+struct MmErrorBody {
+    #[serde(default)]
+    message: Option<String>,
+}
+
 /// The client.
 #[derive(Debug, Clone)]
 pub struct MmClient {
@@ -197,13 +272,13 @@ impl MmClient {
 
     /// One API call; `template` (the spec's path, `/posts/{post_id}/patch`) labels the
     /// metrics, `path` is what is sent.
-    async fn call(
+    async fn call<T: DeserializeOwned, B: Serialize + ?Sized>(
         &self,
         method: reqwest::Method,
         template: &'static str,
         path: &str,
-        body: Option<&Value>,
-    ) -> Result<Value, MmError> {
+        body: Option<&B>,
+    ) -> Result<T, MmError> {
         let url = format!("{}/api/v4{path}", self.base);
         let op = format!("{method} {template}");
         let mut attempt = 0;
@@ -245,16 +320,22 @@ impl MmClient {
                 continue;
             }
             let text = resp.text().await?;
-            let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
             if !(200..300).contains(&status) {
-                let message = v
-                    .get("message")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_owned();
+                let message = serde_json::from_str::<MmErrorBody>(&text)
+                    .ok()
+                    .and_then(|e| e.message)
+                    .unwrap_or_default();
                 return Err(MmError::Status { status, message });
             }
-            return Ok(v);
+            let text = if text.trim().is_empty() {
+                "null"
+            } else {
+                &text
+            };
+            return serde_json::from_str(text).map_err(|e| MmError::Status {
+                status,
+                message: format!("unexpected answer to {op}: {e}"),
+            });
         }
     }
 
@@ -266,25 +347,16 @@ impl MmClient {
         root_id: Option<&str>,
         attachments: &[Attachment],
     ) -> Result<String, MmError> {
-        let mut body = serde_json::json!({"channel_id": channel_id, "message": message});
-        if let Value::Object(m) = &mut body {
-            if let Some(r) = root_id {
-                m.insert("root_id".into(), Value::String(r.to_owned()));
-            }
-            if !attachments.is_empty() {
-                m.insert(
-                    "props".into(),
-                    serde_json::json!({"attachments": attachments}),
-                );
-            }
-        }
-        let v = self
+        let body = NewPost {
+            channel_id,
+            message,
+            root_id,
+            props: (!attachments.is_empty()).then_some(Props { attachments }),
+        };
+        let created: Created = self
             .call(reqwest::Method::POST, "/posts", "/posts", Some(&body))
             .await?;
-        Ok(v.get("id")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned())
+        Ok(created.id)
     }
 
     /// `PUT /posts/{id}/patch`: replaces the card's message and attachments.
@@ -294,8 +366,11 @@ impl MmClient {
         message: &str,
         attachments: &[Attachment],
     ) -> Result<(), MmError> {
-        let body = serde_json::json!({"message": message, "props": {"attachments": attachments}});
-        self.call(
+        let body = PostPatch {
+            message,
+            props: Props { attachments },
+        };
+        self.call::<IgnoredAny, _>(
             reqwest::Method::PUT,
             "/posts/{post_id}/patch",
             &format!("/posts/{post_id}/patch"),
@@ -312,8 +387,14 @@ impl MmClient {
         channel_id: &str,
         message: &str,
     ) -> Result<(), MmError> {
-        let body = serde_json::json!({"user_id": user_id, "post": {"channel_id": channel_id, "message": message}});
-        self.call(
+        let body = EphemeralPost {
+            user_id,
+            post: EphemeralMessage {
+                channel_id,
+                message,
+            },
+        };
+        self.call::<IgnoredAny, _>(
             reqwest::Method::POST,
             "/posts/ephemeral",
             "/posts/ephemeral",
@@ -330,8 +411,12 @@ impl MmClient {
         url: &str,
         dialog: &Dialog,
     ) -> Result<(), MmError> {
-        let body = serde_json::json!({"trigger_id": trigger_id, "url": url, "dialog": dialog});
-        self.call(
+        let body = OpenDialog {
+            trigger_id,
+            url,
+            dialog,
+        };
+        self.call::<IgnoredAny, _>(
             reqwest::Method::POST,
             "/actions/dialogs/open",
             "/actions/dialogs/open",
@@ -343,34 +428,24 @@ impl MmClient {
 
     /// `GET /users/{id}` (`me` for the bot itself).
     pub async fn user(&self, user_id: &str) -> Result<User, MmError> {
-        let v = self
-            .call(
-                reqwest::Method::GET,
-                "/users/{user_id}",
-                &format!("/users/{user_id}"),
-                None,
-            )
-            .await?;
-        serde_json::from_value(v).map_err(|e| MmError::Status {
-            status: 200,
-            message: format!("unexpected user: {e}"),
-        })
+        self.call::<User, ()>(
+            reqwest::Method::GET,
+            "/users/{user_id}",
+            &format!("/users/{user_id}"),
+            None,
+        )
+        .await
     }
 
     /// `POST /users/usernames`.
     pub async fn users_by_usernames(&self, names: &[String]) -> Result<Vec<User>, MmError> {
-        let v = self
-            .call(
-                reqwest::Method::POST,
-                "/users/usernames",
-                "/users/usernames",
-                Some(&serde_json::json!(names)),
-            )
-            .await?;
-        serde_json::from_value(v).map_err(|e| MmError::Status {
-            status: 200,
-            message: format!("unexpected users: {e}"),
-        })
+        self.call(
+            reqwest::Method::POST,
+            "/users/usernames",
+            "/users/usernames",
+            Some(names),
+        )
+        .await
     }
 
     /// `GET /channels/{channel}/members/{user}`.
@@ -379,34 +454,26 @@ impl MmClient {
         channel_id: &str,
         user_id: &str,
     ) -> Result<ChannelMember, MmError> {
-        let v = self
-            .call(
-                reqwest::Method::GET,
-                "/channels/{channel_id}/members/{user_id}",
-                &format!("/channels/{channel_id}/members/{user_id}"),
-                None,
-            )
-            .await?;
-        serde_json::from_value(v).map_err(|e| MmError::Status {
-            status: 200,
-            message: format!("unexpected member: {e}"),
-        })
+        self.call::<ChannelMember, ()>(
+            reqwest::Method::GET,
+            "/channels/{channel_id}/members/{user_id}",
+            &format!("/channels/{channel_id}/members/{user_id}"),
+            None,
+        )
+        .await
     }
 
     /// `POST /channels/direct`: the direct channel between the bot and a user.
     pub async fn direct_channel(&self, bot_id: &str, user_id: &str) -> Result<String, MmError> {
-        let v = self
+        let created: Created = self
             .call(
                 reqwest::Method::POST,
                 "/channels/direct",
                 "/channels/direct",
-                Some(&serde_json::json!([bot_id, user_id])),
+                Some(&[bot_id, user_id]),
             )
             .await?;
-        Ok(v.get("id")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned())
+        Ok(created.id)
     }
 
     /// `POST /commands`: registers the slash command; returns its token.
@@ -416,16 +483,21 @@ impl MmClient {
         trigger: &str,
         url: &str,
     ) -> Result<String, MmError> {
-        let body = serde_json::json!({"team_id": team_id, "method": "P", "trigger": trigger, "url": url,
-            "auto_complete": true, "auto_complete_desc": "Just-in-time access", "auto_complete_hint": "request | status | help",
-            "display_name": "jit", "description": "Just-in-time privileged access"});
-        let v = self
+        let body = NewCommand {
+            team_id,
+            method: "P",
+            trigger,
+            url,
+            auto_complete: true,
+            auto_complete_desc: "Just-in-time access",
+            auto_complete_hint: "request | status | help",
+            display_name: "jit",
+            description: "Just-in-time privileged access",
+        };
+        let created: CommandCreated = self
             .call(reqwest::Method::POST, "/commands", "/commands", Some(&body))
             .await?;
-        Ok(v.get("token")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned())
+        Ok(created.token)
     }
 }
 
