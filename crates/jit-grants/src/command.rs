@@ -33,13 +33,22 @@ impl CommandProvider {
     }
 
     async fn run(&self, action: &str, target: &Target) -> Result<i32, ProviderError> {
-        let input = serde_json::json!({
-            "action": action,
-            "request_id": target.request_id,
-            "user_email": target.user_email,
-            "account_id": target.account_id,
-            "permission_set_arn": target.permission_set_arn,
-        });
+        /// What the program reads on stdin (documented in docs/configuration.md).
+        #[derive(serde::Serialize)]
+        struct Input<'a> {
+            action: &'a str,
+            request_id: &'a str,
+            user_email: &'a str,
+            account_id: &'a str,
+            permission_set_arn: Option<&'a str>,
+        }
+        let input = Input {
+            action,
+            request_id: &target.request_id,
+            user_email: &target.user_email,
+            account_id: &target.account_id,
+            permission_set_arn: target.permission_set_arn.as_deref(),
+        };
         let mut attempt = 0;
         let mut child = loop {
             let spawned = tokio::process::Command::new(&self.program)
@@ -67,7 +76,9 @@ impl CommandProvider {
             }
         };
         if let Some(mut stdin) = child.stdin.take() {
-            let _ = stdin.write_all(input.to_string().as_bytes()).await;
+            let _ = stdin
+                .write_all(serde_json::to_string(&input).unwrap_or_default().as_bytes())
+                .await;
         }
         let out = match tokio::time::timeout(self.timeout, child.wait_with_output()).await {
             Ok(r) => {

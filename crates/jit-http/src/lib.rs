@@ -151,10 +151,10 @@ pub fn harden(
                     |_: tower::BoxError| async {
                         (
                             StatusCode::SERVICE_UNAVAILABLE,
-                            axum::Json(serde_json::json!({
-                                "code": "timeout",
-                                "message": "the request took too long",
-                            })),
+                            axum::Json(jit_proto::wire::ErrorBody {
+                                code: jit_proto::wire::ErrorCode::Timeout,
+                                message: "the request took too long".into(),
+                            }),
                         )
                             .into_response()
                     },
