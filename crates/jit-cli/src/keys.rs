@@ -51,6 +51,16 @@ pub enum KeysCommand {
     },
     /// Put back the last retired key and make it the signing key again.
     Rollback(RingArgs),
+    /// Sign callbacks with this key from now on, on the backend at `--api` (`--ring callback`).
+    /// The existing plugin holds one callback secret: run this at the moment its
+    /// `CallbackSigningSecret` is edited, after `rotate` added the key, and no callback is
+    /// refused.
+    Use {
+        /// The key id (already in the callback ring).
+        id: String,
+        #[command(flatten)]
+        ring: RingArgs,
+    },
     /// For cron: rotate when the newest key is older than --max-age-days; retire keys unused for
     /// the overlap.
     Auto {
@@ -112,6 +122,21 @@ impl RingArgs {
         jit_keys::SourceSpec::parse(&spec).map_err(anyhow::Error::msg)
     }
 
+    /// A signed client of the backend at `api`, with `--api-keys`.
+    async fn client(&self, api: &str) -> anyhow::Result<jit_client::Client> {
+        let ring = crate::sign::load_ring(
+            &self.api_keys,
+            self.aws_region.clone(),
+            self.aws_endpoint_url.clone(),
+        )
+        .await?;
+        Ok(jit_client::Client::new(
+            api,
+            jit_client::Keys::Fixed(Arc::new(ring)),
+            Arc::new(SystemClock),
+        )?)
+    }
+
     fn prefix(&self) -> &'static str {
         if self.ring == "callback" { "cb" } else { "key" }
     }
@@ -123,17 +148,7 @@ impl RingArgs {
         let Some(api) = &self.api else {
             return Ok(None);
         };
-        let ring = crate::sign::load_ring(
-            &self.api_keys,
-            self.aws_region.clone(),
-            self.aws_endpoint_url.clone(),
-        )
-        .await?;
-        let client = jit_client::Client::new(
-            api,
-            jit_client::Keys::Fixed(Arc::new(ring)),
-            Arc::new(SystemClock),
-        )?;
+        let client = self.client(api).await?;
         let a = client.key_usage().await?;
         let usage = match a.outcome {
             Ok(u) => u.usage,
@@ -419,6 +434,28 @@ pub async fn run(cmd: KeysCommand) -> anyhow::Result<()> {
             }
             f.write().await?;
             println!("retired {id}");
+        }
+        KeysCommand::Use { id, ring } => {
+            anyhow::ensure!(
+                ring.ring == "callback",
+                "`jit keys use` switches the callback signing key: give --ring callback"
+            );
+            let api = ring
+                .api
+                .as_deref()
+                .ok_or_else(|| anyhow::anyhow!("give the backend's URL with --api"))?;
+            let client = ring.client(api).await?;
+            let a = client
+                .switch_callback_key(&jit_proto::wire::CallbackKeySwitch { key_id: id })
+                .await?;
+            match a.outcome {
+                Ok(s) => println!(
+                    "callbacks are signed with {} from now on (before: {})",
+                    s.key_id,
+                    s.previous.as_deref().unwrap_or("the ring's signing key")
+                ),
+                Err(e) => anyhow::bail!("refused ({} {}): {}", a.status, e.code, e.message),
+            }
         }
         KeysCommand::Rollback(ring) => {
             let mut f = RingDoc::read(&ring).await?;

@@ -548,6 +548,14 @@ impl Client {
         self.get_typed("/admin/keys/usage").await
     }
 
+    /// `POST /admin/keys/callback-signing`.
+    pub async fn switch_callback_key(
+        &self,
+        body: &jit_proto::wire::CallbackKeySwitch,
+    ) -> Result<Reply<jit_proto::wire::CallbackKeySwitched>, ClientError> {
+        self.post_typed("/admin/keys/callback-signing", body).await
+    }
+
     /// `POST /admin/keys/usage`.
     pub async fn report_key_usage(
         &self,

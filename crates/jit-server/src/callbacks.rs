@@ -5,10 +5,10 @@
 //! is an effect exactly once. Several servers may dispatch at once for the same reason.
 
 use crate::state::AppState;
+use jit_proto::KeyEntry;
 use jit_proto::sign::{
     Audience, HEADER_KEY_ID, RequestParts, SignInput, SignatureVersion, new_nonce, sign,
 };
-use jit_proto::{KeyEntry, KeyId};
 use jit_store::{OutboxEvent, StoreError};
 use std::sync::Arc;
 use std::time::Duration;
@@ -85,23 +85,13 @@ pub fn plugin_visible_path(path: &str) -> String {
 /// key; on a 401 the other keys of the ring are tried at once, newest first, and the one that
 /// is accepted is remembered. Following the runbook on the callback secret (add the new key,
 /// edit the plugin, delete the old key) so costs at most one refused delivery per switch and
-/// loses none. A change of the ring's pin (`keys.callback_signing_key_id`) is followed at
-/// once: that is the switch an operator makes at the moment of the plugin edit.
+/// loses none. `POST /admin/keys/callback-signing` (`jit keys use`) switches at once: run at
+/// the moment of the plugin edit, it makes the switch refuse nothing.
 #[derive(Debug)]
 pub struct Dispatcher {
     st: AppState,
     cfg: DispatchConfig,
     http: reqwest::Client,
-    accepted: std::sync::Mutex<Accepted>,
-}
-
-/// What the dispatcher knows of the receiver's key.
-#[derive(Debug, Default)]
-struct Accepted {
-    /// The key the receiver last accepted.
-    key: Option<KeyId>,
-    /// The ring's pin when `key` was set.
-    pin: Option<KeyId>,
 }
 
 /// Why one delivery attempt failed.
@@ -121,12 +111,7 @@ impl Dispatcher {
     /// A dispatcher (no redirects followed: a redirect could lead anywhere).
     pub fn new(st: AppState, cfg: DispatchConfig) -> Result<Arc<Self>, reqwest::Error> {
         let http = jit_http::outbound::client(cfg.allow_link_local)?;
-        Ok(Arc::new(Self {
-            st,
-            cfg,
-            http,
-            accepted: std::sync::Mutex::new(Accepted::default()),
-        }))
+        Ok(Arc::new(Self { st, cfg, http }))
     }
 
     /// Delivers every callback due now (the next one of each request); returns how many were
@@ -193,7 +178,7 @@ impl Dispatcher {
             return first.into_iter().collect();
         }
         let mut out: Vec<Arc<KeyEntry>> = Vec::new();
-        if let Ok(mut acc) = self.accepted.lock() {
+        if let Ok(mut acc) = self.st.callback_key.lock() {
             let pin = ring.pinned_signing_key().cloned();
             if pin.is_some() && pin != acc.pin {
                 // The operator switched the pin: follow it now.
@@ -231,7 +216,7 @@ impl Dispatcher {
             match self.attempt(ev, key).await {
                 Ok(()) => {
                     if self.cfg.existing_plugin.is_some()
-                        && let Ok(mut acc) = self.accepted.lock()
+                        && let Ok(mut acc) = self.st.callback_key.lock()
                         && acc.key.as_ref() != Some(key.id())
                     {
                         tracing::info!(key_id = %key.id().as_str(), "the callback receiver accepts this key; signing with it from now on");

@@ -229,6 +229,7 @@ impl Modify for Signature {
         crate::api::admin::resend_callback,
         crate::api::admin::key_usage,
         crate::api::admin::report_key_usage,
+        crate::api::admin::switch_callback_key,
     ),
     components(schemas(CallbackPayload, CallbackAck, ErrorCode)),
     modifiers(&Signature),

@@ -174,6 +174,7 @@ impl Server {
                 Arc::new(m)
             },
             metrics: Arc::new(crate::metrics::Metrics::default()),
+            callback_key: Arc::default(),
             callback_style: if config.existing_plugin.enabled {
                 crate::effects::CallbackStyle::ExistingPlugin
             } else {

@@ -37,6 +37,18 @@ pub struct AppState {
     pub callback_style: crate::effects::CallbackStyle,
     /// The existing-plugin profile, when on.
     pub existing_plugin: Option<ExistingPlugin>,
+    /// Which callback key the receiver accepts (the existing plugin holds one secret): see
+    /// `callbacks::Dispatcher`.
+    pub callback_key: Arc<std::sync::Mutex<CallbackKey>>,
+}
+
+/// What the dispatcher knows of the receiver's callback key.
+#[derive(Debug, Default)]
+pub struct CallbackKey {
+    /// The key the receiver last accepted, or the one an operator switched to.
+    pub key: Option<jit_proto::KeyId>,
+    /// The ring's pin when `key` was set.
+    pub pin: Option<jit_proto::KeyId>,
 }
 
 /// The existing-plugin profile's trust rule, as the API applies it.

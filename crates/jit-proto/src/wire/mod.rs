@@ -645,6 +645,23 @@ pub struct KeyUsageList {
     pub count: usize,
 }
 
+/// `POST /admin/keys/callback-signing`: sign callbacks with this key from now on (the
+/// existing-plugin profile's switch, made at the moment the plugin's secret is edited).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct CallbackKeySwitch {
+    /// A key of the callback ring.
+    pub key_id: String,
+}
+
+/// The answer to a [`CallbackKeySwitch`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct CallbackKeySwitched {
+    /// The key that signs callbacks now.
+    pub key_id: String,
+    /// The key that signed them before (`null`: the ring's signing key).
+    pub previous: Option<String>,
+}
+
 /// `POST /admin/keys/usage`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct KeyUsageRecorded {

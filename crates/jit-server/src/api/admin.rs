@@ -10,8 +10,8 @@ use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use jit_proto::wire::{
-    CallbackList, CallbackRecord, CallbackState, ErrorCode, KeyUsageList, KeyUsageRecorded,
-    KeyUsageReport, KeyUsageRow, ResendAnswer,
+    CallbackKeySwitch, CallbackKeySwitched, CallbackList, CallbackRecord, CallbackState, ErrorCode,
+    KeyUsageList, KeyUsageRecorded, KeyUsageReport, KeyUsageRow, ResendAnswer,
 };
 use jit_store::StoreError;
 use time::OffsetDateTime;
@@ -153,5 +153,50 @@ pub async fn report_key_usage(
     st.store.record_key_usage(&r.ring, v, &entries).await?;
     Ok(Json(KeyUsageRecorded {
         recorded: entries.len(),
+    }))
+}
+
+/// `POST /admin/keys/callback-signing`: callbacks are signed with this key of the callback ring
+/// from now on, until the receiver refuses it (then the ring's other keys are tried). For the
+/// existing plugin, which holds one secret: run it at the moment its secret is edited. Audited.
+#[utoipa::path(post, path = "/admin/keys/callback-signing", tag = "keys", request_body = CallbackKeySwitch, responses((status = 200, description = "Switched", body = CallbackKeySwitched), WriteErrors))]
+pub async fn switch_callback_key(
+    State(st): State<AppState>,
+    inc: Incoming,
+) -> Result<Json<CallbackKeySwitched>, ApiError> {
+    let b: CallbackKeySwitch = inc.json()?;
+    let id = jit_proto::KeyId::parse(&b.key_id)
+        .map_err(|_| ApiError::bad(ErrorCode::InvalidField, "key_id is not a key id"))?;
+    let ring = st.callback_ring.current();
+    if ring.get(id.as_str()).is_none_or(|k| k.is_verify_only()) {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            ErrorCode::NotFound,
+            format!(
+                "the callback ring has no key {} that may sign (add it first; the ring reloads by itself)",
+                id.as_str()
+            ),
+        ));
+    }
+    let previous = {
+        let mut k = st
+            .callback_key
+            .lock()
+            .map_err(|_| ApiError::internal(&"callback key state poisoned"))?;
+        k.key.replace(id.clone())
+    };
+    let mut d = jit_core::audit::AuditDraft::new("keys.callback_signing_switched");
+    d.data = serde_json::json!({"key_id": id.as_str(), "previous": previous.as_ref().map(|p| p.as_str()),
+                                "by_key": inc.caller.key_id});
+    st.store
+        .record(jit_store::WriteCtx::with_audit(vec![d], st.clock.now()))
+        .await?;
+    tracing::info!(
+        key_id = id.as_str(),
+        "callbacks are signed with this key from now on"
+    );
+    Ok(Json(CallbackKeySwitched {
+        key_id: id.as_str().to_owned(),
+        previous: previous.map(|p| p.as_str().to_owned()),
     }))
 }

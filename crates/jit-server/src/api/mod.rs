@@ -72,6 +72,10 @@ pub fn router(state: AppState) -> Router {
             "/admin/keys/usage",
             methods(get(admin::key_usage).post(admin::report_key_usage)),
         )
+        .route(
+            "/admin/keys/callback-signing",
+            methods(post(admin::switch_callback_key)),
+        )
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             require_signature,

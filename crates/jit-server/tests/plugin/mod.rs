@@ -689,6 +689,86 @@ async fn callback_key_rotation_by_the_runbook_loses_nothing(pg: bool, pin: Optio
     );
 }
 
+/// `jit keys rotate --ring callback` (a new key that signs after an activation delay), then
+/// `jit keys use` at the moment of the plugin edit: no delivery is refused at all.
+async fn rotation_by_command_refuses_none(pg: bool) {
+    let d = deploy(pg, None).await;
+    d.configure().await;
+    let mut expected = 0;
+    let mut wave = async |d: &Deployment, n: usize| {
+        for i in 0..n {
+            d.granted(&format!("user{i}")).await;
+        }
+        expected += n;
+        d.dispatcher.run_due().await.unwrap();
+        assert_eq!(d.hook.statuses().len(), expected, "every GRANTED arrived");
+    };
+    wave(&d, 3).await;
+    // What `rotate` writes: a richer entry that signs after the activation delay.
+    let now = d.clock.now();
+    let fmt = |t: time::OffsetDateTime| {
+        t.format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
+    };
+    d.edit_callback_ring(|m| {
+        m.insert(
+            "cb-20261202".into(),
+            json!({"secret": CALLBACK_V2, "created_at": fmt(now), "not_before": fmt(now + time::Duration::seconds(120))}),
+        );
+    })
+    .await;
+    wave(&d, 3).await;
+    // Past the activation delay the new key is the ring's signing key, but the plugin still
+    // holds the old secret: the backend keeps the key the plugin accepts.
+    d.clock.advance_secs(180);
+    wave(&d, 3).await;
+    assert_eq!(d.hook.refusals(), 0);
+    // The plugin edit, and at that moment `jit keys use cb-20261202 --ring callback`.
+    let ring = KeyRing::parse(&json!({ PLUGIN_KEY_ID: PLUGIN_SECRET }).to_string()).unwrap();
+    let admin = Client::new(
+        &d.plugin.base,
+        Keys::Fixed(Arc::new(ring)),
+        Arc::new(d.clock.clone()),
+    )
+    .unwrap();
+    let sw = admin
+        .switch_callback_key(&jit_proto::wire::CallbackKeySwitch {
+            key_id: "cb-20261202".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(sw.outcome.unwrap().key_id, "cb-20261202");
+    *d.hook.secret.lock().unwrap() = CALLBACK_V2.into();
+    wave(&d, 3).await;
+    d.edit_callback_ring(|m| {
+        m.remove("key-v1");
+    })
+    .await;
+    wave(&d, 3).await;
+    assert_eq!(d.hook.refusals(), 0, "no delivery refused");
+    // A key that is not in the ring is refused, with a message.
+    let bad = admin
+        .switch_callback_key(&jit_proto::wire::CallbackKeySwitch {
+            key_id: "key-v1".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(bad.status, 404);
+    assert!(bad.message().unwrap().contains("key-v1"));
+    let trail = d
+        .state
+        .store
+        .list_audit(&jit_store::AuditFilter {
+            limit: 10,
+            kind: Some("keys.callback_signing_switched".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .0;
+    assert_eq!(trail[0].draft.data["key_id"], "cb-20261202");
+}
+
 async fn rotation_unpinned(pg: bool) {
     callback_key_rotation_by_the_runbook_loses_nothing(pg, None).await
 }
@@ -728,6 +808,7 @@ macro_rules! both {
 
 both!(
     every_plugin_flow_works,
+    rotation_by_command_refuses_none,
     rotation_unpinned,
     rotation_with_a_pin_on_the_old_key,
     a_refused_callback_never_holds_back_other_requests,
