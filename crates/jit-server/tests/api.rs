@@ -993,6 +993,16 @@ mod openapi {
                 "/callbacks/{event_id}/resend",
                 json!({}),
             ),
+            (
+                "/admin/keys/callback-signing".to_owned(),
+                "/admin/keys/callback-signing",
+                json!({"key_id": app.state.callback_ring.current().keys().next().unwrap().id().as_str()}),
+            ),
+            (
+                "/admin/keys/callback-signing".to_owned(),
+                "/admin/keys/callback-signing",
+                json!({"key_id": "not-in-the-ring"}),
+            ),
         ];
         for (path, template, body) in steps {
             let a = app.post(&path, body).await;
