@@ -35,6 +35,24 @@ struct Args {
     /// The `jit` binary to start.
     #[arg(long, default_value = "target/release/jit")]
     server_bin: PathBuf,
+    /// For `--mode lateness`: a provider with realistic latency instead of the instant dry-run:
+    /// the `command` provider running a script where 1 call in 10 (every call for the users
+    /// `slow*`, a tenth of the grants) takes this many seconds and the rest take 50 ms.
+    #[arg(long)]
+    slow_provider_secs: Option<u64>,
+}
+
+/// The provider script of `--slow-provider-secs`: reads the target on stdin; `slow*` users'
+/// calls take `secs`, every other call 50 ms (a quick AWS API round trip).
+fn slow_provider_script(dir: &std::path::Path, secs: u64) -> anyhow::Result<PathBuf> {
+    let path = dir.join("slow-provider.sh");
+    std::fs::write(
+        &path,
+        format!(
+            "#!/bin/sh\nin=$(cat)\ncase \"$in\" in\n  *'\"user_email\":\"slow'*) sleep {secs} ;;\n  *) sleep 0.05 ;;\nesac\nexit 0\n"
+        ),
+    )?;
+    Ok(path)
 }
 
 struct ServerProc(Child);
@@ -135,7 +153,14 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("running {} --version", args.server_bin.display()))?;
     let exec_ms = t.elapsed().as_secs_f64() * 1000.0;
     let spawned = Instant::now();
-    let child = Command::new(&args.server_bin)
+    let mut cmd = Command::new(&args.server_bin);
+    if let Some(secs) = args.slow_provider_secs {
+        let script = slow_provider_script(dir.path(), secs)?;
+        cmd.env("JIT_GRANTS_PROVIDER", "command")
+            .env("JIT_GRANTS_COMMAND", format!("sh {}", script.display()))
+            .env("JIT_GRANTS_COMMAND_TIMEOUT_SECS", (secs + 30).to_string());
+    }
+    let child = cmd
         .arg("server")
         .env("JIT_LISTEN", format!("127.0.0.1:{port}"))
         .env("JIT_DATA_DIR", dir.path())
@@ -178,7 +203,7 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     if args.mode == "lateness" {
-        return lateness(&client, args.grants, args.clients).await;
+        return lateness(&client, args.grants, args.clients, args.slow_provider_secs).await;
     }
     println!(
         "jit-bench api: db={} clients={} seconds={} (server and load generator on this machine, {} cores)",
@@ -297,16 +322,25 @@ fn rss_kib(pid: u32) -> u64 {
 
 /// Creates and approves `n` one-minute grants (distinct users) with `clients` concurrent
 /// clients, waits until all have expired, and returns the `late_ms` of each from the audit trail.
+/// Makes `n` one-minute grants (every tenth for a `slow*` user when `slow`), waits until all
+/// have expired, and returns the lateness of the others' revocations.
 async fn expire_batch(
     client: &Client,
     n: usize,
     clients: usize,
     tag: &str,
+    slow: bool,
 ) -> anyhow::Result<Vec<i64>> {
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let slow_ids = Arc::new(std::sync::Mutex::new(Vec::new()));
     let mut tasks = Vec::new();
     for _ in 0..clients.min(n) {
-        let (c, next, tag) = (client.clone(), next.clone(), tag.to_owned());
+        let (c, next, tag, slow_ids) = (
+            client.clone(),
+            next.clone(),
+            tag.to_owned(),
+            slow_ids.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             let mut ids = Vec::new();
             loop {
@@ -314,8 +348,9 @@ async fn expire_batch(
                 if i >= n {
                     return Ok::<_, anyhow::Error>(ids);
                 }
+                let who = if slow && i % 10 == 9 { format!("slow{i}") } else { format!("{tag}{i}") };
                 let a = c
-                    .post("/requests", &json!({"actor": {"user_id": format!("{tag}{i}"), "email": format!("{tag}{i}@example.com")},
+                    .post("/requests", &json!({"actor": {"user_id": who, "email": format!("{who}@example.com")},
                         "channel_id": "ch1", "account_id": "123456789012", "jira": "OPS-1", "reason": "lateness", "requested_duration_minutes": 1}))
                     .await?;
                 let id = a.body.get("request_id").and_then(|v| v.as_str()).context("create failed")?.to_owned();
@@ -323,7 +358,11 @@ async fn expire_batch(
                 if !b.is_success() {
                     bail!("approve: {} {}", b.status, b.body);
                 }
-                ids.push(id);
+                if !who.starts_with("slow") {
+                    ids.push(id);
+                } else {
+                    slow_ids.lock().map_err(|_| anyhow::anyhow!("lock"))?.push(id);
+                }
             }
         }));
     }
@@ -331,7 +370,8 @@ async fn expire_batch(
     for t in tasks {
         ids.extend(t.await??);
     }
-    let deadline = Instant::now() + Duration::from_secs(240);
+    let expected = ids.len();
+    let deadline = Instant::now() + Duration::from_secs(if slow { 400 } else { 240 });
     let mut late = Vec::new();
     while Instant::now() < deadline {
         late.clear();
@@ -367,12 +407,12 @@ async fn expire_batch(
                 None => break,
             }
         }
-        if late.len() == n {
+        if late.len() == expected {
             return Ok(late);
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    bail!("only {} of {n} grants expired in time", late.len())
+    bail!("only {} of {expected} grants expired in time", late.len())
 }
 
 fn pct(v: &[i64], p: f64) -> i64 {
@@ -382,16 +422,27 @@ fn pct(v: &[i64], p: f64) -> i64 {
     v.get(idx).copied().unwrap_or(0)
 }
 
-async fn lateness(client: &Client, n: usize, clients: usize) -> anyhow::Result<()> {
+async fn lateness(
+    client: &Client,
+    n: usize,
+    clients: usize,
+    slow_secs: Option<u64>,
+) -> anyhow::Result<()> {
+    let provider = match slow_secs {
+        Some(s) => format!(
+            "command provider: 1 call in 10 takes {s} s, the rest 50 ms; lateness of the others"
+        ),
+        None => "dry-run provider".to_owned(),
+    };
     println!(
-        "jit-bench lateness: one grant ending alone, then {n} grants ending in the same minute (SQLite, dry-run provider)"
+        "jit-bench lateness: one grant ending alone, then {n} grants ending in the same minute (SQLite, {provider})"
     );
-    let alone = expire_batch(client, 1, 1, "solo").await?;
+    let alone = expire_batch(client, 1, 1, "solo", false).await?;
     println!(
         "baseline: 1 grant            late {} ms",
         alone.first().copied().unwrap_or(-1)
     );
-    let late = expire_batch(client, n, clients, "u").await?;
+    let late = expire_batch(client, n, clients, "u", slow_secs.is_some()).await?;
     println!(
         "{n} grants in one minute     p50 {} ms  p99 {} ms  max {} ms",
         pct(&late, 0.5),
@@ -400,7 +451,8 @@ async fn lateness(client: &Client, n: usize, clients: usize) -> anyhow::Result<(
     );
     println!(
         "{}",
-        json!({"baseline_late_ms": alone.first(), "grants": n, "p50_ms": pct(&late, 0.5), "p99_ms": pct(&late, 0.99), "max_ms": late.iter().max()})
+        json!({"baseline_late_ms": alone.first(), "grants": n, "measured": late.len(), "slow_provider_secs": slow_secs,
+               "p50_ms": pct(&late, 0.5), "p99_ms": pct(&late, 0.99), "max_ms": late.iter().max()})
     );
     Ok(())
 }

@@ -376,6 +376,9 @@ impl Config {
             self.reconcile_interval_secs = parse_env("JIT_RECONCILE_INTERVAL_SECS", &v)?;
         }
         text!("JIT_GRANTS_PROVIDER", self.grants.provider);
+        if let Some(v) = env_value(env, "JIT_GRANTS_COMMAND_TIMEOUT_SECS")? {
+            self.grants.command_timeout_secs = parse_env("JIT_GRANTS_COMMAND_TIMEOUT_SECS", &v)?;
+        }
         if let Some(v) = env_value(env, "JIT_GRANTS_COMMAND")? {
             self.grants.command = v.split_whitespace().map(str::to_owned).collect();
         }

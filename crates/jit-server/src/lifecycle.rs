@@ -26,8 +26,10 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
 /// renews it every [`HEARTBEAT`], so a server that dies frees its jobs within this time.
 const LEASE_MS: i64 = 10_000;
 const HEARTBEAT: Duration = Duration::from_secs(3);
-/// Jobs run at once.
-const PARALLEL: usize = 16;
+/// Jobs run at once. Provider calls are I/O (AWS API calls, a command that may run until its
+/// timeout, Identity Center polling for up to two minutes), so the bound is wide: a slow or hung
+/// call holds one slot and delays nobody else. Jobs of one principal still run one at a time.
+pub const PARALLEL: usize = 256;
 
 /// The lifecycle worker.
 #[derive(Debug)]
@@ -41,6 +43,8 @@ pub struct Lifecycle {
     principals: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// True on SQLite: this is the only process, so leases left by a crash are void.
     release_leases_at_start: bool,
+    /// Free slots of the worker loop ([`PARALLEL`]).
+    slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// Delay before retry number `attempts + 1`: 1 s, 2 s, 4 s, … up to five minutes.
@@ -91,7 +95,51 @@ impl Lifecycle {
             reconcile_interval,
             principals: Default::default(),
             release_leases_at_start: single_process,
+            slots: Arc::new(tokio::sync::Semaphore::new(PARALLEL)),
         })
+    }
+
+    /// The worker loop's step: claims what is due, up to the free slots, and starts each job on
+    /// its own task without waiting for it; returns how many it started. A finished job frees
+    /// its slot and wakes the loop, so the next due job is claimed at once, while slow calls
+    /// are still running.
+    pub async fn pump(self: &Arc<Self>) -> Result<usize, StoreError> {
+        const BATCH: usize = 64;
+        let mut started = 0;
+        loop {
+            let free = self.slots.available_permits().min(BATCH);
+            if free == 0 {
+                return Ok(started);
+            }
+            let now = self.st.clock.now();
+            let jobs = self
+                .st
+                .store
+                .claim_jobs(
+                    &self.owner,
+                    ms(now),
+                    LEASE_MS,
+                    u32::try_from(free).unwrap_or(1),
+                )
+                .await?;
+            let claimed = jobs.len();
+            for job in jobs {
+                // Only this loop takes slots, and it claimed no more than were free.
+                let Ok(permit) = Arc::clone(&self.slots).try_acquire_owned() else {
+                    break;
+                };
+                let this = Arc::clone(self);
+                tokio::spawn(async move {
+                    this.run_job(job).await;
+                    drop(permit);
+                    this.st.wake.notify_one();
+                });
+                started += 1;
+            }
+            if claimed < free {
+                return Ok(started);
+            }
+        }
     }
 
     /// Runs every job due now; returns how many ran.
@@ -653,8 +701,12 @@ impl Lifecycle {
             {
                 tracing::error!(error = %e, "could not release old job leases");
             }
-            if let Err(e) = this.reconcile().await {
-                tracing::error!(error = %e, "reconciler failed at start");
+            match this.recreate_missing_jobs().await {
+                Ok(_) => this.st.metrics.reconciler_runs.inc(&["jobs", "ok"]),
+                Err(e) => {
+                    this.st.metrics.reconciler_runs.inc(&["jobs", "error"]);
+                    tracing::error!(error = %e, "reconciler failed at start");
+                }
             }
             let mut last_reconcile = tokio::time::Instant::now();
             loop {
@@ -673,9 +725,17 @@ impl Lifecycle {
                 }
                 let result = if last_reconcile.elapsed() >= this.reconcile_interval {
                     last_reconcile = tokio::time::Instant::now();
-                    this.reconcile().await
+                    let r = this.recreate_missing_jobs().await;
+                    this.st
+                        .metrics
+                        .reconciler_runs
+                        .inc(&["jobs", if r.is_ok() { "ok" } else { "error" }]);
+                    match r {
+                        Ok(_) => this.pump().await,
+                        Err(e) => Err(e),
+                    }
                 } else {
-                    this.run_due().await
+                    this.pump().await
                 };
                 if let Err(e) = result {
                     tracing::error!(error = %e, "lifecycle step failed; retrying");

@@ -1722,6 +1722,137 @@ mod lifecycle {
         }
     }
 
+    /// A provider whose calls for `slow*` users hang until released; reports every revoke.
+    #[derive(Debug)]
+    struct Gated {
+        inner: DryRunProvider,
+        release: Arc<tokio::sync::Notify>,
+        hanging: tokio::sync::mpsc::UnboundedSender<String>,
+        revoked: tokio::sync::mpsc::UnboundedSender<String>,
+    }
+
+    #[async_trait::async_trait]
+    impl jit_grants::AccessProvider for Gated {
+        fn name(&self) -> &'static str {
+            "gated"
+        }
+        async fn grant(
+            &self,
+            t: &jit_grants::Target,
+        ) -> Result<jit_grants::Assigned, ProviderError> {
+            if t.user_email.starts_with("slow") {
+                let _ = self.hanging.send(t.user_email.clone());
+                self.release.notified().await;
+            }
+            self.inner.grant(t).await
+        }
+        async fn revoke(&self, t: &jit_grants::Target) -> Result<(), ProviderError> {
+            let r = self.inner.revoke(t).await;
+            let _ = self.revoked.send(t.user_email.clone());
+            r
+        }
+    }
+
+    /// One user's provider call hanging does not delay another user's revoke: the worker loop
+    /// runs each job on its own and keeps claiming while slow calls run (issue 12, item 1).
+    async fn a_slow_provider_call_delays_nobody_elses_revoke(pg: bool) {
+        let dir = tempfile::tempdir().unwrap();
+        let db_url = if pg {
+            jit_testkit::fresh_pg_database().unwrap()
+        } else {
+            format!("sqlite://{}", dir.path().join("jit.db").display())
+        };
+        let config = Config {
+            listen: "127.0.0.1:0".into(),
+            data_dir: dir.path().to_path_buf(),
+            database_url: Some(db_url.clone()),
+            admins: vec!["admin1".into()],
+            ..Config::default()
+        };
+        let clock = ManualClock::at(1_764_072_000);
+        let (tx, mut revoked) = tokio::sync::mpsc::unbounded_channel();
+        let (htx, mut hanging) = tokio::sync::mpsc::unbounded_channel();
+        let release = Arc::new(tokio::sync::Notify::new());
+        let provider = Arc::new(Gated {
+            inner: DryRunProvider::new(),
+            release: release.clone(),
+            hanging: htx,
+            revoked: tx,
+        });
+        let server = Server::build_with(config, Arc::new(clock.clone()), Some(provider))
+            .await
+            .unwrap()
+            .without_workers();
+        let base = format!("http://{}", server.local_addr().unwrap());
+        let stop = server.shutdown_handle();
+        let (state, lifecycle) = (server.state.clone(), server.lifecycle.clone());
+        tokio::spawn(server.serve());
+        let ring =
+            KeyRing::parse(&std::fs::read_to_string(dir.path().join("keys/backend.json")).unwrap())
+                .unwrap();
+        let client =
+            Client::new(&base, Keys::Fixed(Arc::new(ring)), Arc::new(clock.clone())).unwrap();
+        let app = App {
+            base,
+            v1: client.clone().with_version(SignatureVersion::V1),
+            client,
+            clock: clock.clone(),
+            state,
+            db_url,
+            stop,
+            _dir: dir,
+        };
+        app.setup_channel(&["bob"], 1).await;
+        let make = |who: &'static str| {
+            let app = &app;
+            async move {
+                let a = app.post("/requests", json!({"actor": {"user_id": who, "email": format!("{who}@example.com")}, "channel_id": "ch1",
+                    "account_id": ACCOUNT, "jira": "OPS-1", "reason": "x", "requested_duration_minutes": 60})).await;
+                let id = a.body["request_id"].as_str().unwrap().to_owned();
+                let b = app
+                    .post(
+                        &format!("/requests/{id}/approve"),
+                        json!({"actor": actor("bob")}),
+                    )
+                    .await;
+                assert_eq!(b.status, 200, "{:?}", b.body);
+                id
+            }
+        };
+        // Alice is granted first (the dry-run answers at once).
+        let alice = make("alice").await;
+        lifecycle.run_due().await.unwrap();
+        assert_eq!(
+            app.get(&format!("/requests/{alice}")).await.body["status"],
+            "GRANTED"
+        );
+        // Then a grant whose provider call hangs, with the worker loop running.
+        let slow = make("slowpoke").await;
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let worker = lifecycle.spawn(stop_rx);
+        let first = tokio::time::timeout(std::time::Duration::from_secs(10), hanging.recv())
+            .await
+            .expect("the slow grant started")
+            .unwrap();
+        assert_eq!(first, "slowpoke@example.com");
+        // Alice's grant ends while the slow call still hangs: her revoke runs anyway.
+        app.clock.advance_secs(3600);
+        app.state.wake.notify_one();
+        let who = tokio::time::timeout(std::time::Duration::from_secs(10), revoked.recv())
+            .await
+            .expect("alice's revoke ran while another call hung")
+            .unwrap();
+        assert_eq!(who, "alice@example.com");
+        assert_eq!(
+            app.get(&format!("/requests/{slow}")).await.body["status"],
+            "APPROVED",
+            "still hanging"
+        );
+        release.notify_one();
+        let _ = stop_tx.send(true);
+        let _ = worker.await;
+    }
+
     macro_rules! both {
         ($($name:ident),* $(,)?) => {
             mod on_sqlite { $( #[tokio::test] async fn $name() { super::$name(false).await } )* }
@@ -1730,6 +1861,7 @@ mod lifecycle {
     }
 
     both!(
+        a_slow_provider_call_delays_nobody_elses_revoke,
         approval_delay_does_not_shorten_the_grant,
         overlapping_grants_keep_access_until_the_last_ends,
         a_standing_assignment_survives,
