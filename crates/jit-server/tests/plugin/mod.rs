@@ -443,6 +443,21 @@ impl Deployment {
         self.state.callback_ring.refresh().await.unwrap();
     }
 
+    /// `n` grants through the plugin, then a delivery round: every GRANTED so far (`expected`,
+    /// counted up) has arrived.
+    async fn wave(&self, n: usize, expected: &mut usize) {
+        for i in 0..n {
+            self.granted(&format!("user{i}")).await;
+        }
+        *expected += n;
+        self.dispatcher.run_due().await.unwrap();
+        assert_eq!(
+            self.hook.statuses().len(),
+            *expected,
+            "every GRANTED arrived"
+        );
+    }
+
     /// A request made, approved and granted through the plugin; its id.
     async fn granted(&self, user: &str) -> String {
         let r = self.plugin.request(user, 60).await;
@@ -643,14 +658,7 @@ async fn callback_key_rotation_by_the_runbook_loses_nothing(pg: bool, pin: Optio
     let d = deploy(pg, pin).await;
     d.configure().await;
     let mut expected = 0;
-    let mut wave = async |d: &Deployment, n: usize| {
-        for i in 0..n {
-            d.granted(&format!("user{i}")).await;
-        }
-        expected += n;
-        d.dispatcher.run_due().await.unwrap();
-        assert_eq!(d.hook.statuses().len(), expected, "every GRANTED arrived");
-    };
+    let mut wave = async |d: &Deployment, n: usize| d.wave(n, &mut expected).await;
     wave(&d, 5).await;
     // Step 2: the new key joins the ring (the jq step adds a plain string).
     d.edit_callback_ring(|m| {
@@ -695,14 +703,7 @@ async fn rotation_by_command_refuses_none(pg: bool) {
     let d = deploy(pg, None).await;
     d.configure().await;
     let mut expected = 0;
-    let mut wave = async |d: &Deployment, n: usize| {
-        for i in 0..n {
-            d.granted(&format!("user{i}")).await;
-        }
-        expected += n;
-        d.dispatcher.run_due().await.unwrap();
-        assert_eq!(d.hook.statuses().len(), expected, "every GRANTED arrived");
-    };
+    let mut wave = async |d: &Deployment, n: usize| d.wave(n, &mut expected).await;
     wave(&d, 3).await;
     // What `rotate` writes: a richer entry that signs after the activation delay.
     let now = d.clock.now();
