@@ -385,7 +385,9 @@ async fn chat_to_grant_and_back_with_every_identity_proven() {
             .header("X-JIT-Event-ID", "e-forged");
         for (k, v) in &headers {
             let v = if tamper && *k == "X-JIT-Signature" {
-                format!("{}0", &v[..63])
+                // A different last hex digit (a fixed '0' was no change 1 time in 16).
+                let last = if v.ends_with('0') { '1' } else { '0' };
+                format!("{}{last}", &v[..63])
             } else {
                 v.clone()
             };
