@@ -27,6 +27,9 @@ export JIT_AWS_CLI="$PWD/.venv/bin/aws"
 # Dummy credentials for the SDK's default chain in tests that build their own AWS clients the way
 # production does; every AWS call in the suite goes to a moto server on 127.0.0.1.
 export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_DEFAULT_REGION=us-east-1
+# No test may reach the cloud metadata address: an SDK chain that looks for credentials there
+# is told not to.
+export AWS_EC2_METADATA_DISABLED=true
 command -v jq >/dev/null && command -v openssl >/dev/null || {
   say "installing jq and openssl with apt"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq jq openssl >/dev/null
