@@ -550,6 +550,19 @@ impl KeyRing {
             .max_by(|a, b| a.newness_cmp(b))
     }
 
+    /// The keys that may sign at `now`, newest first by the signing-key rule (what a signer
+    /// falls back through when a receiver refuses its key).
+    pub fn signers_newest_first(&self, now: OffsetDateTime) -> Vec<Arc<KeyEntry>> {
+        let mut v: Vec<Arc<KeyEntry>> = self
+            .keys
+            .values()
+            .filter(|k| k.can_sign_at(now))
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| b.newness_cmp(a));
+        v
+    }
+
     /// If the two rings hold the same secret under any ids, those ids. The bridge-to-backend
     /// ring and the callback ring must never share a secret, or a captured request could be
     /// replayed as a callback.

@@ -190,17 +190,7 @@ impl Dispatcher {
             }
         }
         out.extend(first);
-        let mut rest: Vec<Arc<KeyEntry>> = ring
-            .keys()
-            .filter(|k| !k.is_verify_only())
-            .cloned()
-            .collect();
-        rest.sort_by(|a, b| {
-            b.created_at()
-                .cmp(&a.created_at())
-                .then_with(|| jit_proto::keyring::natural_cmp(b.id().as_str(), a.id().as_str()))
-        });
-        out.extend(rest);
+        out.extend(ring.signers_newest_first(now));
         let mut seen = std::collections::BTreeSet::new();
         out.retain(|k| seen.insert(k.id().clone()));
         out

@@ -4,7 +4,7 @@
 
 pub use jit_proto::wire::*;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
-use utoipa::{IntoParams, IntoResponses, Modify, OpenApi, ToSchema};
+use utoipa::{IntoParams, IntoResponses, Modify, OpenApi};
 
 /// `Idempotency-Key`: a retry with the same key and body answers the first answer.
 #[derive(Debug, IntoParams)]
@@ -245,10 +245,6 @@ pub fn json() -> String {
     s.push('\n');
     s
 }
-
-/// Keeps `ToSchema` in scope for the derive paths.
-#[allow(dead_code)]
-fn _schema_bound<T: ToSchema>() {}
 
 #[cfg(test)]
 mod tests {
