@@ -359,7 +359,8 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             command: AuditCommand::Verify { database_url },
         } => {
             use jit_store::Store;
-            let store = jit_store::SqlStore::open(&database_url).await?;
+            // Read-only: verifying must never create, migrate or change what it checks.
+            let store = jit_store::SqlStore::open_read_only(&database_url).await?;
             match store.verify_audit().await {
                 Ok(n) => println!("audit chain intact: {n} events"),
                 Err(e) => {

@@ -2,13 +2,12 @@
 //! needs no hand-made HMAC.
 
 use clap::Args;
-use jit_keys::{KeySource, SourceSpec};
+use jit_keys::SourceSpec;
 use jit_proto::keyring::KeyRing;
 use jit_proto::sign::{
     Audience, RequestParts, SignInput, SignatureVersion, canonical_string, new_nonce, sign,
 };
 use jit_proto::{Clock, SystemClock};
-use std::sync::Arc;
 
 #[derive(Debug, Args)]
 pub struct SignArgs {
@@ -56,21 +55,8 @@ pub async fn load_ring(
     region: Option<String>,
     endpoint: Option<String>,
 ) -> anyhow::Result<KeyRing> {
-    let source: Arc<dyn KeySource> = match SourceSpec::parse(spec).map_err(anyhow::Error::msg)? {
-        SourceSpec::File(p) => Arc::new(jit_keys::FileSource::new(p)),
-        SourceSpec::Env(v) => Arc::new(jit_keys::EnvSource::new(v)),
-        SourceSpec::SecretsManager {
-            secret_id,
-            extra_stages,
-        } => {
-            let sdk = jit_keys::aws_sdk_config(region, endpoint).await;
-            Arc::new(jit_keys::SecretsManagerSource::new(
-                &sdk,
-                secret_id,
-                extra_stages,
-            ))
-        }
-    };
+    let spec = SourceSpec::parse(spec).map_err(anyhow::Error::msg)?;
+    let source = jit_keys::open_source(&spec, region, endpoint).await;
     Ok(source.load().await?)
 }
 

@@ -205,6 +205,37 @@ async fn audit_verify_fails_on_an_edited_and_on_a_deleted_row() {
     assert!(String::from_utf8_lossy(&deleted.stderr).contains("event 2 is missing"));
 }
 
+#[test]
+fn audit_verify_on_a_mistyped_path_fails_and_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    for url in [
+        format!("sqlite://{}", dir.path().join("jti.db").display()),
+        format!("sqlite://{}", dir.path().join("typo/jit.db").display()),
+        "postgres//localhost/jit".to_owned(),
+    ] {
+        let out = jit()
+            .args(["audit", "verify", "--database-url", &url])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{url}: {stderr}");
+        assert!(
+            !String::from_utf8_lossy(&out.stdout).contains("intact"),
+            "{url}"
+        );
+        assert!(
+            stderr.contains("no database at") || stderr.contains("database URL must start"),
+            "{url}: {stderr}"
+        );
+    }
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "nothing was created"
+    );
+}
+
 /// Key rotation as one command against a running server that reloads its ring from the file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotate_retire_rollback_auto_on_a_live_ring() {

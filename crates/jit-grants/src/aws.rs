@@ -338,6 +338,48 @@ impl AccessProvider for IdentityCenterProvider {
         "aws-identity-center"
     }
 
+    /// `ListInstances` answers, the configured instance is among its answers (or, with none
+    /// configured, there is one), and the default permission set, if any, exists.
+    async fn check(&self) -> Result<(), ProviderError> {
+        let out = self
+            .sso
+            .list_instances()
+            .send()
+            .await
+            .map_err(|e| classify("ListInstances", &e))?;
+        let configured = self.instance.lock().ok().and_then(|g| g.clone());
+        let instance = match configured {
+            Some((arn, _)) => {
+                if !out
+                    .instances()
+                    .iter()
+                    .any(|i| i.instance_arn() == Some(&arn))
+                {
+                    return Err(ProviderError::Permanent(format!(
+                        "grants.instance_arn {arn} is not an IAM Identity Center instance of this account and region"
+                    )));
+                }
+                arn
+            }
+            None => self.instance().await?.0,
+        };
+        if let Some(ps) = &self.default_permission_set {
+            self.sso
+                .describe_permission_set()
+                .instance_arn(&instance)
+                .permission_set_arn(ps)
+                .send()
+                .await
+                .map_err(|e| {
+                    classify(
+                        "DescribePermissionSet (grants.default_permission_set_arn)",
+                        &e,
+                    )
+                })?;
+        }
+        Ok(())
+    }
+
     async fn grant(&self, t: &Target) -> Result<Assigned, ProviderError> {
         let (instance, _) = self.instance().await?;
         let ps = self.permission_set(t)?.to_owned();

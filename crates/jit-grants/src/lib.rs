@@ -72,6 +72,12 @@ pub trait AccessProvider: Send + Sync + std::fmt::Debug {
     /// Removes the assignment (success if it is already gone).
     async fn revoke(&self, target: &Target) -> Result<(), ProviderError>;
 
+    /// Whether the provider can work now (reachable, configured instance found), checked at
+    /// start and by `/readyz` until it passes. The default has nothing to check.
+    async fn check(&self) -> Result<(), ProviderError> {
+        Ok(())
+    }
+
     /// Emails (lowercase) of the users who hold the assignment of `permission_set_arn` on
     /// `account_id` now, for the drift check; `None` when the provider cannot list them.
     async fn assigned_users(

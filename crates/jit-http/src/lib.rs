@@ -1,6 +1,7 @@
 //! HTTP plumbing shared by the backend (`jit server`) and the bridge (`jit mattermost`), so both
 //! listeners behave the same way under load and abuse:
 //!
+//! - [`config_file`]: TOML config files whose errors never print a value;
 //! - [`metrics`]: counters and histograms in Prometheus text format, and the per-request
 //!   middleware that counts requests by route template;
 //! - [`FailureLimiter`]: after a burst of failed authentications a source address gets 429 for
@@ -12,6 +13,7 @@
 //! - [`serve`]: the accept loop with the connection-level limits (request head size and
 //!   header count, time to send the head, connections open at once) and graceful shutdown.
 
+pub mod config_file;
 pub mod metrics;
 pub mod outbound;
 

@@ -5,12 +5,14 @@
 //! 10 s) when a request names a key id it does not know. A failed load never replaces a good
 //! ring. This is what removes the runbook's "restart the Lambda" steps.
 
+pub mod periodic;
 mod ring;
 pub mod rotation;
 mod source;
 
+pub use periodic::every;
 pub use ring::{RefreshingRing, RingConfig, RingStatus, prometheus};
 pub use source::{
     EnvSource, FileSource, KeySource, LoadError, SecretsManagerSource, SourceFuture, SourceSpec,
-    aws_sdk_config,
+    aws_sdk_config, open_source,
 };

@@ -78,6 +78,9 @@ pub struct RefreshingRing {
     /// Key id → last time (unix seconds) it verified a request here. In memory; whoever owns a
     /// store persists it coarsely (at most once a minute per key).
     usage: std::sync::Mutex<std::collections::BTreeMap<String, i64>>,
+    /// The warnings of the last load (failure, short keys, missing pinned key): each is logged
+    /// when it first appears, not again at every reload while it stays true.
+    notes: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl fmt::Debug for RefreshingRing {
@@ -105,6 +108,7 @@ impl RefreshingRing {
             generation: watch::channel(0).0,
             sibling: OnceLock::new(),
             usage: std::sync::Mutex::new(std::collections::BTreeMap::new()),
+            notes: std::sync::Mutex::new(std::collections::BTreeSet::new()),
         })
     }
 
@@ -150,14 +154,23 @@ impl RefreshingRing {
     }
 
     /// Loads the ring once (the one-step function the loop and the tests call). On failure the
-    /// last good ring stays in use, and the failure is logged and counted.
+    /// last good ring stays in use, and the failure is counted. Each warning is logged once,
+    /// and again only when the source changes, not at every reload while it persists.
     pub async fn refresh(&self) -> Result<(), LoadError> {
         let _guard = self.reload_lock.lock().await;
-        match self.load_checked().await {
+        // An edited file is news: whatever it still gets wrong is said again.
+        if self.source.changed()
+            && let Ok(mut last) = self.notes.lock()
+        {
+            last.clear();
+        }
+        let mut notes = std::collections::BTreeSet::new();
+        let result = match self.load_checked(&mut notes).await {
             Ok(ring) => {
                 for id in ring.short_keys() {
-                    tracing::warn!(ring = self.config.name, key_id = %id,
-                        "key is shorter than 32 bytes; rotate it with `jit keys rotate`");
+                    notes.insert(format!(
+                        "key {id} is shorter than 32 bytes; rotate it with `jit keys rotate`"
+                    ));
                 }
                 let count = ring.len();
                 self.current.store(Arc::new(ring));
@@ -171,18 +184,42 @@ impl RefreshingRing {
             }
             Err(e) => {
                 self.failures.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(ring = self.config.name, error = %e,
-                    "key ring load failed; keeping the last good ring");
+                notes.insert(format!(
+                    "key ring load failed; keeping the last good ring: {e}"
+                ));
                 Err(e)
             }
-        }
+        };
+        self.log_new_notes(notes);
+        result
     }
 
-    async fn load_checked(&self) -> Result<KeyRing, LoadError> {
+    fn log_new_notes(&self, notes: std::collections::BTreeSet<String>) {
+        let Ok(mut last) = self.notes.lock() else {
+            return;
+        };
+        for note in notes.difference(&last) {
+            tracing::warn!(ring = self.config.name, "{note}");
+        }
+        if !last.is_empty() && notes.is_empty() {
+            tracing::info!(ring = self.config.name, "key ring loaded cleanly again");
+        }
+        *last = notes;
+    }
+
+    async fn load_checked(
+        &self,
+        notes: &mut std::collections::BTreeSet<String>,
+    ) -> Result<KeyRing, LoadError> {
         let mut ring = self.source.load().await?;
         if !ring.pin_if_present(self.config.signing_key_id.as_ref()) {
-            tracing::warn!(ring = self.config.name, key_id = ?self.config.signing_key_id.as_ref().map(KeyId::as_str),
-                "the pinned signing key is not in the ring (removed?); the newest key signs instead");
+            notes.insert(format!(
+                "the pinned signing key {} is not in the ring (removed?); the newest key signs instead",
+                self.config
+                    .signing_key_id
+                    .as_ref()
+                    .map_or("?", KeyId::as_str)
+            ));
         }
         if let Some(other) = self.sibling.get().and_then(Weak::upgrade)
             && let Some((a, b)) = ring.shared_secret_with(&other.current())
@@ -274,30 +311,24 @@ impl RefreshingRing {
                 .is_ok()
     }
 
-    /// Reloads every `refresh_interval`, and sooner when a file source changes, until
-    /// `shutdown` turns true.
-    pub fn spawn(
-        self: &Arc<Self>,
-        mut shutdown: watch::Receiver<bool>,
-    ) -> tokio::task::JoinHandle<()> {
+    /// Reloads every `refresh_interval`, and sooner when a file source changes (checked every
+    /// `file_poll_interval`), until `shutdown` turns true or its sender is dropped.
+    pub fn spawn(self: &Arc<Self>, shutdown: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
         let this = Arc::clone(self);
-        tokio::spawn(async move {
-            let mut full = tokio::time::interval(this.config.refresh_interval);
-            full.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            full.tick().await;
-            let mut poll = tokio::time::interval(this.config.file_poll_interval);
-            poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = shutdown.changed() => {
-                        if *shutdown.borrow() { break; }
-                    }
-                    _ = full.tick() => { let _ = this.refresh().await; }
-                    _ = poll.tick() => {
-                        if this.source.changed() {
-                            let _ = this.refresh().await;
-                        }
-                    }
+        let poll = self
+            .config
+            .file_poll_interval
+            .min(self.config.refresh_interval);
+        let mut last_full = tokio::time::Instant::now();
+        crate::periodic::every(poll, shutdown, false, move || {
+            let due = last_full.elapsed() >= this.config.refresh_interval;
+            if due {
+                last_full = tokio::time::Instant::now();
+            }
+            let this = Arc::clone(&this);
+            async move {
+                if due || this.source.changed() {
+                    let _ = this.refresh().await;
                 }
             }
         })

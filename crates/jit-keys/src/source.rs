@@ -146,6 +146,8 @@ impl fmt::Display for SourceSpec {
 pub struct FileSource {
     path: PathBuf,
     marker: Mutex<Option<FileMarker>>,
+    /// The unsafe mode last warned about (warned once per mode, not at every reload).
+    mode_warned: Mutex<Option<u32>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -174,6 +176,7 @@ impl FileSource {
         Self {
             path: path.into(),
             marker: Mutex::new(None),
+            mode_warned: Mutex::new(None),
         }
     }
 
@@ -191,6 +194,11 @@ impl KeySource for FileSource {
     fn load(&self) -> SourceFuture<'_> {
         Box::pin(async move {
             let before = marker(&self.path);
+            // Whatever this load finds, the file as it is now has been seen: a broken file is
+            // reloaded (and reported) again when it changes, not at every poll.
+            if let Ok(mut m) = self.marker.lock() {
+                *m = before.clone();
+            }
             let text = tokio::fs::read_to_string(&self.path)
                 .await
                 .map(zeroize::Zeroizing::new)
@@ -201,7 +209,14 @@ impl KeySource for FileSource {
             #[cfg(unix)]
             if let Ok(m) = std::fs::metadata(&self.path) {
                 use std::os::unix::fs::PermissionsExt;
-                if m.permissions().mode() & 0o077 != 0 {
+                let mode = m.permissions().mode() & 0o777;
+                let unsafe_mode = (mode & 0o077 != 0).then_some(mode);
+                let new = self
+                    .mode_warned
+                    .lock()
+                    .map(|mut w| std::mem::replace(&mut *w, unsafe_mode) != unsafe_mode)
+                    .unwrap_or(true);
+                if unsafe_mode.is_some() && new {
                     tracing::warn!(
                         source = %self.describe(),
                         mode = format!("{:o}", m.permissions().mode() & 0o777),
@@ -213,9 +228,6 @@ impl KeySource for FileSource {
                 source_name: self.describe(),
                 error,
             })?;
-            if let Ok(mut m) = self.marker.lock() {
-                *m = before;
-            }
             Ok(ring)
         })
     }
@@ -289,6 +301,31 @@ pub async fn aws_sdk_config(
         loader = loader.endpoint_url(e);
     }
     loader.load().await
+}
+
+/// The source a spec names. The AWS SDK (and with it the credential and region chains, which
+/// may ask the instance metadata service) is built only for a Secrets Manager source, so a
+/// process with file or environment rings never touches AWS.
+pub async fn open_source(
+    spec: &SourceSpec,
+    aws_region: Option<String>,
+    aws_endpoint_url: Option<String>,
+) -> std::sync::Arc<dyn KeySource> {
+    match spec {
+        SourceSpec::File(p) => std::sync::Arc::new(FileSource::new(p.clone())),
+        SourceSpec::Env(v) => std::sync::Arc::new(EnvSource::new(v.clone())),
+        SourceSpec::SecretsManager {
+            secret_id,
+            extra_stages,
+        } => {
+            let sdk = aws_sdk_config(aws_region, aws_endpoint_url).await;
+            std::sync::Arc::new(SecretsManagerSource::new(
+                &sdk,
+                secret_id.clone(),
+                extra_stages.clone(),
+            ))
+        }
+    }
 }
 
 /// A ring in AWS Secrets Manager. The `AWSCURRENT` stage is always asked for explicitly (moto,

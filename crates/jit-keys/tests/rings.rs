@@ -325,3 +325,85 @@ async fn secrets_never_reach_the_logs() {
         assert!(!text.contains(secret), "a secret reached the logs:\n{text}");
     }
 }
+
+/// Counts the log lines that contain `needle`.
+fn count(logs: &jit_testkit::Captured, needle: &str) -> usize {
+    logs.text().lines().filter(|l| l.contains(needle)).count()
+}
+
+#[tokio::test]
+async fn a_broken_ring_file_is_reported_once_per_change_and_not_reloaded_at_every_poll() {
+    let logs = jit_testkit::Captured::default();
+    let sink = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || sink.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ring.json");
+    std::fs::write(&path, format!(r#"{{"k1":"{S1}"}}"#)).unwrap();
+    let source = Arc::new(FileSource::new(&path));
+    let mut cfg = RingConfig::new("backend");
+    cfg.signing_key_id = Some(jit_proto::keyring::KeyId::parse("gone").unwrap());
+    let ring = RefreshingRing::new(cfg, source.clone(), Arc::new(clock()));
+    ring.refresh().await.unwrap();
+    ring.refresh().await.unwrap();
+    assert_eq!(
+        count(&logs, "pinned signing key gone"),
+        1,
+        "{}",
+        logs.text()
+    );
+
+    std::fs::write(&path, "{ not json").unwrap();
+    assert!(source.changed());
+    for _ in 0..3 {
+        assert!(ring.refresh().await.is_err());
+    }
+    assert_eq!(count(&logs, "load failed"), 1, "{}", logs.text());
+    assert!(
+        !source.changed(),
+        "a failed load has seen the file: the 2 s poll does not reload it again"
+    );
+    // An edit is news, even when the fault reads the same.
+    std::fs::write(&path, "{ still not json, and longer").unwrap();
+    assert!(source.changed());
+    assert!(ring.refresh().await.is_err());
+    assert_eq!(count(&logs, "load failed"), 2, "{}", logs.text());
+    // Fixed: one line says so, and the old warnings do not come back.
+    std::fs::write(&path, format!(r#"{{"k1":"{S1}"}}"#)).unwrap();
+    ring.refresh().await.unwrap();
+    assert_eq!(
+        count(&logs, "loaded cleanly again"),
+        0,
+        "still pinned to a missing key"
+    );
+    assert_eq!(
+        count(&logs, "pinned signing key gone"),
+        2,
+        "{}",
+        logs.text()
+    );
+    assert_eq!(ring.status().load_failures, 4);
+}
+
+#[tokio::test]
+async fn the_reload_loop_ends_when_its_shutdown_sender_is_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ring.json");
+    std::fs::write(&path, format!(r#"{{"k1":"{S1}"}}"#)).unwrap();
+    let ring = RefreshingRing::new(
+        RingConfig::new("backend"),
+        Arc::new(FileSource::new(&path)),
+        Arc::new(clock()),
+    );
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let task = ring.spawn(rx);
+    drop(tx);
+    // Before, the loop saw `changed()` fail and went round again at once, forever.
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("the loop ended")
+        .unwrap();
+}

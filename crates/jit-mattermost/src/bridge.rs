@@ -197,23 +197,10 @@ impl Bridge {
                 .await
                 .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
         }
-        let sdk =
-            jit_keys::aws_sdk_config(cfg.aws_region.clone(), cfg.aws_endpoint_url.clone()).await;
-        let source = |spec: &str| -> anyhow::Result<Arc<dyn jit_keys::KeySource>> {
-            Ok(
-                match jit_keys::SourceSpec::parse(spec).map_err(anyhow::Error::msg)? {
-                    jit_keys::SourceSpec::File(p) => Arc::new(jit_keys::FileSource::new(p)),
-                    jit_keys::SourceSpec::Env(v) => Arc::new(jit_keys::EnvSource::new(v)),
-                    jit_keys::SourceSpec::SecretsManager {
-                        secret_id,
-                        extra_stages,
-                    } => Arc::new(jit_keys::SecretsManagerSource::new(
-                        &sdk,
-                        secret_id,
-                        extra_stages,
-                    )),
-                },
-            )
+        let source = |spec: &str| {
+            let spec = jit_keys::SourceSpec::parse(spec).map_err(anyhow::Error::msg);
+            let (region, endpoint) = (cfg.aws_region.clone(), cfg.aws_endpoint_url.clone());
+            async move { anyhow::Ok(jit_keys::open_source(&spec?, region, endpoint).await) }
         };
         let mut bcfg = RingConfig::new("backend");
         bcfg.refresh_interval = std::time::Duration::from_secs(cfg.refresh_interval_secs);
@@ -224,12 +211,19 @@ impl Bridge {
             .transpose()?;
         let mut ccfg = RingConfig::new("callback");
         ccfg.refresh_interval = bcfg.refresh_interval;
-        let backend_ring = RefreshingRing::new(bcfg, source(&cfg.backend_keys)?, clock.clone());
-        let callback_ring = RefreshingRing::new(ccfg, source(&cfg.callback_keys)?, clock.clone());
+        let backend_ring =
+            RefreshingRing::new(bcfg, source(&cfg.backend_keys).await?, clock.clone());
+        let callback_ring =
+            RefreshingRing::new(ccfg, source(&cfg.callback_keys).await?, clock.clone());
         backend_ring.must_not_share_with(&callback_ring);
+        // As for the server: without its keys the bridge could only refuse every callback and
+        // fail every backend call, so it does not start.
         for r in [&backend_ring, &callback_ring] {
             if let Err(e) = r.refresh().await {
-                tracing::error!(ring = r.config().name, error = %e, "key ring did not load");
+                anyhow::bail!(
+                    "the {} key ring did not load: {e}; the bridge does not start without its keys",
+                    r.config().name
+                );
             }
         }
         let backend = Client::new(

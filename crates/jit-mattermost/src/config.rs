@@ -114,8 +114,11 @@ impl BridgeConfig {
     /// File (optional), then environment, then validation.
     pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
         let mut c: Self = match file {
-            Some(p) => toml::from_str(&std::fs::read_to_string(p)?)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?,
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| anyhow::anyhow!("reading {}: {e}", p.display()))?;
+                jit_http::config_file::parse(p, &text).map_err(anyhow::Error::msg)?
+            }
             None => Self::default(),
         };
         let set = |field: &mut String, name: &str| -> anyhow::Result<()> {
@@ -194,6 +197,12 @@ impl BridgeConfig {
                 "{u:?} is not an http(s) URL"
             );
         }
+        // The bridge secret keys the action tokens on card buttons; a short one is guessable.
+        anyhow::ensure!(
+            self.bridge_secret.is_empty() || self.bridge_secret.chars().count() >= 32,
+            "bridge_secret must be at least 32 characters (a generated one is 43); \
+             leave it unset to have one generated and kept in the data directory"
+        );
         anyhow::ensure!(
             (60..=30 * 24 * 3600).contains(&self.action_ttl_secs),
             "action_ttl_secs must be 60 s to 30 days"
@@ -263,6 +272,18 @@ mod tests {
         };
         let e = short.validate().unwrap_err().to_string();
         assert!(e.contains("at least 16 characters"), "{e}");
+        let weak = BridgeConfig {
+            bridge_secret: "abc".into(),
+            ..valid()
+        };
+        let e = weak.validate().unwrap_err().to_string();
+        assert!(e.contains("at least 32 characters"), "{e}");
+        assert!(!e.contains("abc"), "{e}");
+        let strong = BridgeConfig {
+            bridge_secret: "x".repeat(32),
+            ..valid()
+        };
+        assert!(strong.validate().is_ok());
         for bad in [
             BridgeConfig {
                 request_timeout_secs: 0,

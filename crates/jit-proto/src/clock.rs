@@ -15,6 +15,11 @@ pub trait Clock: Send + Sync + fmt::Debug {
     fn unix(&self) -> i64 {
         self.now().unix_timestamp()
     }
+
+    /// The current time in unix milliseconds.
+    fn now_ms(&self) -> i64 {
+        i64::try_from(self.now().unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+    }
 }
 
 /// The real clock.

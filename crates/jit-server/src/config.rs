@@ -309,9 +309,9 @@ impl Config {
                     path: path.into(),
                     source,
                 })?;
-                toml::from_str(&text).map_err(|e| ConfigError::Parse {
+                jit_http::config_file::parse(path, &text).map_err(|message| ConfigError::Parse {
                     path: path.into(),
-                    message: e.to_string(),
+                    message,
                 })?
             }
             None => Self::default(),
@@ -468,6 +468,10 @@ impl Config {
                 "grants.default_permission_set_arn is not a permission set ARN: {arn:?}"
             ));
         }
+        if let Some(url) = &self.database_url {
+            jit_store::DatabaseUrl::parse(url)
+                .map_err(|e| ConfigError::Invalid(format!("database_url: {e}")))?;
+        }
         if !matches!(self.callbacks.signature_version, 1 | 2) {
             return bad("callbacks.signature_version must be 1 or 2".into());
         }
@@ -518,18 +522,43 @@ impl Config {
     }
 }
 
-/// Replaces the password of `scheme://user:password@host/…` with `***`.
+/// The URL with every credential replaced by `***`, for logs: the password of
+/// `scheme://user:password@host/…`, and the value of any query parameter whose name holds
+/// `password`, `secret` or `token` (`?password=…`, `&sslpassword=…`).
 pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
     };
-    let Some((creds, host)) = rest.split_once('@') else {
-        return url.to_owned();
+    let mut out = match base.split_once("://") {
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((creds, host)) => match creds.split_once(':') {
+                Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+                None => base.to_owned(),
+            },
+            None => base.to_owned(),
+        },
+        None => base.to_owned(),
     };
-    match creds.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-        None => url.to_owned(),
+    if let Some(q) = query {
+        out.push('?');
+        let parts: Vec<String> = q
+            .split('&')
+            .map(|kv| match kv.split_once('=') {
+                Some((k, _)) if is_credential_name(k) => format!("{k}=***"),
+                _ => kv.to_owned(),
+            })
+            .collect();
+        out.push_str(&parts.join("&"));
     }
+    out
+}
+
+fn is_credential_name(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    ["password", "passwd", "secret", "token"]
+        .iter()
+        .any(|w| n.contains(w))
 }
 
 #[cfg(test)]
@@ -590,5 +619,73 @@ mod tests {
         assert!(Config::load(None, &env(&[("JIT_KEYS_REQUIRE_V2", "maybe")])).is_err());
         assert!(Config::load(None, &env(&[("JIT_NONCE_STORE", "redis")])).is_err());
         assert!(Config::load(None, &env(&[("JIT_KEYS_BACKEND", "env:")])).is_err());
+    }
+
+    #[test]
+    fn a_database_url_of_another_scheme_is_refused() {
+        for url in [
+            "postgres//host/jit",
+            "mysql://u:pw@h/db",
+            "./jit.db",
+            "sqlite:x.db",
+        ] {
+            let e = Config::load(None, &env(&[("JIT_DATABASE_URL", url)]))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("database_url"), "{url}: {e}");
+            assert!(
+                e.contains("sqlite://, postgres:// or postgresql://"),
+                "{url}: {e}"
+            );
+            assert!(!e.contains("pw"), "{e}");
+        }
+        for url in [
+            "sqlite:///var/lib/jit/jit.db",
+            "postgresql://h/db",
+            "postgres://h/db",
+        ] {
+            assert!(
+                Config::load(None, &env(&[("JIT_DATABASE_URL", url)])).is_ok(),
+                "{url}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_credential_form_in_a_url_is_masked() {
+        for (url, want) in [
+            ("postgres://jit:s3cret@db/jit", "postgres://jit:***@db/jit"),
+            (
+                "postgres://db/jit?user=jit&password=s3cret",
+                "postgres://db/jit?user=jit&password=***",
+            ),
+            (
+                "postgresql://jit@db/jit?sslmode=require&sslpassword=s3cret",
+                "postgresql://jit@db/jit?sslmode=require&sslpassword=***",
+            ),
+            (
+                "postgres://u:p%40ss:s3cret@db/jit",
+                "postgres://u:***@db/jit",
+            ),
+            ("postgres://jit:s3c@ret@db/jit", "postgres://jit:***@db/jit"),
+            ("sqlite://jit-data/jit.db", "sqlite://jit-data/jit.db"),
+        ] {
+            assert_eq!(redact_url(url), want);
+            assert!(!redact_url(url).contains("s3c"), "{url}");
+        }
+    }
+
+    #[test]
+    fn a_toml_syntax_error_names_the_line_and_never_the_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("jit.toml");
+        std::fs::write(
+            &f,
+            "listen = \"127.0.0.1:9000\"\ndatabase_url = \"postgres://jit:s3cret@db\n",
+        )
+        .unwrap();
+        let e = Config::load(Some(&f), &env(&[])).unwrap_err().to_string();
+        assert!(!e.contains("s3cret"), "{e}");
+        assert!(e.contains("line 2"), "{e}");
     }
 }

@@ -54,7 +54,13 @@ pub fn key_paths(data_dir: &Path) -> (PathBuf, PathBuf) {
 pub fn ensure_key_files(data_dir: &Path, now: OffsetDateTime) -> anyhow::Result<Vec<PathBuf>> {
     let (backend, callback) = key_paths(data_dir);
     if let Some(dir) = backend.parent() {
-        std::fs::create_dir_all(dir)?;
+        // The data directory and its keys directory are the service's alone (0700): the
+        // database and the rings live there.
+        let mut b = std::fs::DirBuilder::new();
+        b.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+        b.create(dir)?;
         #[cfg(unix)]
         std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
     }

@@ -105,6 +105,7 @@ impl From<StoreError> for ApiError {
                 )
             }
             StoreError::Corrupt(m) => Self::internal(&format!("corrupt row: {m}")),
+            StoreError::InvalidUrl(m) => Self::internal(&format!("invalid database URL: {m}")),
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod config;
 pub mod effects;
 pub mod embedded;
 pub mod error;
+pub mod health;
 pub mod idem;
 pub mod lifecycle;
 pub mod metrics;

@@ -142,6 +142,10 @@ impl AccessProvider for Metered {
         self.inner.name()
     }
 
+    async fn check(&self) -> Result<(), ProviderError> {
+        self.inner.check().await
+    }
+
     async fn grant(&self, target: &Target) -> Result<Assigned, ProviderError> {
         let start = std::time::Instant::now();
         let r = self.inner.grant(target).await;

@@ -5,7 +5,7 @@ use crate::config::Config;
 use crate::state::AppState;
 use anyhow::Context;
 use jit_core::authz::Admins;
-use jit_keys::{FileSource, KeySource, RefreshingRing, RingConfig, SourceSpec};
+use jit_keys::{KeySource, RefreshingRing, RingConfig, SourceSpec};
 use jit_proto::keyring::KeyId;
 use jit_proto::nonce::{MemoryNonceStore, NonceStore};
 use jit_proto::sign::{Audience, Verifier, VerifierConfig};
@@ -32,25 +32,13 @@ pub struct Server {
 }
 
 async fn key_source(spec: &str, config: &Config) -> anyhow::Result<Arc<dyn KeySource>> {
-    Ok(match SourceSpec::parse(spec).map_err(anyhow::Error::msg)? {
-        SourceSpec::File(p) => Arc::new(FileSource::new(p)),
-        SourceSpec::Env(v) => Arc::new(jit_keys::EnvSource::new(v)),
-        SourceSpec::SecretsManager {
-            secret_id,
-            extra_stages,
-        } => {
-            let sdk = jit_keys::aws_sdk_config(
-                config.aws_region.clone(),
-                config.aws_endpoint_url.clone(),
-            )
-            .await;
-            Arc::new(jit_keys::SecretsManagerSource::new(
-                &sdk,
-                secret_id,
-                extra_stages,
-            ))
-        }
-    })
+    let spec = SourceSpec::parse(spec).map_err(anyhow::Error::msg)?;
+    Ok(jit_keys::open_source(
+        &spec,
+        config.aws_region.clone(),
+        config.aws_endpoint_url.clone(),
+    )
+    .await)
 }
 
 impl Server {
@@ -126,14 +114,17 @@ impl Server {
             clock.clone(),
         );
         backend_ring.must_not_share_with(&callback_ring);
-        // A ring that fails to load now keeps rejecting everything (no_keys) until a reload
-        // succeeds; readiness says so. Sharing a secret is refused outright.
+        // A ring that does not load at start would answer every call 401 while /healthz said
+        // ok: refuse to start instead, naming the ring and its source. (Later, a failed reload
+        // keeps the last good ring.)
         for ring in [&backend_ring, &callback_ring] {
             if let Err(e) = ring.refresh().await {
-                if matches!(e, jit_keys::LoadError::SharedSecret(_)) {
-                    return Err(e.into());
-                }
-                tracing::error!(ring = ring.config().name, error = %e, "key ring did not load; requests are refused until it does");
+                anyhow::bail!(
+                    "the {} key ring did not load: {e}; the server does not start \
+                     without its keys (check keys.{})",
+                    ring.config().name,
+                    ring.config().name,
+                );
             }
         }
         if let Some((a, b)) = backend_ring
@@ -175,6 +166,7 @@ impl Server {
             },
             metrics: Arc::new(crate::metrics::Metrics::default()),
             callback_key: Arc::default(),
+            provider_health: Arc::default(),
             callback_style: if config.existing_plugin.enabled {
                 crate::effects::CallbackStyle::ExistingPlugin
             } else {
@@ -240,6 +232,12 @@ impl Server {
             provider,
             state.metrics.clone(),
         ));
+        // An unreachable provider does not stop the server (requests can still be asked for
+        // and approved; grants retry), but it is said at once and /readyz stays not ready.
+        state
+            .provider_health
+            .start(provider.clone(), state.clock.now_ms())
+            .await;
         let mut owner = [0u8; 6];
         let _ = getrandom::fill(&mut owner);
         let lifecycle = crate::lifecycle::Lifecycle::new(
@@ -376,36 +374,7 @@ impl Server {
     }
 }
 
-/// Runs `work` every `interval` (a late tick waits; ticks are not bunched) until `shutdown`
-/// turns true; with `at_stop`, once more on the way out. The first run is at once.
-pub(crate) fn every<F, Fut>(
-    interval: Duration,
-    mut shutdown: watch::Receiver<bool>,
-    at_stop: bool,
-    mut work: F,
-) -> tokio::task::JoinHandle<()>
-where
-    F: FnMut() -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = ()> + Send,
-{
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            let stop = tokio::select! {
-                r = shutdown.changed() => r.is_err() || *shutdown.borrow(),
-                _ = tick.tick() => false,
-            };
-            if stop {
-                if at_stop {
-                    work().await;
-                }
-                break;
-            }
-            work().await;
-        }
-    })
-}
+pub(crate) use jit_keys::every;
 
 /// Deletes expired durable nonces once a minute.
 fn spawn_nonce_purge(

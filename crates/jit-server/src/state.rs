@@ -40,6 +40,8 @@ pub struct AppState {
     /// Which callback key the receiver accepts (the existing plugin holds one secret): see
     /// `callbacks::Dispatcher`.
     pub callback_key: Arc<std::sync::Mutex<CallbackKey>>,
+    /// Whether the access provider can work, for `/readyz`.
+    pub provider_health: Arc<crate::health::ProviderHealth>,
 }
 
 /// What the dispatcher knows of the receiver's callback key.

@@ -2506,6 +2506,67 @@ mod negative {
     }
 
     #[tokio::test]
+    async fn a_missing_key_ring_file_refuses_to_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config {
+            listen: "127.0.0.1:0".into(),
+            data_dir: dir.path().to_path_buf(),
+            ..Config::default()
+        };
+        config.keys.backend = Some(format!("file:{}", dir.path().join("nope.json").display()));
+        config.keys.callback = Some(format!("file:{}", dir.path().join("cb.json").display()));
+        let Err(e) = Server::build(config, Arc::new(ManualClock::at(1_764_072_000))).await else {
+            panic!("no server without its keys");
+        };
+        let e = e.to_string();
+        assert!(e.contains("backend key ring did not load"), "{e}");
+        assert!(e.contains("nope.json"), "names the file: {e}");
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_identity_center_keeps_readyz_not_ready_until_it_answers() {
+        let dir = tempfile::tempdir().unwrap();
+        let port = jit_testkit::free_port().unwrap();
+        let mut config = Config {
+            listen: "127.0.0.1:0".into(),
+            data_dir: dir.path().to_path_buf(),
+            database_url: Some(format!("sqlite://{}", dir.path().join("jit.db").display())),
+            aws_region: Some("us-east-1".into()),
+            aws_endpoint_url: Some(format!("http://127.0.0.1:{port}")),
+            ..Config::default()
+        };
+        config.grants.provider = "aws-identity-center".into();
+        let clock = ManualClock::at(1_764_072_000);
+        let server = Server::build(config, Arc::new(clock.clone()))
+            .await
+            .unwrap()
+            .without_workers();
+        let base = format!("http://{}", server.local_addr().unwrap());
+        let stop = server.shutdown_handle();
+        tokio::spawn(server.serve());
+        let readyz = || async {
+            let r = reqwest::get(format!("{base}/readyz")).await.unwrap();
+            let status = r.status().as_u16();
+            let body: jit_proto::wire::Readiness = r.json().await.unwrap();
+            (status, body)
+        };
+        let (status, body) = readyz().await;
+        assert_eq!(status, 503);
+        assert!(!body.ready);
+        assert_eq!(body.provider.name, "aws-identity-center");
+        let reason = body.provider.reason.unwrap_or_default();
+        assert!(reason.contains("ListInstances"), "{reason}");
+        let _moto = jit_testkit::Moto::start_on(port).unwrap();
+        // Checked again only after RECHECK_MS of the server's clock.
+        assert_eq!(readyz().await.0, 503);
+        clock.advance_secs(5);
+        let (status, body) = readyz().await;
+        assert_eq!((status, body.provider.reason), (200, None));
+        assert!(body.ready && body.provider.ready);
+        let _ = stop.send(true);
+    }
+
+    #[tokio::test]
     async fn v1_is_refused_when_v2_is_required() {
         let dir = tempfile::tempdir().unwrap();
         let mut config = Config {

@@ -11,7 +11,7 @@
 mod rows;
 mod sql;
 
-pub use sql::{Dialect, SqlStore};
+pub use sql::{DatabaseUrl, Dialect, SqlStore};
 
 use async_trait::async_trait;
 use jit_core::audit::{AuditDraft, AuditEvent, ChainError};
@@ -38,6 +38,9 @@ pub enum StoreError {
     /// A stored value no longer parses (a hand edit, or a bug).
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    /// The database URL is not one the store accepts.
+    #[error("invalid database URL: {0}")]
+    InvalidUrl(String),
 }
 
 impl From<sqlx::Error> for StoreError {

@@ -173,51 +173,171 @@ fn bind_request_row<'q>(q: AnyQuery<'q>, r: RequestRow, with_id_first: bool) -> 
     if with_id_first { q } else { q.bind(r.id) }
 }
 
+/// Where a store lives, parsed from its URL. Only `sqlite://PATH`, `postgres://…` and
+/// `postgresql://…` are accepted: a mistyped URL (`postgres//host`, `mysql://…`, a bare path)
+/// is refused rather than quietly becoming a SQLite file named after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    /// A SQLite file.
+    Sqlite(std::path::PathBuf),
+    /// A PostgreSQL connection URL (as given).
+    Postgres(String),
+}
+
+impl DatabaseUrl {
+    /// Parses `url`. The error names the scheme it found, never the rest (a URL may hold a
+    /// password).
+    pub fn parse(url: &str) -> Result<Self, StoreError> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(Self::Postgres(url.to_owned()));
+        }
+        if let Some(rest) = url.strip_prefix("sqlite://") {
+            let path = rest.split('?').next().unwrap_or(rest);
+            if path.is_empty() {
+                return Err(StoreError::InvalidUrl(
+                    "sqlite:// needs a file path, as in sqlite:///var/lib/jit/jit.db".into(),
+                ));
+            }
+            return Ok(Self::Sqlite(path.into()));
+        }
+        let found = match url.split_once("://") {
+            Some((scheme, _)) if !scheme.is_empty() && scheme.len() <= 20 => {
+                format!("the scheme {scheme:?}")
+            }
+            _ => "no scheme".to_owned(),
+        };
+        Err(StoreError::InvalidUrl(format!(
+            "a database URL must start with sqlite://, postgres:// or postgresql://; found {found}"
+        )))
+    }
+}
+
+/// Creates `dir` (and its parents) for a new SQLite file; the last component gets mode 0700.
+fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
+    if dir.as_os_str().is_empty() || dir.exists() {
+        return Ok(());
+    }
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+    b.create(dir)
+        .map_err(|e| StoreError::Backend(format!("creating {}: {e}", dir.display())))
+}
+
+/// Creates an empty SQLite file with mode 0600 when none exists, so the database, and the
+/// `-wal` and `-shm` files SQLite gives the same mode, are private to the service's user.
+fn create_private_file(path: &Path) -> Result<(), StoreError> {
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+    match o.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(StoreError::Backend(format!(
+            "creating {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
 impl SqlStore {
     /// Opens (creating if needed) the database at `url` and applies pending migrations.
-    /// `postgres://…` selects PostgreSQL; `sqlite://PATH`, `sqlite:PATH` or a bare path selects
-    /// SQLite (the file and its directory are created).
+    /// `postgres://…` or `postgresql://…` selects PostgreSQL; `sqlite://PATH` selects SQLite
+    /// (a new file gets mode 0600, a new directory 0700). Anything else is refused
+    /// ([`DatabaseUrl::parse`]).
     pub async fn open(url: &str) -> Result<Self, StoreError> {
         sqlx::any::install_default_drivers();
-        let store = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            let pool = AnyPoolOptions::new()
-                .max_connections(16)
-                .acquire_timeout(Duration::from_secs(5))
-                .connect(url)
-                .await?;
-            Self::with_writer(pool.clone(), pool, Dialect::Postgres)
-        } else {
-            let path = url
-                .strip_prefix("sqlite://")
-                .or_else(|| url.strip_prefix("sqlite:"))
-                .unwrap_or(url);
-            let path = path.split('?').next().unwrap_or(path);
-            if let Some(dir) = Path::new(path)
-                .parent()
-                .filter(|d| !d.as_os_str().is_empty())
-            {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| StoreError::Backend(format!("creating {}: {e}", dir.display())))?;
+        let store = match DatabaseUrl::parse(url)? {
+            DatabaseUrl::Postgres(url) => {
+                let pool = AnyPoolOptions::new()
+                    .max_connections(16)
+                    .acquire_timeout(Duration::from_secs(5))
+                    .connect(&url)
+                    .await?;
+                Self::with_writer(pool.clone(), pool, Dialect::Postgres)
             }
-            let url = format!("sqlite://{path}?mode=rwc");
-            let pragmas = sqlite_pragmas;
-            // One writer: SQLite serialises writes anyway, and a single connection avoids
-            // SQLITE_BUSY on read-to-write upgrades.
-            let write = AnyPoolOptions::new()
-                .max_connections(1)
-                .acquire_timeout(Duration::from_secs(10))
-                .after_connect(pragmas)
-                .connect(&url)
-                .await?;
-            let read = AnyPoolOptions::new()
-                .max_connections(4)
-                .acquire_timeout(Duration::from_secs(10))
-                .after_connect(pragmas)
-                .connect(&url)
-                .await?;
-            Self::with_writer(write, read, Dialect::Sqlite)
+            DatabaseUrl::Sqlite(path) => {
+                if let Some(dir) = path.parent() {
+                    create_private_dir(dir)?;
+                }
+                create_private_file(&path)?;
+                let url = format!("sqlite://{}?mode=rwc", path.display());
+                let pragmas = sqlite_pragmas;
+                // One writer: SQLite serialises writes anyway, and a single connection avoids
+                // SQLITE_BUSY on read-to-write upgrades.
+                let write = AnyPoolOptions::new()
+                    .max_connections(1)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .after_connect(pragmas)
+                    .connect(&url)
+                    .await?;
+                let read = AnyPoolOptions::new()
+                    .max_connections(4)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .after_connect(pragmas)
+                    .connect(&url)
+                    .await?;
+                Self::with_writer(write, read, Dialect::Sqlite)
+            }
         };
         store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Opens an existing database read-only, for inspection (`jit audit verify`): nothing is
+    /// created, migrated or written. A missing SQLite file, or a database without our schema,
+    /// is an error.
+    pub async fn open_read_only(url: &str) -> Result<Self, StoreError> {
+        sqlx::any::install_default_drivers();
+        let store = match DatabaseUrl::parse(url)? {
+            DatabaseUrl::Postgres(url) => {
+                let pool = AnyPoolOptions::new()
+                    .max_connections(2)
+                    .acquire_timeout(Duration::from_secs(5))
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            conn.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+                                .await?;
+                            Ok(())
+                        })
+                    })
+                    .connect(&url)
+                    .await?;
+                Self::with_writer(pool.clone(), pool, Dialect::Postgres)
+            }
+            DatabaseUrl::Sqlite(path) => {
+                if !path.is_file() {
+                    return Err(StoreError::Backend(format!(
+                        "no database at {}: check the path (nothing was created)",
+                        path.display()
+                    )));
+                }
+                let url = format!("sqlite://{}?mode=ro", path.display());
+                let pool = AnyPoolOptions::new()
+                    .max_connections(1)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            conn.execute("PRAGMA busy_timeout = 5000").await?;
+                            Ok(())
+                        })
+                    })
+                    .connect(&url)
+                    .await?;
+                Self::with_writer(pool.clone(), pool, Dialect::Sqlite)
+            }
+        };
+        let schema: Result<Option<AnyRow>, sqlx::Error> =
+            sqlx::query("SELECT MAX(version) FROM schema_migrations")
+                .fetch_optional(&store.read)
+                .await;
+        if schema.is_err() {
+            return Err(StoreError::Backend(
+                "this database holds no jit-access schema (no schema_migrations table)".into(),
+            ));
+        }
         Ok(store)
     }
 

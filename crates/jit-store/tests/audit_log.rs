@@ -48,7 +48,7 @@ async fn committed_audit_events_are_logged_on_their_own_target_and_refused_write
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
     let dir = tempfile::tempdir().unwrap();
-    let store = SqlStore::open(dir.path().join("jit.db").to_str().unwrap())
+    let store = SqlStore::open(&format!("sqlite://{}", dir.path().join("jit.db").display()))
         .await
         .unwrap();
     store

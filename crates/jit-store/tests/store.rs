@@ -31,7 +31,7 @@ struct Db {
 
 async fn sqlite() -> Db {
     let dir = tempfile::tempdir().unwrap();
-    let url = dir.path().join("jit.db").to_str().unwrap().to_owned();
+    let url = format!("sqlite://{}", dir.path().join("jit.db").display());
     let store = SqlStore::open(&url).await.unwrap();
     Db {
         store,
@@ -551,7 +551,7 @@ async fn sqlite_reopen_keeps_data_and_applies_no_migration_twice() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("sub/dir/jit.db");
     let p = path.to_str().unwrap();
-    let s = SqlStore::open(p).await.unwrap();
+    let s = SqlStore::open(&format!("sqlite://{p}")).await.unwrap();
     s.save_binding(
         &binding("ch1"),
         0,
@@ -623,4 +623,104 @@ async fn jobs_assignments_and_outbox_commit_with_the_change() {
         "not due before it was queued"
     );
     assert_eq!(db.store.due_callbacks(now_ms, 10).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_mistyped_database_url_is_refused_and_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let here = std::env::current_dir().unwrap();
+    for url in [
+        "postgres//host/jit".to_owned(),
+        "mysql://u:pw@host/jit".to_owned(),
+        "sqlite:jit.db".to_owned(),
+        dir.path().join("bare.db").display().to_string(),
+        "sqlite://".to_owned(),
+    ] {
+        let e = SqlStore::open(&url).await.unwrap_err();
+        assert!(matches!(e, StoreError::InvalidUrl(_)), "{url}: {e}");
+        let text = e.to_string();
+        assert!(!text.contains("pw"), "no credential in {text}");
+    }
+    assert!(!here.join("postgres").exists());
+    assert!(!here.join("mysql:").exists());
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    assert!(matches!(
+        jit_store::DatabaseUrl::parse("postgresql://h/db").unwrap(),
+        jit_store::DatabaseUrl::Postgres(_)
+    ));
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_new_sqlite_database_is_private_to_its_user() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let db = data.join("jit.db");
+    let s = SqlStore::open(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    s.save_binding(
+        &binding("ch1"),
+        0,
+        WriteCtx::new(AuditDraft::new("config.bound"), T0),
+    )
+    .await
+    .unwrap();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&data), 0o700);
+    for f in ["jit.db", "jit.db-wal", "jit.db-shm"] {
+        assert_eq!(mode(&data.join(f)), 0o600, "{f}");
+    }
+}
+
+#[tokio::test]
+async fn a_read_only_open_creates_nothing_and_migrates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("typo/jit.db");
+    let e = SqlStore::open_read_only(&format!("sqlite://{}", missing.display()))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("no database at"), "{e}");
+    assert!(!dir.path().join("typo").exists());
+
+    let db = dir.path().join("jit.db");
+    let url = format!("sqlite://{}", db.display());
+    let s = SqlStore::open(&url).await.unwrap();
+    s.save_binding(
+        &binding("ch1"),
+        0,
+        WriteCtx::new(AuditDraft::new("config.bound"), T0),
+    )
+    .await
+    .unwrap();
+    // Forget the last migration: a read-write open would apply it again.
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+    let last: i64 = sqlx::query_scalar("SELECT MAX(version) FROM schema_migrations")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM schema_migrations WHERE version = $1")
+        .bind(last)
+        .execute(&pool)
+        .await
+        .unwrap();
+    drop(s);
+
+    let ro = SqlStore::open_read_only(&url).await.unwrap();
+    assert_eq!(ro.verify_audit().await.unwrap(), 1);
+    let again: i64 = sqlx::query_scalar("SELECT MAX(version) FROM schema_migrations")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(again < last, "the read-only open applied a migration");
+    let write = ro
+        .save_binding(
+            &binding("ch2"),
+            0,
+            WriteCtx::new(AuditDraft::new("config.bound"), T0),
+        )
+        .await;
+    assert!(write.is_err(), "a read-only store refuses writes");
 }

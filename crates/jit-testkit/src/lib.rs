@@ -57,7 +57,11 @@ impl Moto {
     /// Starts `moto_server` on a free loopback port and waits until it accepts connections.
     /// Install it with `scripts/test.sh` (a venv in `.venv/`) or set `JIT_MOTO_SERVER`.
     pub fn start() -> anyhow::Result<Self> {
-        let port = free_port()?;
+        Self::start_on(free_port()?)
+    }
+
+    /// [`Moto::start`] on a given port (to bring AWS up where a process already looks for it).
+    pub fn start_on(port: u16) -> anyhow::Result<Self> {
         let bin = moto_binary();
         let child = Command::new(&bin)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])

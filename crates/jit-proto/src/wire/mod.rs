@@ -696,6 +696,20 @@ pub struct Readiness {
     pub backend_ring: RingReadiness,
     /// The callback ring.
     pub callback_ring: RingReadiness,
+    /// The access provider.
+    pub provider: ProviderReadiness,
+}
+
+/// The access provider's part of `/readyz`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ProviderReadiness {
+    /// `dry-run`, `command` or `aws-identity-center`.
+    pub name: String,
+    /// Its last check passed (checked at start, then again by `/readyz` while it fails).
+    pub ready: bool,
+    /// Why it is not ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -138,8 +138,10 @@ pub async fn readyz(State(st): State<AppState>) -> Response {
     let store_ok = st.store.ping().await.is_ok();
     let ring = st.backend_ring.status();
     let cring = st.callback_ring.status();
-    let ready = store_ok && ring.loaded && ring.key_count > 0;
+    let provider = st.provider_health.readiness(st.clock.now_ms()).await;
+    let ready = store_ok && ring.loaded && ring.key_count > 0 && provider.ready;
     let body = Readiness {
+        provider,
         ready,
         store: if store_ok { "ok" } else { "unreachable" }.into(),
         backend_ring: RingReadiness {
