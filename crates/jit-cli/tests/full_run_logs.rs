@@ -326,3 +326,76 @@ async fn a_full_run_logs_every_request_and_no_secret() {
         }
     }
 }
+
+/// With file rings only, neither process builds the AWS SDK: nothing asks the instance
+/// metadata service for a region or credentials. The metadata endpoint is pointed at a
+/// loopback listener (the harness otherwise disables it) and the region is unset, so an SDK
+/// chain built at start would connect to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_file_rings_nothing_asks_the_metadata_service() {
+    let imds = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    imds.set_nonblocking(true).unwrap();
+    let imds_url = format!("http://{}", imds.local_addr().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (mm_url, _double) = jit_testkit::mattermost::spawn().await;
+    let (sport, bport) = (
+        jit_testkit::free_port().unwrap(),
+        jit_testkit::free_port().unwrap(),
+    );
+    let aws_env = |cmd: &mut Command| {
+        cmd.env("AWS_EC2_METADATA_DISABLED", "false")
+            .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", &imds_url)
+            .env("HOME", dir.path())
+            .env_remove("AWS_REGION")
+            .env_remove("AWS_DEFAULT_REGION")
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .env_remove("AWS_PROFILE");
+    };
+    let mut server = Command::new(env!("CARGO_BIN_EXE_jit"));
+    server
+        .arg("server")
+        .env("JIT_LISTEN", format!("127.0.0.1:{sport}"))
+        .env("JIT_DATA_DIR", &data)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    aws_env(&mut server);
+    let _server = Proc(server.spawn().unwrap());
+    jit_testkit::wait_for_port(sport, Duration::from_secs(30)).unwrap();
+    let mut bridge = Command::new(env!("CARGO_BIN_EXE_jit"));
+    bridge
+        .arg("mattermost")
+        .env("JIT_MM_LISTEN", format!("127.0.0.1:{bport}"))
+        .env("JIT_MM_PUBLIC_URL", format!("http://127.0.0.1:{bport}"))
+        .env("JIT_MM_URL", &mm_url)
+        .env("JIT_MM_BOT_TOKEN", "bot-token")
+        .env("JIT_MM_SLASH_TOKENS", "slash-old-3f9a2c71d0e4b5a6")
+        .env("JIT_MM_BACKEND_URL", format!("http://127.0.0.1:{sport}"))
+        .env(
+            "JIT_MM_BACKEND_KEYS",
+            format!("file:{}", data.join("keys/backend.json").display()),
+        )
+        .env(
+            "JIT_MM_CALLBACK_KEYS",
+            format!("file:{}", data.join("keys/callback.json").display()),
+        )
+        .env("JIT_MM_DATA_DIR", dir.path().join("bridge"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    aws_env(&mut bridge);
+    let _bridge = Proc(bridge.spawn().unwrap());
+    jit_testkit::wait_for_port(bport, Duration::from_secs(30)).unwrap();
+    // Both are up and have made their first calls (the bridge's ring loads, the server's
+    // readiness check); a metadata request at start would have connected by now.
+    for url in [
+        format!("http://127.0.0.1:{sport}/readyz"),
+        format!("http://127.0.0.1:{bport}/healthz"),
+    ] {
+        assert_eq!(reqwest::get(&url).await.unwrap().status(), 200, "{url}");
+    }
+    match imds.accept() {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!("something connected to the metadata endpoint: {other:?}"),
+    }
+}

@@ -32,7 +32,7 @@ pub enum ClientError {
     #[error("invalid URL: {0}")]
     Url(String),
     /// The transport failed.
-    #[error("HTTP: {0}")]
+    #[error("HTTP: {}", jit_http::outbound::describe(.0))]
     Http(#[from] reqwest::Error),
     /// The OS random generator failed.
     #[error("random generator: {0}")]

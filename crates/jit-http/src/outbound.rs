@@ -10,22 +10,32 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-/// True for link-local and cloud metadata addresses, also when written as IPv6 that embeds
-/// an IPv4 address (`::ffff:a.b.c.d`, NAT64 `64:ff9b::a.b.c.d`).
+/// True for link-local and cloud metadata addresses, also when written as IPv6 that embeds an
+/// IPv4 address: mapped `::ffff:a.b.c.d`, compatible `::a.b.c.d`, translated
+/// `::ffff:0:a.b.c.d`, NAT64 `64:ff9b::a.b.c.d` and `64:ff9b:1::/48`, and 6to4
+/// `2002:aabb:ccdd::`.
 pub fn is_forbidden(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => v4.is_link_local() || v4.octets() == [100, 100, 100, 200],
         IpAddr::V6(v6) => {
             let s = v6.segments();
-            let first = s.first().copied().unwrap_or(0);
-            let embedded = v6.to_ipv4_mapped().or_else(|| {
-                // 64:ff9b::/96 (RFC 6052): the last 32 bits are the IPv4 address.
-                (s[..6] == [0x64, 0xff9b, 0, 0, 0, 0]).then(|| {
-                    let o = v6.octets();
-                    std::net::Ipv4Addr::new(o[12], o[13], o[14], o[15])
-                })
-            });
-            (first & 0xffc0) == 0xfe80 // fe80::/10
+            let o = v6.octets();
+            let last32 = std::net::Ipv4Addr::new(o[12], o[13], o[14], o[15]);
+            let embedded = if v6.to_ipv4_mapped().is_some()
+                || s[..6] == [0, 0, 0, 0, 0, 0] // ::a.b.c.d (deprecated, still routed by some stacks)
+                || s[..6] == [0, 0, 0, 0, 0xffff, 0] // ::ffff:0:a.b.c.d (RFC 2765)
+                || s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] // 64:ff9b::/96 (RFC 6052)
+                || s[..3] == [0x64, 0xff9b, 1]
+            // 64:ff9b:1::/48 (RFC 8215)
+            {
+                Some(last32)
+            } else if s[0] == 0x2002 {
+                // 6to4 (RFC 3056): bits 16..48 are the IPv4 address.
+                Some(std::net::Ipv4Addr::new(o[2], o[3], o[4], o[5]))
+            } else {
+                None
+            };
+            (s[0] & 0xffc0) == 0xfe80 // fe80::/10
                 || v6 == std::net::Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254)
                 || embedded.is_some_and(|m| is_forbidden(IpAddr::V4(m)))
         }
@@ -102,6 +112,36 @@ pub fn client(allow_link_local: bool) -> Result<reqwest::Client, reqwest::Error>
     }
 }
 
+/// Why an outbound call failed, with every cause in the chain (reqwest's own text stops at
+/// "error sending request", which hides a refusal by [`SafeResolver`], a refused connection or
+/// a TLS fault) and without the URL (a URL can carry a token in its query).
+pub fn describe(e: &reqwest::Error) -> String {
+    let what = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else if e.is_request() {
+        "sending the request failed"
+    } else if e.is_body() || e.is_decode() {
+        "reading the answer failed"
+    } else {
+        "HTTP failure"
+    };
+    let mut out = what.to_owned();
+    let mut last = String::new();
+    let mut cur = std::error::Error::source(e);
+    while let Some(c) = cur {
+        let text = c.to_string();
+        if text != last && !last.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        last = text;
+        cur = c.source();
+    }
+    out
+}
+
 /// A DNS resolver for reqwest that leaves out forbidden addresses; a name with nothing else
 /// fails to resolve. Install with `ClientBuilder::dns_resolver(SafeResolver)`.
 #[derive(Debug, Clone, Copy, Default)]
@@ -137,6 +177,12 @@ mod tests {
             "HTTP://169.254.169.254/",
             "http://[::ffff:100.100.100.200]/",
             "http://[64:ff9b::a9fe:a9fe]/",
+            "http://[64:ff9b::169.254.169.254]/",
+            "http://[::169.254.169.254]/",
+            "http://[::ffff:0:169.254.169.254]/",
+            "http://[::ffff:169.254.169.254]/",
+            "http://[64:ff9b:1::a9fe:a9fe]/",
+            "http://[2002:a9fe:a9fe::1]/",
         ] {
             assert!(
                 matches!(check_url(bad).await, Err(UrlError::Forbidden(..))),
@@ -163,6 +209,48 @@ mod tests {
                 "{invalid}"
             );
         }
+    }
+
+    /// Resolves every name to the metadata address, through the guard's filter.
+    struct Metadata;
+    impl reqwest::dns::Resolve for Metadata {
+        fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+            let host = name.as_str().to_owned();
+            Box::pin(async move {
+                let all = vec![SocketAddr::from(([169, 254, 169, 254], 80))];
+                let addrs: reqwest::dns::Addrs = Box::new(keep_allowed(&host, all)?.into_iter());
+                Ok(addrs)
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refusal_by_the_address_guard_says_why_and_not_the_url() {
+        let c = reqwest::Client::builder()
+            .dns_resolver(Metadata)
+            .build()
+            .unwrap();
+        let e = c
+            .post("http://hooks.example/x?token=s3cret")
+            .send()
+            .await
+            .unwrap_err();
+        let text = describe(&e);
+        assert!(
+            text.contains("resolves only to link-local or cloud metadata addresses"),
+            "{text}"
+        );
+        assert!(!text.contains("s3cret"), "{text}");
+        // A closed port says so too.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let e = reqwest::get(format!("http://127.0.0.1:{port}/"))
+            .await
+            .unwrap_err();
+        assert!(describe(&e).contains("refused"), "{}", describe(&e));
     }
 
     #[tokio::test]

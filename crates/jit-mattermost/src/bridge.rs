@@ -429,7 +429,7 @@ impl Inner {
     async fn bot_id(&self) -> anyhow::Result<String> {
         Ok(self
             .bot_id
-            .get_or_try_init(|| async { self.mm.user("me").await.map(|u| u.id) })
+            .get_or_try_init(|| async { self.mm.me().await.map(|u| u.id) })
             .await?
             .clone())
     }

@@ -10,8 +10,12 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 pub enum MmError {
     /// Transport failure.
-    #[error("Mattermost unreachable: {0}")]
+    #[error("Mattermost unreachable: {}", jit_http::outbound::describe(.0))]
     Http(#[from] reqwest::Error),
+    /// An id taken from a request (a click's `user_id`, say) is not a Mattermost id, so it is
+    /// never put into an API path (`me`, `a/../b`).
+    #[error("not a Mattermost id: {0:?}")]
+    BadId(String),
     /// An error answer.
     #[error("Mattermost answered {status}: {message}")]
     Status {
@@ -20,6 +24,20 @@ pub enum MmError {
         /// Its message.
         message: String,
     },
+}
+
+/// An id that may go into an API path: Mattermost's ids are 26 lowercase letters and digits;
+/// we accept 1 to 64 ASCII letters and digits (test doubles use short ones), and never `me`,
+/// which Mattermost reads as "the caller", that is, the bot.
+pub fn path_id(id: &str) -> Result<&str, MmError> {
+    if (1..=64).contains(&id.len())
+        && id.bytes().all(|b| b.is_ascii_alphanumeric())
+        && !id.eq_ignore_ascii_case("me")
+    {
+        Ok(id)
+    } else {
+        Err(MmError::BadId(id.chars().take(64).collect()))
+    }
 }
 
 /// A Mattermost user, as far as the bridge needs it.
@@ -366,6 +384,7 @@ impl MmClient {
         message: &str,
         attachments: &[Attachment],
     ) -> Result<(), MmError> {
+        let post_id = path_id(post_id)?;
         let body = PostPatch {
             message,
             props: Props { attachments },
@@ -426,8 +445,9 @@ impl MmClient {
         .map(|_| ())
     }
 
-    /// `GET /users/{id}` (`me` for the bot itself).
+    /// `GET /users/{id}`.
     pub async fn user(&self, user_id: &str) -> Result<User, MmError> {
+        let user_id = path_id(user_id)?;
         self.call::<User, ()>(
             reqwest::Method::GET,
             "/users/{user_id}",
@@ -435,6 +455,12 @@ impl MmClient {
             None,
         )
         .await
+    }
+
+    /// `GET /users/me`: the bot itself.
+    pub async fn me(&self) -> Result<User, MmError> {
+        self.call::<User, ()>(reqwest::Method::GET, "/users/{user_id}", "/users/me", None)
+            .await
     }
 
     /// `POST /users/usernames`.
@@ -454,6 +480,7 @@ impl MmClient {
         channel_id: &str,
         user_id: &str,
     ) -> Result<ChannelMember, MmError> {
+        let (channel_id, user_id) = (path_id(channel_id)?, path_id(user_id)?);
         self.call::<ChannelMember, ()>(
             reqwest::Method::GET,
             "/channels/{channel_id}/members/{user_id}",
@@ -567,5 +594,32 @@ mod tests {
             }) => assert_eq!(message, "no permission"),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn ids_from_requests_never_reach_an_api_path_unparsed() {
+        let (url, n) = flaky().await;
+        let c = MmClient::new(&url, zeroize::Zeroizing::new("t".into())).unwrap();
+        for bad in [
+            "me",
+            "ME",
+            "a/../b",
+            "u1/../../teams",
+            "",
+            "u1?x=1",
+            "u%2F1",
+        ] {
+            assert!(matches!(c.user(bad).await, Err(MmError::BadId(_))), "{bad}");
+            assert!(matches!(
+                c.channel_member("ch1", bad).await,
+                Err(MmError::BadId(_))
+            ));
+            assert!(matches!(
+                c.patch_post(bad, "m", &[]).await,
+                Err(MmError::BadId(_))
+            ));
+        }
+        assert_eq!(n.load(Ordering::SeqCst), 0, "nothing was sent");
+        assert!(path_id("k8w3r9x1q5t7y2u4i6o0p3a5s7").is_ok());
     }
 }

@@ -264,7 +264,7 @@ impl Dispatcher {
         let resp = rb
             .send()
             .await
-            .map_err(|e| Failure::Other(format!("sending: {}", e.without_url())))?;
+            .map_err(|e| Failure::Other(jit_http::outbound::describe(&e)))?;
         let status = resp.status();
         if status.is_success() {
             Ok(())
