@@ -23,8 +23,15 @@ pub enum KeysCommand {
         #[arg(long)]
         rich: bool,
     },
-    /// Every key with its dates, which one signs, its last use at each verifier, and a verdict.
-    Status(RingArgs),
+    /// Every key with its dates, which one signs, its last use at each verifier, and a verdict:
+    /// whether it can be retired with this overlap, and from when.
+    Status {
+        #[command(flatten)]
+        ring: RingArgs,
+        /// Hours a key must have gone unused (as for `retire`).
+        #[arg(long, default_value_t = 24)]
+        overlap_hours: i64,
+    },
     /// Add a new key that starts signing after the activation delay.
     Rotate {
         #[command(flatten)]
@@ -141,17 +148,15 @@ impl RingArgs {
         if self.ring == "callback" { "cb" } else { "key" }
     }
 
-    /// `key_id → [(verifier, last use unix)]` from the backend, when `--api` is given.
-    async fn usage(
-        &self,
-    ) -> anyhow::Result<Option<std::collections::BTreeMap<String, Vec<(String, i64)>>>> {
+    /// What the backend knows of this ring's key use, when `--api` is given.
+    async fn usage(&self) -> anyhow::Result<Option<Usage>> {
         let Some(api) = &self.api else {
             return Ok(None);
         };
         let client = self.client(api).await?;
         let a = client.key_usage().await?;
-        let usage = match a.outcome {
-            Ok(u) => u.usage,
+        let list = match a.outcome {
+            Ok(u) => u,
             Err(e) => anyhow::bail!(
                 "GET /admin/keys/usage refused ({} {}): {}",
                 a.status,
@@ -159,14 +164,76 @@ impl RingArgs {
                 e.message
             ),
         };
-        let mut out: std::collections::BTreeMap<String, Vec<(String, i64)>> = Default::default();
-        for u in usage.into_iter().filter(|u| u.ring == self.ring) {
-            out.entry(u.key_id)
+        let mut keys: std::collections::BTreeMap<String, Vec<(String, i64)>> = Default::default();
+        for u in list.usage.into_iter().filter(|u| u.ring == self.ring) {
+            keys.entry(u.key_id)
                 .or_default()
                 .push((u.verifier, u.last_used_unix));
         }
-        Ok(Some(out))
+        let now = SystemClock.unix();
+        let live = list
+            .verifiers
+            .iter()
+            .filter(|v| {
+                v.ring == self.ring && now - v.last_report_unix <= jit_keys::USAGE_LIVE_SECS
+            })
+            .count();
+        Ok(Some(Usage { keys, live }))
     }
+}
+
+/// What the backend knows of one ring's key use.
+struct Usage {
+    /// `key_id → [(verifier, last recorded use, unix)]`.
+    keys: std::collections::BTreeMap<String, Vec<(String, i64)>>,
+    /// Verifiers of this ring that reported within `USAGE_LIVE_SECS`.
+    live: usize,
+}
+
+/// Whether a key can be retired now, from what the backend knows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Verdict {
+    /// It signs.
+    Signing,
+    /// No fact to go on: no `--api`, or no verifier of the ring is reporting.
+    Unknown(String),
+    /// Used (as far as recorded) within the overlap plus the recording margin; safe from then.
+    InUse { safe_from: i64 },
+    /// No verifier may have used it within the overlap.
+    Safe,
+}
+
+/// The verdict for `id`. A recorded use lags the truth by at most `USAGE_FLUSH_SECS` while its
+/// verifier runs, so the overlap is extended by `USAGE_MARGIN_SECS`; a key with no recorded
+/// use is safe only when some verifier of the ring is reporting (it records first uses at once).
+fn verdict(usage: Option<&Usage>, id: &str, signs: bool, now: i64, overlap_secs: i64) -> Verdict {
+    if signs {
+        return Verdict::Signing;
+    }
+    let Some(u) = usage else {
+        return Verdict::Unknown("pass --api to read key use from the backend".into());
+    };
+    let last = u.keys.get(id).and_then(|v| v.iter().map(|(_, t)| *t).max());
+    match last {
+        Some(t) if now < t + overlap_secs + jit_keys::USAGE_MARGIN_SECS => Verdict::InUse {
+            safe_from: t + overlap_secs + jit_keys::USAGE_MARGIN_SECS,
+        },
+        _ if u.live == 0 => Verdict::Unknown(format!(
+            "no verifier of this ring has reported in the last {} s, so its use cannot be known",
+            jit_keys::USAGE_LIVE_SECS
+        )),
+        _ => Verdict::Safe,
+    }
+}
+
+fn unix_text(t: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(t)
+        .ok()
+        .and_then(|d| {
+            d.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| t.to_string())
 }
 
 /// Where the edited ring lives.
@@ -332,10 +399,22 @@ pub async fn run(cmd: KeysCommand) -> anyhow::Result<()> {
             let ring = jit_proto::keyring::KeyRing::from_entries(vec![entry])?;
             println!("{}", ring.to_secret_string()?.as_str());
         }
-        KeysCommand::Status(args) => {
+        KeysCommand::Status {
+            ring: args,
+            overlap_hours,
+        } => {
             let f = RingDoc::read(&args).await?;
             let signing = rotation::signing_id(&f.doc, now)?;
             let usage = args.usage().await?;
+            let t = now.unix_timestamp();
+            if let Some(u) = &usage {
+                println!(
+                    "{} verifier(s) of the {} ring reporting; overlap {overlap_hours} h (+{} s recording margin)",
+                    u.live,
+                    args.ring,
+                    jit_keys::USAGE_MARGIN_SECS
+                );
+            }
             println!(
                 "{:<22} {:<26} {:<26} {:<7} {:<40} VERDICT",
                 "ID", "CREATED", "NOT BEFORE", "SIGNS", "LAST USE"
@@ -348,28 +427,24 @@ pub async fn run(cmd: KeysCommand) -> anyhow::Result<()> {
                     _ => ("—".into(), "—".into()),
                 };
                 let signs = signing.as_deref() == Some(id.as_str());
-                let uses = usage
-                    .as_ref()
-                    .map(|u| u.get(id).cloned().unwrap_or_default());
-                let last = match &uses {
+                let last = match &usage {
                     None => "unknown (pass --api)".to_owned(),
-                    Some(u) if u.is_empty() => "never seen".to_owned(),
-                    Some(u) => u
-                        .iter()
-                        .map(|(v, t)| format!("{v} {}s ago", now.unix_timestamp() - t))
-                        .collect::<Vec<_>>()
-                        .join(", "),
+                    Some(u) => match u.keys.get(id) {
+                        None => "none recorded".to_owned(),
+                        Some(uses) => uses
+                            .iter()
+                            .map(|(v, at)| format!("{v} {}s ago", t - at))
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    },
                 };
-                let verdict = if signs {
-                    "signing key"
-                } else {
-                    match &uses {
-                        None => "unknown",
-                        Some(u) if u.iter().any(|(_, t)| now.unix_timestamp() - t < 24 * 3600) => {
-                            "in use"
-                        }
-                        Some(_) => "safe to retire",
+                let verdict = match verdict(usage.as_ref(), id, signs, t, overlap_hours * 3600) {
+                    Verdict::Signing => "signing key".to_owned(),
+                    Verdict::Unknown(why) => format!("unknown: {why}"),
+                    Verdict::InUse { safe_from } => {
+                        format!("in use; safe to retire from {}", unix_text(safe_from))
                     }
+                    Verdict::Safe => "safe to retire".to_owned(),
                 };
                 println!(
                     "{id:<22} {created:<26} {nb:<26} {:<7} {last:<40} {verdict}",
@@ -402,20 +477,47 @@ pub async fn run(cmd: KeysCommand) -> anyhow::Result<()> {
             no_backup,
         } => {
             let mut f = RingDoc::read(&ring).await?;
-            let uses = ring.usage().await?;
-            if uses.is_none() && !force {
-                anyhow::bail!(
-                    "cannot tell whether {id} is still in use: pass --api (or --force to retire it anyway)"
-                );
-            }
-            let uses = uses.and_then(|u| u.get(&id).cloned()).unwrap_or_default();
+            let usage = ring.usage().await?;
+            let t = now.unix_timestamp();
+            let signs = rotation::signing_id(&f.doc, now)?.as_deref() == Some(id.as_str());
             if force {
                 eprintln!(
                     "WARNING: --force retires {id} without checking that no verifier still uses it"
                 );
+            } else {
+                match verdict(usage.as_ref(), &id, signs, t, overlap_hours * 3600) {
+                    Verdict::Unknown(why) => anyhow::bail!(
+                        "cannot tell whether {id} is still in use: {why} (or --force to retire it anyway)"
+                    ),
+                    Verdict::InUse { safe_from } => {
+                        let (verifier, at) = usage
+                            .as_ref()
+                            .and_then(|u| u.keys.get(&id))
+                            .and_then(|v| v.iter().max_by_key(|(_, at)| *at).cloned())
+                            .unwrap_or_default();
+                        anyhow::bail!(
+                            "{id} is still in use: {verifier} used it {} s ago, within the {overlap_hours} h overlap \
+                             (+{} s recording margin); it can be retired from {}",
+                            t - at,
+                            jit_keys::USAGE_MARGIN_SECS,
+                            unix_text(safe_from)
+                        )
+                    }
+                    Verdict::Signing | Verdict::Safe => {}
+                }
             }
-            let removed =
-                rotation::retire(&mut f.doc, &id, now, &uses, overlap_hours * 3600, force)?;
+            let uses = usage
+                .as_ref()
+                .and_then(|u| u.keys.get(&id).cloned())
+                .unwrap_or_default();
+            let removed = rotation::retire(
+                &mut f.doc,
+                &id,
+                now,
+                &uses,
+                overlap_hours * 3600 + jit_keys::USAGE_MARGIN_SECS,
+                force,
+            )?;
             if !no_backup {
                 let dir = f.backup_dir(ring.backup_dir.as_ref());
                 let mut m = Map::new();
@@ -508,10 +610,19 @@ pub async fn run(cmd: KeysCommand) -> anyhow::Result<()> {
                 None => println!("not retiring anything: pass --api so key use is known"),
                 Some(usage) => {
                     let ids: Vec<String> = f.doc.keys().cloned().collect();
+                    let signing = rotation::signing_id(&f.doc, now)?;
                     for id in ids {
-                        let uses = usage.get(&id).cloned().unwrap_or_default();
+                        let uses = usage.keys.get(&id).cloned().unwrap_or_default();
                         // Only keys some verifier saw, and not within the overlap.
-                        if uses.is_empty() {
+                        if uses.is_empty()
+                            || verdict(
+                                Some(&usage),
+                                &id,
+                                signing.as_deref() == Some(id.as_str()),
+                                now.unix_timestamp(),
+                                overlap_hours * 3600,
+                            ) != Verdict::Safe
+                        {
                             continue;
                         }
                         match rotation::retire(
@@ -519,7 +630,7 @@ pub async fn run(cmd: KeysCommand) -> anyhow::Result<()> {
                             &id,
                             now,
                             &uses,
-                            overlap_hours * 3600,
+                            overlap_hours * 3600 + jit_keys::USAGE_MARGIN_SECS,
                             false,
                         ) {
                             Ok(_) => {
@@ -549,6 +660,50 @@ pub async fn run(cmd: KeysCommand) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_verdict_is_unknown_without_facts_and_gives_the_time_retiring_becomes_safe() {
+        let now = 1_000_000;
+        let day = 86_400;
+        let usage = |live, uses: &[(&str, i64)]| Usage {
+            keys: uses
+                .iter()
+                .map(|(k, t)| ((*k).to_owned(), vec![("backend:1".to_owned(), *t)]))
+                .collect(),
+            live,
+        };
+        assert!(matches!(
+            verdict(None, "k", false, now, day),
+            Verdict::Unknown(_)
+        ));
+        assert_eq!(verdict(None, "k", true, now, day), Verdict::Signing);
+        // Used 2 s ago: in use, even with no overlap (the recording margin).
+        let u = usage(1, &[("k", now - 2)]);
+        assert_eq!(
+            verdict(Some(&u), "k", false, now, 0),
+            Verdict::InUse {
+                safe_from: now - 2 + jit_keys::USAGE_MARGIN_SECS
+            }
+        );
+        assert_eq!(
+            verdict(Some(&u), "k", false, now, day),
+            Verdict::InUse {
+                safe_from: now - 2 + day + jit_keys::USAGE_MARGIN_SECS
+            }
+        );
+        // Never recorded: safe only while some verifier reports (first uses are recorded at
+        // once); with none reporting, nobody can know.
+        assert_eq!(
+            verdict(Some(&usage(1, &[])), "k", false, now, day),
+            Verdict::Safe
+        );
+        assert!(matches!(
+            verdict(Some(&usage(0, &[])), "k", false, now, day),
+            Verdict::Unknown(_)
+        ));
+        let old = usage(1, &[("k", now - 2 * day)]);
+        assert_eq!(verdict(Some(&old), "k", false, now, day), Verdict::Safe);
+    }
 
     fn args(source: String, endpoint: Option<String>) -> RingArgs {
         RingArgs {

@@ -285,27 +285,37 @@ async fn rotate_retire_rollback_auto_on_a_live_ring() {
         );
     }
 
-    // The old key is still in use somewhere: retire refuses it, and refuses the signing key.
-    let client = Client::new(&api, Keys::Fixed(Arc::new(ring)), Arc::new(SystemClock)).unwrap();
-    let a = client
-        .post("/admin/keys/usage", &serde_json::json!({"ring": "backend", "verifier": "bridge:x", "keys": [{"key_id": old_id, "last_used_unix": SystemClock.unix()}]}))
-        .await
-        .unwrap();
-    assert!(a.is_success(), "{:?}", a.body);
+    // The old key is still in use: a peer that has not reloaded signs with it, a moment after
+    // the server started. Its first use is recorded at once, so retire refuses it, even with
+    // the overlap at 0 (the recording margin), and status says from when it can go.
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&ring_path).unwrap()).unwrap();
+    let old_only =
+        KeyRing::parse(&serde_json::json!({ &old_id: doc[&old_id] }).to_string()).unwrap();
+    let peer = Client::new(&api, Keys::Fixed(Arc::new(old_only)), Arc::new(SystemClock)).unwrap();
+    assert_eq!(peer.get("/requests").await.unwrap().status, 200);
     let status = keys(&["status"]);
     let text = String::from_utf8_lossy(&status.stdout).to_string();
     assert!(
-        text.contains(&new_id) && text.contains("signing key") && text.contains("in use"),
+        text.contains(&new_id)
+            && text.contains("signing key")
+            && text.contains("in use; safe to retire from"),
         "{text}"
     );
-    let refused = keys(&["retire", &old_id]);
-    assert!(!refused.status.success());
-    assert!(String::from_utf8_lossy(&refused.stderr).contains("still in use"));
+    for overlap in ["24", "0"] {
+        let refused = keys(&["retire", &old_id, "--overlap-hours", overlap]);
+        assert!(!refused.status.success());
+        let said = String::from_utf8_lossy(&refused.stderr);
+        assert!(
+            said.contains("still in use") && said.contains("can be retired from"),
+            "{said}"
+        );
+    }
     let refused = keys(&["retire", &new_id, "--force"]);
     assert!(String::from_utf8_lossy(&refused.stderr).contains("is the signing key"));
 
-    // With the overlap shortened it goes, with a private backup; the server refuses it after.
-    let out = keys(&["retire", &old_id, "--overlap-hours", "0"]);
+    // Forced, it goes, with a private backup; the server refuses it after.
+    let out = keys(&["retire", &old_id, "--overlap-hours", "0", "--force"]);
     assert!(
         out.status.success(),
         "{}",
@@ -338,15 +348,23 @@ async fn rotate_retire_rollback_auto_on_a_live_ring() {
     );
 
     // Auto: the newest key is older than 0 days, so a new one is added; of the others, only the
-    // one no verifier used within the overlap is retired.
+    // one no verifier used within the overlap is retired. `spare` is a key whose activation is
+    // far off, last seen by a bridge three days ago.
+    let out = keys(&["rotate", "--activation-delay-secs", "999999"]);
+    assert!(out.status.success());
     let ring = KeyRing::parse(&std::fs::read_to_string(&ring_path).unwrap()).unwrap();
+    let spare = ring
+        .keys()
+        .map(|k| k.id().as_str().to_owned())
+        .find(|k| *k != old_id && *k != new_id)
+        .unwrap();
     let c = Client::new(&api, Keys::Fixed(Arc::new(ring)), Arc::new(SystemClock)).unwrap();
     let long_ago = SystemClock.unix() - 3 * 86_400;
     let a = c
         .post(
             "/admin/keys/usage",
             &serde_json::json!({"ring": "backend", "verifier": "bridge:y",
-            "keys": [{"key_id": new_id, "last_used_unix": long_ago}]}),
+            "keys": [{"key_id": spare, "last_used_unix": long_ago}]}),
         )
         .await
         .unwrap();
@@ -360,16 +378,17 @@ async fn rotate_retire_rollback_auto_on_a_live_ring() {
     ]);
     let said = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(
-        said.contains("rotated") && said.contains(&format!("retired {new_id}")),
+        said.contains("rotated") && said.contains(&format!("retired {spare}")),
         "{said}"
     );
     let after = KeyRing::parse(&std::fs::read_to_string(&ring_path).unwrap()).unwrap();
     assert_eq!(
         after.len(),
-        2,
-        "the old signing key stays (used recently), the unused one went, a new one came"
+        3,
+        "the keys used recently stay, the unused one went, a new one came"
     );
-    assert!(after.get(&old_id).is_some() && after.get(&new_id).is_none());
+    assert!(after.get(&old_id).is_some() && after.get(&new_id).is_some());
+    assert!(after.get(&spare).is_none());
     drop(server);
 }
 

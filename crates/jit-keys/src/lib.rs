@@ -11,7 +11,10 @@ pub mod rotation;
 mod source;
 
 pub use periodic::every;
-pub use ring::{RefreshingRing, RingConfig, RingStatus, prometheus};
+pub use ring::{
+    RefreshingRing, RingConfig, RingStatus, USAGE_FLUSH_SECS, USAGE_HEARTBEAT_KEY, USAGE_LIVE_SECS,
+    USAGE_MARGIN_SECS, VerifiedUse, prometheus,
+};
 pub use source::{
     EnvSource, FileSource, KeySource, LoadError, SecretsManagerSource, SourceFuture, SourceSpec,
     aws_sdk_config, open_source,

@@ -61,6 +61,33 @@ pub struct RingStatus {
     pub last_success_unix: i64,
 }
 
+/// How key use is recorded, which is what makes "no verifier used this key within the
+/// overlap" a fact that `jit keys retire` can rely on:
+/// - a verifier records a key's first use at once, every use at most [`USAGE_FLUSH_SECS`]
+///   later, and everything on shutdown;
+/// - each record is also a heartbeat (key id [`USAGE_HEARTBEAT_KEY`]), so a verifier that has
+///   reported within [`USAGE_LIVE_SECS`] is known to be running and reporting.
+///
+/// So a running verifier's recorded last use lags the truth by at most `USAGE_FLUSH_SECS`
+/// (plus one more flush for a process killed without its shutdown flush): retiring is safe
+/// once `last use + overlap + USAGE_MARGIN_SECS` has passed.
+pub const USAGE_FLUSH_SECS: i64 = 60;
+/// See [`USAGE_FLUSH_SECS`].
+pub const USAGE_MARGIN_SECS: i64 = 2 * USAGE_FLUSH_SECS;
+/// See [`USAGE_FLUSH_SECS`].
+pub const USAGE_LIVE_SECS: i64 = 3 * USAGE_FLUSH_SECS;
+/// The key id under which a verifier's heartbeat is kept (never a valid key id).
+pub const USAGE_HEARTBEAT_KEY: &str = "*";
+
+/// A verified request, and whether it was the first use of its key in this process.
+#[derive(Debug, Clone)]
+pub struct VerifiedUse {
+    /// What the verifier established.
+    pub verified: Verified,
+    /// The key's first use here: record it now.
+    pub first_use: bool,
+}
+
 /// A key ring that reloads itself and never replaces a good ring with a failed load.
 pub struct RefreshingRing {
     config: RingConfig,
@@ -241,24 +268,34 @@ impl RefreshingRing {
         headers: &(impl HeaderLookup + ?Sized),
         req: &RequestParts<'_>,
         nonces: &dyn NonceStore,
-    ) -> Result<Verified, Rejection> {
+    ) -> Result<VerifiedUse, Rejection> {
         let r = self
             .verify_once_or_reload(verifier, headers, req, nonces)
             .await;
-        if let Ok(v) = &r {
-            self.note_use(v.key_id.as_str());
-        }
-        r
+        r.map(|v| {
+            let first_use = self.note_use(v.key_id.as_str());
+            VerifiedUse {
+                verified: v,
+                first_use,
+            }
+        })
     }
 
-    fn note_use(&self, key_id: &str) {
+    /// Notes a verified use; true when it is the first use of that key here, which the owner
+    /// records at once (later uses are recorded with the periodic flush).
+    fn note_use(&self, key_id: &str) -> bool {
         let now = self.clock.unix();
-        if let Ok(mut u) = self.usage.lock() {
-            match u.get_mut(key_id) {
-                Some(t) => *t = (*t).max(now),
-                None => {
-                    u.insert(key_id.to_owned(), now);
-                }
+        let Ok(mut u) = self.usage.lock() else {
+            return false;
+        };
+        match u.get_mut(key_id) {
+            Some(t) => {
+                *t = (*t).max(now);
+                false
+            }
+            None => {
+                u.insert(key_id.to_owned(), now);
+                true
             }
         }
     }

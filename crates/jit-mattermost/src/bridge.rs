@@ -166,6 +166,8 @@ struct Inner {
     /// Signs calls to the backend.
     backend_ring: Arc<RefreshingRing>,
     verifier: Verifier,
+    /// This bridge's name as a verifier of the callback ring, in key-use reports.
+    usage_name: String,
     nonces: MemoryNonceStore,
     seen: Mutex<(HashSet<String>, VecDeque<String>)>,
     secret: BridgeSecret,
@@ -245,6 +247,11 @@ impl Bridge {
                 callback_ring,
                 backend_ring,
                 verifier: Verifier::new(VerifierConfig::new(Audience::Bridge)),
+                usage_name: {
+                    let mut id = [0u8; 4];
+                    let _ = getrandom::fill(&mut id);
+                    format!("bridge:{}", hex::encode(id))
+                },
                 nonces: MemoryNonceStore::default(),
                 seen: Mutex::new((HashSet::new(), VecDeque::new())),
                 secret,
@@ -276,22 +283,20 @@ impl Bridge {
         shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> Vec<tokio::task::JoinHandle<()>> {
         let me = self.inner.clone();
-        let mut stop = shutdown.clone();
-        let reporter = tokio::spawn(async move {
-            let mut id = [0u8; 4];
-            let _ = getrandom::fill(&mut id);
-            let verifier = format!("bridge:{}", hex::encode(id));
-            let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
-            loop {
-                tokio::select! {
-                    r = stop.changed() => if r.is_err() || *stop.borrow() { break },
-                    _ = tick.tick() => {}
+        let every_secs = u64::try_from(jit_keys::USAGE_FLUSH_SECS).unwrap_or(60);
+        let reporter = jit_keys::every(
+            std::time::Duration::from_secs(every_secs),
+            shutdown.clone(),
+            true,
+            move || {
+                let me = me.clone();
+                async move {
+                    if let Err(e) = me.report_usage(&me.usage_name).await {
+                        tracing::warn!(error = %e, "reporting key usage failed");
+                    }
                 }
-                if let Err(e) = me.report_usage(&verifier).await {
-                    tracing::warn!(error = %e, "reporting key usage failed");
-                }
-            }
-        });
+            },
+        );
         vec![
             self.inner.backend_ring.spawn(shutdown.clone()),
             self.inner.callback_ring.spawn(shutdown),
@@ -361,10 +366,8 @@ impl Bridge {
 
 impl Inner {
     async fn report_usage(&self, verifier: &str) -> anyhow::Result<()> {
+        // Sent even when no key was used: the report is also this verifier's heartbeat.
         let usage = self.callback_ring.usage();
-        if usage.is_empty() {
-            return Ok(());
-        }
         let keys: Vec<KeyUse> = usage
             .iter()
             .map(|(k, t)| KeyUse {
@@ -1214,11 +1217,23 @@ async fn webhook(
         path_and_query: uri.path_and_query().map_or("/", |p| p.as_str()),
         body: &body,
     };
-    if let Err(r) = me
+    let verified = me
         .callback_ring
         .verify(&me.verifier, &headers, &rp, &me.nonces)
-        .await
+        .await;
+    if let Ok(u) = &verified
+        && u.first_use
     {
+        // A key's first use is reported at once (`jit keys retire` relies on it); later uses
+        // go with the once-a-minute report.
+        let me = me.clone();
+        tokio::spawn(async move {
+            if let Err(e) = me.report_usage(&me.usage_name).await {
+                tracing::warn!(error = %e, "reporting a callback key's first use failed");
+            }
+        });
+    }
+    if let Err(r) = verified {
         tracing::warn!(reason = r.code(), "callback refused");
         let claimed = headers
             .get(jit_proto::sign::HEADER_KEY_ID)

@@ -67,7 +67,27 @@ pub async fn require_signature(State(st): State<AppState>, req: Request, next: N
         .verify(&st.verifier, &parts.headers, &rp, st.nonces.as_ref())
         .await
     {
-        Ok(v) => {
+        Ok(jit_keys::VerifiedUse {
+            verified: v,
+            first_use,
+        }) => {
+            // A key's first use here is recorded before the call proceeds, so `jit keys
+            // retire` never sees a key in use as unused (later uses: the periodic flush).
+            if first_use
+                && let Err(e) = st
+                    .store
+                    .record_key_usage(
+                        "backend",
+                        &st.verifier_name,
+                        &[
+                            (v.key_id.as_str().to_owned(), st.clock.unix()),
+                            (jit_keys::USAGE_HEARTBEAT_KEY.to_owned(), st.clock.unix()),
+                        ],
+                    )
+                    .await
+            {
+                tracing::warn!(error = %e, key_id = v.key_id.as_str(), "recording a key's first use failed");
+            }
             let vouched_by_plugin = st.existing_plugin.is_some_and(|p| {
                 st.backend_ring
                     .current()

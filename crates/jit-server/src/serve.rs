@@ -167,6 +167,11 @@ impl Server {
             metrics: Arc::new(crate::metrics::Metrics::default()),
             callback_key: Arc::default(),
             provider_health: Arc::default(),
+            verifier_name: {
+                let mut id = [0u8; 4];
+                let _ = getrandom::fill(&mut id);
+                format!("backend:{}", hex::encode(id)).into()
+            },
             callback_style: if config.existing_plugin.enabled {
                 crate::effects::CallbackStyle::ExistingPlugin
             } else {
@@ -391,24 +396,23 @@ fn spawn_nonce_purge(
     })
 }
 
-/// Persists when each backend-ring key last verified a request here, once a minute (and once
-/// more at shutdown).
+/// Persists when each backend-ring key last verified a request here, with this verifier's
+/// heartbeat, every `USAGE_FLUSH_SECS` and once more at shutdown (first uses are recorded at
+/// once by the auth layer).
 fn spawn_usage_recorder(
     state: AppState,
     shutdown: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
-    let mut id = [0u8; 4];
-    let _ = getrandom::fill(&mut id);
-    let verifier = format!("backend:{}", hex::encode(id));
-    every(Duration::from_secs(60), shutdown, true, move || {
-        let (state, verifier) = (state.clone(), verifier.clone());
+    let every_secs = u64::try_from(jit_keys::USAGE_FLUSH_SECS).unwrap_or(60);
+    every(Duration::from_secs(every_secs), shutdown, true, move || {
+        let state = state.clone();
         async move {
-            let usage = state.backend_ring.usage();
-            if !usage.is_empty()
-                && let Err(e) = state
-                    .store
-                    .record_key_usage("backend", &verifier, &usage)
-                    .await
+            let mut usage = state.backend_ring.usage();
+            usage.push((jit_keys::USAGE_HEARTBEAT_KEY.to_owned(), state.clock.unix()));
+            if let Err(e) = state
+                .store
+                .record_key_usage("backend", &state.verifier_name, &usage)
+                .await
             {
                 tracing::warn!(error = %e, "recording key usage failed");
             }

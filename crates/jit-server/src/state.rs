@@ -40,6 +40,9 @@ pub struct AppState {
     /// Which callback key the receiver accepts (the existing plugin holds one secret): see
     /// `callbacks::Dispatcher`.
     pub callback_key: Arc<std::sync::Mutex<CallbackKey>>,
+    /// This process's name as a verifier of the backend ring (`backend:<random>`), under which
+    /// its key use is recorded.
+    pub verifier_name: Arc<str>,
     /// Whether the access provider can work, for `/readyz`.
     pub provider_health: Arc<crate::health::ProviderHealth>,
 }

@@ -643,6 +643,24 @@ pub struct KeyUsageList {
     pub usage: Vec<KeyUsageRow>,
     /// How many.
     pub count: usize,
+    /// Every verifier that has reported, with its last report (a heartbeat).
+    #[serde(default)]
+    pub verifiers: Vec<VerifierReport>,
+    /// How often a running verifier records its key use (its first use of a key at once):
+    /// the most a recorded last use can lag the truth.
+    #[serde(default)]
+    pub flush_secs: i64,
+}
+
+/// A verifier's last report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct VerifierReport {
+    /// `backend` or `callback`.
+    pub ring: String,
+    /// Verifier name.
+    pub verifier: String,
+    /// Unix seconds of its last report.
+    pub last_report_unix: i64,
 }
 
 /// `POST /admin/keys/callback-signing`: sign callbacks with this key from now on (the

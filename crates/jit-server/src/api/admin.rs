@@ -11,7 +11,7 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use jit_proto::wire::{
     CallbackKeySwitch, CallbackKeySwitched, CallbackList, CallbackRecord, CallbackState, ErrorCode,
-    KeyUsageList, KeyUsageRecorded, KeyUsageReport, KeyUsageRow, ResendAnswer,
+    KeyUsageList, KeyUsageRecorded, KeyUsageReport, KeyUsageRow, ResendAnswer, VerifierReport,
 };
 use jit_store::StoreError;
 use time::OffsetDateTime;
@@ -97,6 +97,17 @@ pub async fn resend_callback(
 #[utoipa::path(get, path = "/admin/keys/usage", tag = "keys", responses((status = 200, description = "Last verified use per key and verifier", body = KeyUsageList), ReadErrors))]
 pub async fn key_usage(State(st): State<AppState>) -> Result<Json<KeyUsageList>, ApiError> {
     let rows = st.store.key_usage().await?;
+    let (beats, rows): (Vec<_>, Vec<_>) = rows
+        .into_iter()
+        .partition(|u| u.key_id == jit_keys::USAGE_HEARTBEAT_KEY);
+    let verifiers = beats
+        .iter()
+        .map(|u| VerifierReport {
+            ring: u.ring.clone(),
+            verifier: u.verifier.clone(),
+            last_report_unix: u.last_used_unix,
+        })
+        .collect();
     let usage: Vec<KeyUsageRow> = rows
         .iter()
         .map(|u| KeyUsageRow {
@@ -110,7 +121,12 @@ pub async fn key_usage(State(st): State<AppState>) -> Result<Json<KeyUsageList>,
         })
         .collect();
     let count = usage.len();
-    Ok(Json(KeyUsageList { usage, count }))
+    Ok(Json(KeyUsageList {
+        usage,
+        count,
+        verifiers,
+        flush_secs: jit_keys::USAGE_FLUSH_SECS,
+    }))
 }
 
 /// `POST /admin/keys/usage`: a verifier elsewhere (the bridge, for the callback ring)
@@ -150,10 +166,11 @@ pub async fn report_key_usage(
         }
         entries.push((k.key_id.clone(), k.last_used_unix));
     }
+    // Every report is also the verifier's heartbeat.
+    let recorded = entries.len();
+    entries.push((jit_keys::USAGE_HEARTBEAT_KEY.to_owned(), st.clock.unix()));
     st.store.record_key_usage(&r.ring, v, &entries).await?;
-    Ok(Json(KeyUsageRecorded {
-        recorded: entries.len(),
-    }))
+    Ok(Json(KeyUsageRecorded { recorded }))
 }
 
 /// `POST /admin/keys/callback-signing`: callbacks are signed with this key of the callback ring
