@@ -92,7 +92,13 @@ pub struct Dispatcher {
     st: AppState,
     cfg: DispatchConfig,
     http: reqwest::Client,
+    /// This dispatcher's name in callback leases.
+    owner: String,
 }
+
+/// How long a callback being delivered is leased: longer than every key's attempt at the
+/// outbound client's 10 s limit.
+const DELIVERY_LEASE_MS: i64 = 120_000;
 
 /// Why one delivery attempt failed.
 enum Failure {
@@ -111,7 +117,15 @@ impl Dispatcher {
     /// A dispatcher (no redirects followed: a redirect could lead anywhere).
     pub fn new(st: AppState, cfg: DispatchConfig) -> Result<Arc<Self>, reqwest::Error> {
         let http = jit_http::outbound::client(cfg.allow_link_local)?;
-        Ok(Arc::new(Self { st, cfg, http }))
+        let mut id = [0u8; 6];
+        let _ = getrandom::fill(&mut id);
+        let owner = format!("dispatcher:{}:{}", std::process::id(), hex::encode(id));
+        Ok(Arc::new(Self {
+            st,
+            cfg,
+            http,
+            owner,
+        }))
     }
 
     /// Delivers every callback due now (the next one of each request); returns how many were
@@ -135,6 +149,17 @@ impl Dispatcher {
         let due = self.st.store.due_callbacks(now, 100).await?;
         let mut delivered = 0;
         for ev in due {
+            // Leased to this dispatcher while it delivers: another server on the database skips
+            // it (and takes it over if this one dies mid-delivery, once the lease runs out).
+            let now = crate::effects_ms(self.st.clock.now());
+            if !self
+                .st
+                .store
+                .claim_callback(&ev.event_id, &self.owner, now + DELIVERY_LEASE_MS, now)
+                .await?
+            {
+                continue;
+            }
             match self.deliver(&ev).await {
                 Ok(()) => {
                     self.st

@@ -47,6 +47,37 @@ pub struct Lifecycle {
     slots: Arc<tokio::sync::Semaphore>,
 }
 
+/// A job's hold on its principal; released when dropped.
+struct PrincipalHold {
+    local: Option<tokio::sync::OwnedMutexGuard<()>>,
+    db: Option<DbHold>,
+}
+
+struct DbHold {
+    store: Arc<dyn jit_store::Store>,
+    principal: String,
+    owner: String,
+    renew: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for PrincipalHold {
+    fn drop(&mut self) {
+        if let Some(h) = self.db.take() {
+            h.renew.abort();
+            // Released at once in the background (holding the in-process lock until then, so
+            // the next job here does not find its own server's row); should that fail, the
+            // lease runs out.
+            let local = self.local.take();
+            tokio::spawn(async move {
+                if let Err(e) = h.store.unlock_principal(&h.principal, &h.owner).await {
+                    tracing::warn!(error = %e, "could not release a principal lock; it expires by itself");
+                }
+                drop(local);
+            });
+        }
+    }
+}
+
 /// Delay before retry number `attempts + 1`: 1 s, 2 s, 4 s, … up to five minutes.
 pub fn backoff(attempts: i64) -> Duration {
     let secs = 1u64
@@ -215,6 +246,71 @@ impl Lifecycle {
                 tracing::error!(request_id = %job.request_id, error = %e, "could not record the job failure; the lease expiry will retry it");
             }
         }
+    }
+
+    /// Holds `principal` for one job: in this process (a mutex), and on PostgreSQL across every
+    /// server on the database (a leased row in `principal_locks`, renewed every [`HEARTBEAT`],
+    /// free again within [`LEASE_MS`] of a crash). So an overlapping grant and revoke of one
+    /// user's access never interleave, on one server or on two.
+    async fn hold_principal(
+        &self,
+        principal: &str,
+        request_id: &str,
+    ) -> Result<PrincipalHold, JobError> {
+        let local = self.principal_lock(principal).lock_owned().await;
+        if self.release_leases_at_start {
+            // SQLite: this is the only process; the mutex is the whole lock.
+            return Ok(PrincipalHold {
+                local: Some(local),
+                db: None,
+            });
+        }
+        let owner = format!("{}:{request_id}", self.owner);
+        let mut wait = Duration::from_millis(20);
+        loop {
+            let now = ms(self.st.clock.now());
+            if self
+                .st
+                .store
+                .lock_principal(principal, &owner, now + LEASE_MS, now)
+                .await?
+            {
+                break;
+            }
+            self.st.metrics.principal_lock_waits.inc(&[]);
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_millis(500));
+        }
+        let renew = {
+            let (store, clock, principal, owner) = (
+                self.st.store.clone(),
+                self.st.clock.clone(),
+                principal.to_owned(),
+                owner.clone(),
+            );
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(HEARTBEAT).await;
+                    let until = ms(clock.now()) + LEASE_MS;
+                    match store.renew_principal_lock(&principal, &owner, until).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            tracing::error!(%principal, "lost a principal lock (expired); another server may run its jobs now")
+                        }
+                        Err(e) => tracing::warn!(error = %e, "could not renew a principal lock"),
+                    }
+                }
+            })
+        };
+        Ok(PrincipalHold {
+            local: Some(local),
+            db: Some(DbHold {
+                store: self.st.store.clone(),
+                principal: principal.to_owned(),
+                owner,
+                renew,
+            }),
+        })
     }
 
     fn principal_lock(&self, principal: &str) -> Arc<tokio::sync::Mutex<()>> {
@@ -430,8 +526,7 @@ impl Lifecycle {
         };
         let t = target(&r);
         let principal = t.principal();
-        let lock = self.principal_lock(&principal);
-        let _held = lock.lock().await;
+        let _held = self.hold_principal(&principal, r.id.as_str()).await?;
         let record = self.st.store.get_assignment(&principal).await?;
         if r.status() != Status::Approved {
             // Withdrawn before it was granted. If an earlier attempt put the access in place
@@ -548,8 +643,7 @@ impl Lifecycle {
         };
         let t = target(&r);
         let principal = t.principal();
-        let lock = self.principal_lock(&principal);
-        let _held = lock.lock().await;
+        let _held = self.hold_principal(&principal, r.id.as_str()).await?;
         // Another grant of the same user, account and permission set still running keeps the
         // shared assignment; a standing assignment is never removed (and its record is kept, so
         // the drift check knows it).

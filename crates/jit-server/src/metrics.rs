@@ -33,6 +33,9 @@ pub struct Metrics {
     pub reconciler_runs: Counter,
     /// `jit_drift_assignments_total{action}`; action is `detected` or `removed`.
     pub drift_assignments: Counter,
+    /// `jit_principal_lock_waits_total`: a job found its principal locked by another server
+    /// (PostgreSQL) and waited.
+    pub principal_lock_waits: Counter,
 }
 
 impl Default for Metrics {
@@ -70,7 +73,13 @@ impl Default for Metrics {
                 "Assignments this system made that no grant explains, by action (detected, removed).",
                 &["action"],
             ),
+            principal_lock_waits: Counter::new(
+                "jit_principal_lock_waits_total",
+                "Times a job waited for another server's job of the same user, account and permission set.",
+                &[],
+            ),
         };
+        m.principal_lock_waits.touch(&[]);
         for r in ["delivered", "failed", "dead"] {
             m.callback_deliveries.touch(&[r]);
         }
@@ -96,6 +105,7 @@ impl Metrics {
         self.callback_deliveries.render(&mut out);
         self.reconciler_runs.render(&mut out);
         self.drift_assignments.render(&mut out);
+        self.principal_lock_waits.render(&mut out);
         out
     }
 

@@ -1722,6 +1722,201 @@ mod lifecycle {
         }
     }
 
+    /// A second server on `db_url` (its own pool, owner names and in-process locks, as another
+    /// process would have), stepped by hand like the first.
+    async fn second_server(
+        db_url: &str,
+        callback_url: Option<String>,
+        provider: Arc<dyn jit_grants::AccessProvider>,
+        clock: ManualClock,
+    ) -> (
+        jit_server::state::AppState,
+        Arc<jit_server::lifecycle::Lifecycle>,
+        Option<Arc<jit_server::callbacks::Dispatcher>>,
+        tempfile::TempDir,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config {
+            listen: "127.0.0.1:0".into(),
+            data_dir: dir.path().to_path_buf(),
+            database_url: Some(db_url.to_owned()),
+            ..Config::default()
+        };
+        config.callbacks.url = callback_url;
+        let server = Server::build_with(config, Arc::new(clock), Some(provider))
+            .await
+            .unwrap()
+            .without_workers();
+        (
+            server.state.clone(),
+            server.lifecycle.clone(),
+            server.dispatcher.clone(),
+            dir,
+        )
+    }
+
+    /// Removes access only when released; says when a revoke is waiting.
+    #[derive(Debug)]
+    struct HeldRevoke {
+        inner: Arc<DryRunProvider>,
+        entered: tokio::sync::mpsc::UnboundedSender<()>,
+        release: Arc<tokio::sync::Semaphore>,
+    }
+
+    #[async_trait::async_trait]
+    impl jit_grants::AccessProvider for HeldRevoke {
+        fn name(&self) -> &'static str {
+            "held-revoke"
+        }
+        async fn grant(
+            &self,
+            t: &jit_grants::Target,
+        ) -> Result<jit_grants::Assigned, ProviderError> {
+            self.inner.grant(t).await
+        }
+        async fn revoke(&self, t: &jit_grants::Target) -> Result<(), ProviderError> {
+            let _ = self.entered.send(());
+            let _permit = self.release.acquire().await;
+            self.inner.revoke(t).await
+        }
+    }
+
+    /// Waits (bounded) until `cond` holds, checking every 10 ms: for a state another task
+    /// reaches, never as a guess at how long something takes.
+    async fn until(what: &str, mut cond: impl AsyncFnMut() -> bool) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !cond().await {
+            assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Two servers on one PostgreSQL: one ends alice's first grant (its provider call held
+    /// open), the other starts her second grant of the same account. The second waits for the
+    /// first (a database lock per principal), so it finds the access gone and puts it back;
+    /// without the lock it would take the old assignment as still there, and the first
+    /// server's removal would leave a GRANTED request with no access.
+    #[tokio::test]
+    async fn overlapping_grant_and_revoke_on_two_servers_never_remove_access_early() {
+        let l = spawn(true, None).await;
+        let shared = Arc::new(DryRunProvider::new());
+        let (etx, mut entered) = tokio::sync::mpsc::unbounded_channel();
+        let release = Arc::new(tokio::sync::Semaphore::new(0));
+        let held: Arc<dyn jit_grants::AccessProvider> = Arc::new(HeldRevoke {
+            inner: shared.clone(),
+            entered: etx,
+            release: release.clone(),
+        });
+        let (_s1, one, _, _d1) =
+            second_server(&l.app.db_url, None, held, l.app.clock.clone()).await;
+        let (s2, two, _, _d2) =
+            second_server(&l.app.db_url, None, shared.clone(), l.app.clock.clone()).await;
+
+        let first = l.request(60).await;
+        l.approve(&first).await;
+        assert_eq!(one.run_due().await.unwrap(), 1);
+        assert!(shared.is_assigned(PRINCIPAL));
+        l.advance(3600);
+        let ending = {
+            let one = one.clone();
+            tokio::spawn(async move { one.run_due().await.unwrap() })
+        };
+        entered.recv().await.unwrap();
+        // The first server is inside its provider call. Now the second grant arrives.
+        let second = l.request(120).await;
+        l.approve(&second).await;
+        let starting = {
+            let two = two.clone();
+            tokio::spawn(async move { two.run_due().await.unwrap() })
+        };
+        until(
+            "the second server waits, or (without the lock) grants",
+            async || {
+                s2.metrics
+                    .render()
+                    .contains("jit_principal_lock_waits_total 1")
+                    || l.status(&second).await["status"] == "GRANTED"
+            },
+        )
+        .await;
+        release.add_permits(1);
+        ending.await.unwrap();
+        starting.await.unwrap();
+        assert_eq!(l.status(&first).await["status"], "EXPIRED");
+        assert_eq!(l.status(&second).await["status"], "GRANTED");
+        assert!(
+            shared.is_assigned(PRINCIPAL),
+            "the second grant has its access"
+        );
+        assert!(
+            s2.metrics
+                .render()
+                .contains("jit_principal_lock_waits_total")
+        );
+    }
+
+    /// Two dispatchers on one PostgreSQL: an event being delivered by one is leased, and the
+    /// other skips it, so the receiver gets it once.
+    #[tokio::test]
+    async fn two_dispatchers_never_deliver_one_event_at_once() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/jit/webhook", listener.local_addr().unwrap());
+        let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+        let (etx, mut entered) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let release = Arc::new(tokio::sync::Semaphore::new(0));
+        let router = {
+            let (seen, release) = (seen.clone(), release.clone());
+            axum::Router::new().route(
+                "/jit/webhook",
+                axum::routing::post(move |headers: HeaderMap| {
+                    let (seen, release, etx) = (seen.clone(), release.clone(), etx.clone());
+                    async move {
+                        let id = headers["x-jit-event-id"].to_str().unwrap().to_owned();
+                        let first = {
+                            let mut s = seen.lock().unwrap();
+                            s.push(id);
+                            s.len() == 1
+                        };
+                        if first {
+                            let _ = etx.send(());
+                            let _permit = release.acquire().await;
+                        }
+                        axum::http::StatusCode::OK
+                    }
+                }),
+            )
+        };
+        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        let l = spawn(true, Some(url.clone())).await;
+        let (_s2, _, two, _d2) = second_server(
+            &l.app.db_url,
+            Some(url),
+            Arc::new(DryRunProvider::new()),
+            l.app.clock.clone(),
+        )
+        .await;
+        let (one, two) = (l.dispatcher.clone().unwrap(), two.unwrap());
+        let id = l.request(30).await;
+        l.approve(&id).await;
+        let delivering = {
+            let one = one.clone();
+            tokio::spawn(async move { one.run_due().await.unwrap() })
+        };
+        entered.recv().await.unwrap();
+        assert_eq!(
+            two.run_due().await.unwrap(),
+            0,
+            "the event in delivery is leased to the other dispatcher"
+        );
+        release.add_permits(1);
+        assert_eq!(delivering.await.unwrap(), 1);
+        let seen = seen.lock().unwrap().clone();
+        let mut unique = seen.clone();
+        unique.dedup();
+        assert_eq!(seen, unique, "each event once: {seen:?}");
+        assert_eq!(seen.len(), 1);
+    }
+
     /// A provider whose calls for `slow*` users hang until released; reports every revoke.
     #[derive(Debug)]
     struct Gated {

@@ -486,6 +486,39 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// `limit`), in order per request.
     async fn due_callbacks(&self, now_ms: i64, limit: u32) -> Result<Vec<OutboxEvent>, StoreError>;
 
+    /// Leases a due callback to `owner` until `until_ms`, so no other dispatcher delivers it at
+    /// the same time; false when another holds an unexpired lease (or it is no longer pending).
+    /// Delivered and failed clear the lease.
+    async fn claim_callback(
+        &self,
+        event_id: &str,
+        owner: &str,
+        until_ms: i64,
+        now_ms: i64,
+    ) -> Result<bool, StoreError>;
+
+    /// Takes the lock of one principal (user, account, permission set) for `owner` until
+    /// `until_ms`: false while another owner holds an unexpired one. Across every server on the
+    /// database, the jobs of one principal run one at a time.
+    async fn lock_principal(
+        &self,
+        principal: &str,
+        owner: &str,
+        until_ms: i64,
+        now_ms: i64,
+    ) -> Result<bool, StoreError>;
+
+    /// Extends `owner`'s lock; false when it was lost (expired and taken).
+    async fn renew_principal_lock(
+        &self,
+        principal: &str,
+        owner: &str,
+        until_ms: i64,
+    ) -> Result<bool, StoreError>;
+
+    /// Releases `owner`'s lock.
+    async fn unlock_principal(&self, principal: &str, owner: &str) -> Result<(), StoreError>;
+
     /// Marks a callback delivered.
     async fn callback_delivered(&self, event_id: &str, now_ms: i64) -> Result<(), StoreError>;
 

@@ -50,6 +50,7 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
     ),
     (3, include_str!("../migrations/sqlite/0003_lifecycle.sql")),
     (4, include_str!("../migrations/sqlite/0004_key_usage.sql")),
+    (5, include_str!("../migrations/sqlite/0005_leases.sql")),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_init.sql")),
@@ -59,6 +60,7 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     ),
     (3, include_str!("../migrations/postgres/0003_lifecycle.sql")),
     (4, include_str!("../migrations/postgres/0004_key_usage.sql")),
+    (5, include_str!("../migrations/postgres/0005_leases.sql")),
 ];
 
 /// Splits a migration file into statements: a statement ends with `;` at the end of a line
@@ -1431,8 +1433,15 @@ impl Store for SqlStore {
             "UPDATE jobs SET lease_owner = NULL, lease_until = NULL WHERE lease_owner IS NOT NULL",
             vec![],
         )
-        .await
-        .map(|_| ())
+        .await?;
+        self.write_one(
+            "UPDATE outbox SET lease_owner = NULL, lease_until = NULL WHERE lease_owner IS NOT NULL",
+            vec![],
+        )
+        .await?;
+        self.write_one("DELETE FROM principal_locks", vec![])
+            .await
+            .map(|_| ())
     }
 
     async fn next_job_due(&self) -> Result<Option<i64>, StoreError> {
@@ -1504,6 +1513,7 @@ impl Store for SqlStore {
     async fn due_callbacks(&self, now_ms: i64, limit: u32) -> Result<Vec<OutboxEvent>, StoreError> {
         let sql = format!(
             "SELECT {OUTBOX_COLUMNS} FROM outbox o WHERE o.status = 'PENDING' AND o.next_attempt_at <= $1 \
+             AND (o.lease_until IS NULL OR o.lease_until < $1) \
              AND o.seq = (SELECT MIN(p.seq) FROM outbox p WHERE p.request_id = o.request_id AND p.status = 'PENDING') \
              ORDER BY o.created_at, o.seq LIMIT {}",
             limit.clamp(1, 1000)
@@ -1515,10 +1525,90 @@ impl Store for SqlStore {
         rows.iter().map(outbox_from_row).collect()
     }
 
+    async fn claim_callback(
+        &self,
+        event_id: &str,
+        owner: &str,
+        until_ms: i64,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let binds = vec![
+            Bind::Text(owner.to_owned()),
+            Bind::Int(until_ms),
+            Bind::Text(event_id.to_owned()),
+            Bind::Int(now_ms),
+        ];
+        Ok(self
+            .write_one(
+                "UPDATE outbox SET lease_owner = $1, lease_until = $2 WHERE event_id = $3 AND status = 'PENDING' \
+                 AND (lease_until IS NULL OR lease_until < $4 OR lease_owner = $1)",
+                binds,
+            )
+            .await?
+            == 1)
+    }
+
+    async fn lock_principal(
+        &self,
+        principal: &str,
+        owner: &str,
+        until_ms: i64,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let binds = vec![
+            Bind::Text(principal.to_owned()),
+            Bind::Text(owner.to_owned()),
+            Bind::Int(until_ms),
+            Bind::Int(now_ms),
+        ];
+        Ok(self
+            .write_one(
+                "INSERT INTO principal_locks (principal, owner, until_ms) VALUES ($1, $2, $3) \
+                 ON CONFLICT (principal) DO UPDATE SET owner = excluded.owner, until_ms = excluded.until_ms \
+                 WHERE principal_locks.until_ms < $4 OR principal_locks.owner = excluded.owner",
+                binds,
+            )
+            .await?
+            == 1)
+    }
+
+    async fn renew_principal_lock(
+        &self,
+        principal: &str,
+        owner: &str,
+        until_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let binds = vec![
+            Bind::Int(until_ms),
+            Bind::Text(principal.to_owned()),
+            Bind::Text(owner.to_owned()),
+        ];
+        Ok(self
+            .write_one(
+                "UPDATE principal_locks SET until_ms = $1 WHERE principal = $2 AND owner = $3",
+                binds,
+            )
+            .await?
+            == 1)
+    }
+
+    async fn unlock_principal(&self, principal: &str, owner: &str) -> Result<(), StoreError> {
+        let binds = vec![
+            Bind::Text(principal.to_owned()),
+            Bind::Text(owner.to_owned()),
+        ];
+        self.write_one(
+            "DELETE FROM principal_locks WHERE principal = $1 AND owner = $2",
+            binds,
+        )
+        .await
+        .map(|_| ())
+    }
+
     async fn callback_delivered(&self, event_id: &str, now_ms: i64) -> Result<(), StoreError> {
         let binds = vec![Bind::Int(now_ms), Bind::Text(event_id.to_owned())];
         self.write_one(
-            "UPDATE outbox SET status = 'DELIVERED', delivered_at = $1 WHERE event_id = $2",
+            "UPDATE outbox SET status = 'DELIVERED', delivered_at = $1, lease_owner = NULL, lease_until = NULL WHERE event_id = $2",
             binds,
         )
         .await
@@ -1540,7 +1630,7 @@ impl Store for SqlStore {
             Bind::Text(event_id.to_owned()),
         ];
         self.write_one(
-            "UPDATE outbox SET status = $1, attempts = attempts + 1, next_attempt_at = $2, last_error = $3 WHERE event_id = $4",
+            "UPDATE outbox SET status = $1, attempts = attempts + 1, next_attempt_at = $2, last_error = $3, lease_owner = NULL, lease_until = NULL WHERE event_id = $4",
             binds,
         )
         .await
