@@ -168,6 +168,10 @@ struct Inner {
     verifier: Verifier,
     /// This bridge's name as a verifier of the callback ring, in key-use reports.
     usage_name: String,
+    /// Which effects of each callback are done (across redeliveries and restarts).
+    journal: crate::journal::Journal,
+    /// Card posting, one request at a time, so concurrent submissions of one form post one card.
+    posting: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     nonces: MemoryNonceStore,
     seen: Mutex<(HashSet<String>, VecDeque<String>)>,
     secret: BridgeSecret,
@@ -247,6 +251,13 @@ impl Bridge {
                 callback_ring,
                 backend_ring,
                 verifier: Verifier::new(VerifierConfig::new(Audience::Bridge)),
+                journal: crate::journal::Journal::open(Some(&cfg.data_dir)).map_err(|e| {
+                    anyhow::anyhow!(
+                        "opening the callback journal in {}: {e}",
+                        cfg.data_dir.display()
+                    )
+                })?,
+                posting: Mutex::new(HashMap::new()),
                 usage_name: {
                     let mut id = [0u8; 4];
                     let _ = getrandom::fill(&mut id);
@@ -1090,21 +1101,42 @@ async fn dialog(
             }
         };
         let id = created.request_id.clone();
+        // One card per request, however often (and however concurrently) the form is
+        // submitted: a replay answers the request as it is now, and under this lock a second
+        // submission sees the first one's post id.
+        let lock = me
+            .posting
+            .lock()
+            .map(|mut m| m.entry(id.clone()).or_default().clone())
+            .unwrap_or_default();
+        let _one = lock.lock().await;
+        let created = match crate::commands::request_id(&id) {
+            Ok(rid) => match me.backend.get_request(&rid).await {
+                Ok(Reply { outcome: Ok(r), .. }) => r,
+                _ => created,
+            },
+            Err(_) => created,
+        };
         if created.post_id.is_some() {
             // A re-submitted form: the request and its card exist already.
+            if let Ok(mut m) = me.posting.lock() {
+                m.remove(&id);
+            }
             return StatusCode::OK.into_response();
         }
-        let email = crate::cards::inert(&created.requester_email);
-        match me
+        let posted = me
             .mm
             .create_post(
                 &d.channel_id,
-                &format!("{email} asks for access."),
+                &card_message(&created),
                 None,
                 &[me.card_for(&created)],
             )
-            .await
-        {
+            .await;
+        if let Ok(mut m) = me.posting.lock() {
+            m.remove(&id);
+        }
+        match posted {
             Ok(post_id) => {
                 if let Err(e) = me.backend.set_post(&id, &SetPostBody { post_id }).await {
                     tracing::error!(request_id = %id, error = %e, "recording the card's post id failed");
@@ -1349,40 +1381,71 @@ async fn webhook(
     };
     let channel = req.channel_id.as_str();
     let line = inert_line(status, &req, actor);
+    // Each effect at most once per event id: one done before a failure (a 429 on the DM, say)
+    // is skipped when the backend redelivers the event.
+    let done = |effect| me.journal.is_done(&event_id, effect);
+    let mark = |effect| {
+        me.journal
+            .done(&event_id, effect)
+            .map_err(|e| crate::client::MmError::Status {
+                status: 503,
+                message: format!("recording a done effect: {e}"),
+            })
+    };
+    use crate::journal::Effect;
     let result: Result<(), crate::client::MmError> = async {
         match req.post_id.as_deref() {
-            Some(post_id) => match me.mm.patch_post(post_id, "", &[me.card_for(&req)]).await {
-                Ok(()) => {
-                    me.mm
-                        .create_post(channel, &line, Some(post_id), &[])
-                        .await?;
+            Some(post_id) => {
+                let mut card_gone = false;
+                if !done(Effect::Card) {
+                    match me
+                        .mm
+                        .patch_post(post_id, &card_message(&req), &[me.card_for(&req)])
+                        .await
+                    {
+                        Ok(()) => mark(Effect::Card)?,
+                        // The card is gone (deleted, channel archived): say it in the channel
+                        // instead, with a fresh card.
+                        Err(crate::client::MmError::Status {
+                            status: 400..=428 | 430..=499,
+                            ..
+                        }) => card_gone = true,
+                        Err(e) => return Err(e),
+                    }
                 }
-                // The card is gone (deleted, channel archived): say it in the channel instead.
-                Err(crate::client::MmError::Status {
-                    status: 400..=428 | 430..=499,
-                    ..
-                }) => {
-                    me.mm
-                        .create_post(
-                            channel,
-                            &format!("Request {request_id}: {line}"),
-                            None,
-                            &[me.card_for(&req)],
-                        )
-                        .await?;
+                if !done(Effect::Line) {
+                    if card_gone {
+                        me.mm
+                            .create_post(
+                                channel,
+                                &format!("Request {request_id}: {line}"),
+                                None,
+                                &[me.card_for(&req)],
+                            )
+                            .await?;
+                        mark(Effect::Card)?;
+                    } else {
+                        me.mm
+                            .create_post(channel, &line, Some(post_id), &[])
+                            .await?;
+                    }
+                    mark(Effect::Line)?;
                 }
-                Err(e) => return Err(e),
-            },
+            }
             None => {
-                me.mm
-                    .create_post(channel, &format!("Request {request_id}: {line}"), None, &[])
-                    .await?;
+                if !done(Effect::Line) {
+                    me.mm
+                        .create_post(channel, &format!("Request {request_id}: {line}"), None, &[])
+                        .await?;
+                    mark(Effect::Line)?;
+                }
             }
         }
         if matches!(
             status,
             "APPROVED" | "DENIED" | "GRANTED" | "EXPIRED" | "REVOKED"
-        ) {
+        ) && !done(Effect::Dm)
+        {
             let requester = req.requester_mm_user_id.as_str();
             let bot = me
                 .bot_id()
@@ -1396,11 +1459,12 @@ async fn webhook(
             me.mm
                 .create_post(
                     &dm,
-                    &format!("Your access request for {account}: {line}"),
+                    &format!("Your access request {request_id} for {account}: {line}"),
                     None,
                     &[],
                 )
                 .await?;
+            mark(Effect::Dm)?;
         }
         Ok(())
     }
@@ -1430,6 +1494,14 @@ async fn webhook(
             StatusCode::SERVICE_UNAVAILABLE.into_response()
         }
     }
+}
+
+/// The card's message text: the same at creation and at every update (a patch replaces it).
+fn card_message(req: &RequestView) -> String {
+    format!(
+        "{} asks for access.",
+        crate::cards::inert(&req.requester_email)
+    )
 }
 
 /// The thread line for a status, with user text made inert.

@@ -13,6 +13,7 @@ pub mod cards;
 pub mod client;
 pub mod commands;
 pub mod config;
+pub mod journal;
 pub mod replies;
 pub mod tokens;
 

@@ -1128,3 +1128,130 @@ async fn outbound_urls_at_metadata_addresses_are_refused_at_start() {
         );
     }
 }
+
+/// Chat effects happen once: a form submitted again (twice at once, then once more) posts one
+/// card; a rate limit on the DM step makes the backend redeliver the event, and the card patch
+/// and thread line made before it are not repeated; card updates keep the card's text; the DM
+/// names the request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_chat_effect_happens_once_whatever_is_resubmitted_or_redelivered() {
+    let w = world().await;
+    let tok = "tok-new-0123456789abcdef";
+    assert_eq!(w.slash(tok, "uadmin", "bind 123456789012").await.0, 200);
+    assert_eq!(w.slash(tok, "uadmin", "approvers @bob").await.0, 200);
+    assert_eq!(w.slash(tok, "ualice", "request").await.0, 200);
+    let state = w.calls("POST", "/actions/dialogs/open")[0]["dialog"]["state"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let submission = json!({"type": "dialog_submission", "callback_id": "request", "state": state, "user_id": "ualice",
+        "channel_id": "ch1", "team_id": "t1", "cancelled": false,
+        "submission": {"account": "123456789012", "duration": "30", "ticket": "OPS-1", "reason": "deploy"}});
+    let (a, b) = tokio::join!(
+        w.post_json("/mattermost/dialog", submission.clone()),
+        w.post_json("/mattermost/dialog", submission.clone())
+    );
+    assert_eq!((a.0, b.0), (200, 200));
+    assert_eq!(w.post_json("/mattermost/dialog", submission).await.0, 200);
+    let cards: Vec<Value> = w
+        .calls("POST", "/api/v4/posts")
+        .into_iter()
+        .filter(|p| p["props"]["attachments"][0]["actions"].is_array())
+        .collect();
+    assert_eq!(cards.len(), 1, "one card per request: {cards:?}");
+    let card_text = cards[0]["message"].as_str().unwrap().to_owned();
+    let ctx = cards[0]["props"]["attachments"][0]["actions"][0]["integration"]["context"].clone();
+    let id = ctx["request_id"].as_str().unwrap().to_owned();
+    let card_id = w
+        .backend
+        .get(&format!("/requests/{id}"))
+        .await
+        .unwrap()
+        .body["post_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // Bob approves; the DM step of the APPROVED callback hits a rate limit on each of the
+    // client's three tries, so the bridge answers 503 and the backend redelivers.
+    for _ in 0..3 {
+        w.double
+            .lock()
+            .unwrap()
+            .faults
+            .push(("POST".into(), "/channels/direct".into(), 429));
+    }
+    let click = json!({"user_id": "ubob", "user_name": "bob", "post_id": card_id, "channel_id": "ch1", "channel_name": "ops",
+        "team_id": "t1", "team_domain": "acme", "trigger_id": "trig-click", "type": "", "data_source": "", "context": ctx});
+    assert_eq!(w.post_json("/mattermost/action", click).await.0, 200);
+    w.wait_for("the injected 429", |d| d.faults.is_empty())
+        .await;
+    // The backend records the failed attempt, then retries after its backoff (its clock is
+    // moved by hand, once the failure is recorded).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let pending = w
+            .backend
+            .get("/callbacks?status=PENDING")
+            .await
+            .unwrap()
+            .body;
+        let failed = pending["callbacks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["attempts"].as_i64().unwrap_or(0) >= 1);
+        if failed {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the failed delivery was not recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    w.clock.advance_secs(5);
+    w.wait_for("the DM after the redelivery", |d| {
+        d.bodies("POST", "/api/v4/posts").iter().any(|p| {
+            p["channel_id"] == "dm-ualice"
+                && p["message"].as_str().unwrap_or("").contains("Approved by")
+        })
+    })
+    .await;
+    let thread: Vec<String> = w
+        .calls("POST", "/api/v4/posts")
+        .iter()
+        .filter(|p| p["root_id"] == card_id.as_str())
+        .map(|p| p["message"].as_str().unwrap().to_owned())
+        .collect();
+    let approved: Vec<&String> = thread
+        .iter()
+        .filter(|m| m.contains("Approved by"))
+        .collect();
+    assert_eq!(approved.len(), 1, "the thread line once: {thread:?}");
+    let mut unique = thread.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), thread.len(), "no line twice: {thread:?}");
+    let patches = w.calls("PUT", &format!("/posts/{card_id}/patch"));
+    assert!(!patches.is_empty());
+    for p in &patches {
+        assert_eq!(p["message"], card_text.as_str(), "the card keeps its text");
+    }
+    let dms: Vec<Value> = w
+        .calls("POST", "/api/v4/posts")
+        .into_iter()
+        .filter(|p| p["channel_id"] == "dm-ualice")
+        .collect();
+    assert!(
+        dms.iter()
+            .all(|p| p["message"].as_str().unwrap().contains(&id)),
+        "{dms:?}"
+    );
+    let approved_dms = dms
+        .iter()
+        .filter(|p| p["message"].as_str().unwrap().contains("Approved by"))
+        .count();
+    assert_eq!(approved_dms, 1);
+    assert!(w.double.lock().unwrap().violations.is_empty());
+}

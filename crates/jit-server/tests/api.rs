@@ -493,6 +493,26 @@ async fn idempotent_create(app: App) {
     );
     let listed = app.get("/requests?channel_id=ch1").await;
     assert_eq!(listed.body["count"], 1);
+    // Once the card is posted, a replay says so: it answers the request as it is now.
+    let id = first.body["request_id"].as_str().unwrap();
+    assert_eq!(first.body["post_id"], Value::Null);
+    let set = app
+        .post(&format!("/requests/{id}/post"), json!({"post_id": "card1"}))
+        .await;
+    assert_eq!(set.status, 200, "{:?}", set.body);
+    let later = app
+        .client
+        .send(
+            reqwest::Method::POST,
+            "/requests",
+            Some(&body),
+            Some("retry-1"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(later.status, 201);
+    assert_eq!(later.body["request_id"], first.body["request_id"]);
+    assert_eq!(later.body["post_id"], "card1");
     let mut other = body.clone();
     other["reason"] = json!("different");
     let reused = app

@@ -21,6 +21,9 @@ pub struct Double {
     pub calls: Vec<(String, String, Value)>,
     /// Calls the API spec does not allow.
     pub violations: Vec<String>,
+    /// Faults to answer, once each: the next call with this method whose path ends with the
+    /// suffix gets this status (after being recorded).
+    pub faults: Vec<(String, String, u16)>,
     next_id: u64,
 }
 
@@ -157,6 +160,20 @@ async fn mattermost(
     }
     d.calls
         .push((method.to_string(), path.clone(), body.clone()));
+    if let Some(i) = d
+        .faults
+        .iter()
+        .position(|(m, suffix, _)| m == method.as_str() && path.ends_with(suffix.as_str()))
+    {
+        let (_, _, status) = d.faults.remove(i);
+        let status = axum::http::StatusCode::from_u16(status).unwrap();
+        return (
+            status,
+            [("retry-after", "0")],
+            axum::Json(json!({"message": "injected fault", "status_code": status.as_u16()})),
+        )
+            .into_response();
+    }
     d.next_id += 1;
     let id = format!("p{:025}", d.next_id);
     let parts: Vec<&str> = path.trim_start_matches("/api/v4/").split('/').collect();

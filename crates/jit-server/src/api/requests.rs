@@ -32,14 +32,34 @@ use std::collections::BTreeMap;
 use time::OffsetDateTime;
 
 /// `POST /requests`.
-#[utoipa::path(post, path = "/requests", tag = "requests", request_body = CreateRequestBody, params(IdempotencyKey), responses((status = 201, description = "Created (a replay of the same Idempotency-Key answers the first answer)", body = RequestView), WriteErrors))]
+#[utoipa::path(post, path = "/requests", tag = "requests", request_body = CreateRequestBody, params(IdempotencyKey), responses((status = 201, description = "Created (a replay of the same Idempotency-Key answers the request as it is now, with the first answer's status)", body = RequestView), WriteErrors))]
 pub async fn create_request(
     State(st): State<AppState>,
     inc: Incoming,
 ) -> Result<Response, ApiError> {
     let call = Call::new(&st, &inc)?;
     if let Some(r) = call.replay(&st).await? {
-        return Ok(r);
+        // A repeated submission answers the request as it is now, with the status and headers
+        // of the first answer: its `post_id` tells a client whose card is already posted.
+        let (mut parts, body) = r.into_parts();
+        let first: Option<RequestView> = axum::body::to_bytes(body, 1 << 20)
+            .await
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        let current = match &first {
+            Some(v) => match RequestId::parse(&v.request_id) {
+                Ok(id) => st.store.get_request(&id).await?,
+                Err(_) => None,
+            },
+            None => None,
+        };
+        let body = match (current, first) {
+            (Some(req), _) => serde_json::to_vec(&views::request(&req)),
+            (None, first) => serde_json::to_vec(&first),
+        }
+        .map_err(|e| ApiError::internal(&e))?;
+        parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+        return Ok(Response::from_parts(parts, axum::body::Body::from(body)));
     }
     let b: CreateRequestBody = inc.json()?;
     let actor = require_actor(&b.who, &["requester"])?;
