@@ -20,6 +20,13 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use tokio::sync::watch;
 
+mod decide;
+mod drift;
+mod reconcile;
+
+pub use decide::{Decision, Keep, Record, on_end, on_withdrawn};
+pub use drift::Drift;
+
 /// Longest wait between retries.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
 /// How long a claimed job stays leased to this server without a heartbeat. The running job
@@ -339,130 +346,6 @@ impl Lifecycle {
         Ok(())
     }
 
-    /// The drift check: lists who really holds each bound account's permission sets, and
-    /// reports (or with `remove`, removes) assignments this system made that no grant, and no
-    /// standing assignment, explains any more. Users this system never granted are left alone.
-    pub async fn check_drift(&self, remove: bool) -> Result<Vec<Drift>, StoreError> {
-        let mut complete = true;
-        let r = self.check_drift_inner(remove, &mut complete).await;
-        let ok = r.is_ok() && complete;
-        self.st
-            .metrics
-            .reconciler_runs
-            .inc(&["drift", if ok { "ok" } else { "error" }]);
-        r
-    }
-
-    async fn check_drift_inner(
-        &self,
-        remove: bool,
-        complete: &mut bool,
-    ) -> Result<Vec<Drift>, StoreError> {
-        let mut found = Vec::new();
-        for b in self.st.store.list_bindings().await? {
-            for (account, sets) in &b.accounts {
-                let sets: Vec<Option<&str>> = if sets.is_empty() {
-                    vec![None]
-                } else {
-                    sets.iter().map(|s| Some(s.as_str())).collect()
-                };
-                for ps in sets {
-                    let real = match self.provider.assigned_users(account.as_str(), ps).await {
-                        Ok(Some(u)) => u,
-                        Ok(None) => continue,
-                        Err(e) => {
-                            *complete = false;
-                            tracing::error!(account_id = %account, error = %e, "drift check could not list assignments");
-                            continue;
-                        }
-                    };
-                    let ours = self.st.store.granted_emails(account.as_str(), ps).await?;
-                    let in_flight: Vec<String> = self
-                        .st
-                        .store
-                        .requests_in(Status::Approved, 10_000)
-                        .await?
-                        .iter()
-                        .filter(|r| {
-                            r.account_id == *account
-                                && r.permission_set_arn.as_ref().map(|p| p.as_str()) == ps
-                        })
-                        .map(|r| r.requester_email.as_str().to_owned())
-                        .collect();
-                    for email in real
-                        .iter()
-                        .filter(|e| ours.contains(e) && !in_flight.contains(e))
-                    {
-                        let t = Target {
-                            request_id: String::new(),
-                            user_email: email.clone(),
-                            account_id: account.as_str().to_owned(),
-                            permission_set_arn: ps.map(str::to_owned),
-                        };
-                        if self
-                            .st
-                            .store
-                            .get_assignment(&t.principal())
-                            .await?
-                            .is_some()
-                        {
-                            continue; // held by a running grant, or standing
-                        }
-                        let removed = remove && self.provider.revoke(&t).await.is_ok();
-                        if remove && !removed {
-                            *complete = false; // asked to remove and could not
-                        }
-                        let mut d = AuditDraft::new(if removed {
-                            "drift.removed"
-                        } else {
-                            "drift.detected"
-                        });
-                        d.actor_id = Some("system".into());
-                        d.account_id = Some(account.as_str().to_owned());
-                        d.channel_id = Some(b.channel_id.as_str().to_owned());
-                        d.data = json!({"user_email": email, "permission_set_arn": ps});
-                        self.st
-                            .store
-                            .record(WriteCtx::with_audit(vec![d], self.st.clock.now()))
-                            .await?;
-                        self.st.metrics.drift_assignments.inc(&[if removed {
-                            "removed"
-                        } else {
-                            "detected"
-                        }]);
-                        tracing::error!(target: "audit", account_id = %account, user_email = %email, removed,
-                            "drift: an assignment this system made is still in place with no grant behind it");
-                        found.push(Drift {
-                            account_id: account.as_str().to_owned(),
-                            permission_set_arn: ps.map(str::to_owned),
-                            user_email: email.clone(),
-                            removed,
-                        });
-                    }
-                }
-            }
-        }
-        Ok(found)
-    }
-
-    /// Runs the drift check every `interval` until `shutdown`.
-    pub fn spawn_drift(
-        self: &Arc<Self>,
-        interval: Duration,
-        remove: bool,
-        shutdown: watch::Receiver<bool>,
-    ) -> tokio::task::JoinHandle<()> {
-        let this = Arc::clone(self);
-        crate::serve::every(interval, shutdown, false, move || {
-            let this = Arc::clone(&this);
-            async move {
-                if let Err(e) = this.check_drift(remove).await {
-                    tracing::error!(error = %e, "drift check failed");
-                }
-            }
-        })
-    }
-
     async fn commit(
         &self,
         prev: &Request,
@@ -533,12 +416,10 @@ impl Lifecycle {
             // (its provider call succeeded, its commit did not), take it away again.
             // A failed earlier attempt (attempts > 1) may have made it without recording it (the
             // provider did its part, then timed out): removing is the safe side.
-            let maybe_ours = record == Some(false) || (record.is_none() && job.attempts > 1);
-            if maybe_ours
-                && !self
-                    .covered_by_others(&t, r.id.as_str(), self.st.clock.now())
-                    .await?
-            {
+            let covered = self
+                .covered_by_others(&t, r.id.as_str(), self.st.clock.now())
+                .await?;
+            if on_withdrawn(Record::from_store(record), covered, job.attempts) == Decision::Remove {
                 self.provider.revoke(&t).await.map_err(JobError::Provider)?;
                 self.record_assignment(AssignmentOp::Remove { principal })
                     .await?;
@@ -648,14 +529,10 @@ impl Lifecycle {
         // shared assignment; a standing assignment is never removed (and its record is kept, so
         // the drift check knows it).
         let covered = self.covered_by_others(&t, r.id.as_str(), now).await?;
-        let standing = self
-            .st
-            .store
-            .get_assignment(&principal)
-            .await?
-            .unwrap_or(false);
+        let record = Record::from_store(self.st.store.get_assignment(&principal).await?);
+        let standing = record == Record::Standing;
         let mut ops = Vec::new();
-        let removed = !covered && !standing;
+        let removed = on_end(record, covered) == Decision::Remove;
         if removed {
             self.provider.revoke(&t).await.map_err(JobError::Provider)?;
             ops.push(AssignmentOp::Remove { principal });
@@ -736,53 +613,6 @@ impl Lifecycle {
         self.commit(&r, &next, vec![d], vec![]).await
     }
 
-    /// Makes sure every request that needs work has its job (a job lost to a bug or a manual
-    /// edit is recreated), then runs what is due.
-    pub async fn reconcile(self: &Arc<Self>) -> Result<usize, StoreError> {
-        let r = self.recreate_missing_jobs().await;
-        self.st
-            .metrics
-            .reconciler_runs
-            .inc(&["jobs", if r.is_ok() { "ok" } else { "error" }]);
-        let created = r?;
-        let ran = self.run_due().await?;
-        Ok(created + ran)
-    }
-
-    async fn recreate_missing_jobs(&self) -> Result<usize, StoreError> {
-        let jobs = self.st.store.list_jobs(None).await?;
-        let has =
-            |kind: JobKind, id: &str| jobs.iter().any(|j| j.kind == kind && j.request_id == id);
-        let now = self.st.clock.now();
-        let mut created = 0;
-        for (status, kind) in [
-            (Status::Approved, JobKind::Grant),
-            (Status::Granted, JobKind::Revoke),
-            (Status::Pending, JobKind::Timeout),
-        ] {
-            for r in self.st.store.requests_in(status, 10_000).await? {
-                if has(kind, r.id.as_str()) {
-                    continue;
-                }
-                let due = match kind {
-                    JobKind::Grant => now,
-                    JobKind::Revoke => r.ends_at().unwrap_or(now),
-                    JobKind::Timeout => r.pending_deadline,
-                };
-                let mut ctx = WriteCtx::with_audit(vec![], now);
-                ctx.jobs.push(JobOp::Ensure {
-                    kind,
-                    request_id: r.id.as_str().to_owned(),
-                    due_ms: ms(due),
-                });
-                self.st.store.record(ctx).await?;
-                tracing::warn!(request_id = %r.id, job = kind.as_str(), "reconciler recreated a missing job");
-                created += 1;
-            }
-        }
-        Ok(created)
-    }
-
     /// Runs the timer loop until `shutdown` turns true.
     pub fn spawn(
         self: &Arc<Self>,
@@ -837,19 +667,6 @@ impl Lifecycle {
             }
         })
     }
-}
-
-/// An assignment found by the drift check.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Drift {
-    /// Account.
-    pub account_id: String,
-    /// Permission set.
-    pub permission_set_arn: Option<String>,
-    /// Who holds it.
-    pub user_email: String,
-    /// Whether it was removed.
-    pub removed: bool,
 }
 
 #[derive(Debug, thiserror::Error)]

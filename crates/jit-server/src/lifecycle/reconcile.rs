@@ -1,0 +1,56 @@
+//! The reconciler: every request that needs work has its job (one lost to a bug or a manual
+//! edit is recreated), then what is due runs. At start and every `reconcile_interval_secs`.
+
+use super::{Lifecycle, ms};
+use jit_core::request::Status;
+use jit_store::{JobKind, JobOp, StoreError, WriteCtx};
+use std::sync::Arc;
+
+impl Lifecycle {
+    /// Makes sure every request that needs work has its job (a job lost to a bug or a manual
+    /// edit is recreated), then runs what is due.
+    pub async fn reconcile(self: &Arc<Self>) -> Result<usize, StoreError> {
+        let r = self.recreate_missing_jobs().await;
+        self.st
+            .metrics
+            .reconciler_runs
+            .inc(&["jobs", if r.is_ok() { "ok" } else { "error" }]);
+        let created = r?;
+        let ran = self.run_due().await?;
+        Ok(created + ran)
+    }
+
+    pub(super) async fn recreate_missing_jobs(&self) -> Result<usize, StoreError> {
+        let jobs = self.st.store.list_jobs(None).await?;
+        let has =
+            |kind: JobKind, id: &str| jobs.iter().any(|j| j.kind == kind && j.request_id == id);
+        let now = self.st.clock.now();
+        let mut created = 0;
+        for (status, kind) in [
+            (Status::Approved, JobKind::Grant),
+            (Status::Granted, JobKind::Revoke),
+            (Status::Pending, JobKind::Timeout),
+        ] {
+            for r in self.st.store.requests_in(status, 10_000).await? {
+                if has(kind, r.id.as_str()) {
+                    continue;
+                }
+                let due = match kind {
+                    JobKind::Grant => now,
+                    JobKind::Revoke => r.ends_at().unwrap_or(now),
+                    JobKind::Timeout => r.pending_deadline,
+                };
+                let mut ctx = WriteCtx::with_audit(vec![], now);
+                ctx.jobs.push(JobOp::Ensure {
+                    kind,
+                    request_id: r.id.as_str().to_owned(),
+                    due_ms: ms(due),
+                });
+                self.st.store.record(ctx).await?;
+                tracing::warn!(request_id = %r.id, job = kind.as_str(), "reconciler recreated a missing job");
+                created += 1;
+            }
+        }
+        Ok(created)
+    }
+}
