@@ -108,6 +108,14 @@ impl IdentityCenterProvider {
             .send()
             .await
             .map_err(|e| classify("ListInstances", &e))?;
+        self.keep_first(&out)
+    }
+
+    /// The first instance of a `ListInstances` answer, kept for later calls.
+    fn keep_first(
+        &self,
+        out: &aws_sdk_ssoadmin::operation::list_instances::ListInstancesOutput,
+    ) -> Result<(String, String), ProviderError> {
         let first = out.instances().first().ok_or_else(|| {
             ProviderError::Permanent(
                 "no IAM Identity Center instance in this account and region".into(),
@@ -361,7 +369,8 @@ impl AccessProvider for IdentityCenterProvider {
                 }
                 arn
             }
-            None => self.instance().await?.0,
+            // None configured: the first instance, kept so grants need not list again.
+            None => self.keep_first(&out)?.0,
         };
         if let Some(ps) = &self.default_permission_set {
             self.sso

@@ -465,27 +465,23 @@ async fn break_glass_is_self_granted_and_marked_for_review(app: App) {
 async fn idempotent_create(app: App) {
     app.setup_channel(&["bob"], 1).await;
     let body = json!({"actor": actor("alice"), "channel_id": "ch1", "account_id": ACCOUNT, "jira": "OPS-1", "reason": "x", "requested_duration_minutes": 30});
-    let first = app
-        .client
-        .send(
-            reqwest::Method::POST,
-            "/requests",
-            Some(&body),
-            Some("retry-1"),
-        )
-        .await
-        .unwrap();
+    let create = |body: &Value| {
+        let (client, body) = (app.client.clone(), body.clone());
+        async move {
+            client
+                .send(
+                    reqwest::Method::POST,
+                    "/requests",
+                    Some(&body),
+                    Some("retry-1"),
+                )
+                .await
+                .unwrap()
+        }
+    };
+    let first = create(&body).await;
     assert_eq!(first.status, 201);
-    let again = app
-        .client
-        .send(
-            reqwest::Method::POST,
-            "/requests",
-            Some(&body),
-            Some("retry-1"),
-        )
-        .await
-        .unwrap();
+    let again = create(&body).await;
     assert_eq!(again.status, 201);
     assert_eq!(
         again.body, first.body,
@@ -500,31 +496,13 @@ async fn idempotent_create(app: App) {
         .post(&format!("/requests/{id}/post"), json!({"post_id": "card1"}))
         .await;
     assert_eq!(set.status, 200, "{:?}", set.body);
-    let later = app
-        .client
-        .send(
-            reqwest::Method::POST,
-            "/requests",
-            Some(&body),
-            Some("retry-1"),
-        )
-        .await
-        .unwrap();
+    let later = create(&body).await;
     assert_eq!(later.status, 201);
     assert_eq!(later.body["request_id"], first.body["request_id"]);
     assert_eq!(later.body["post_id"], "card1");
     let mut other = body.clone();
     other["reason"] = json!("different");
-    let reused = app
-        .client
-        .send(
-            reqwest::Method::POST,
-            "/requests",
-            Some(&other),
-            Some("retry-1"),
-        )
-        .await
-        .unwrap();
+    let reused = create(&other).await;
     assert_eq!(
         (reused.status, reused.code()),
         (422, Some("idempotency_key_reused"))
