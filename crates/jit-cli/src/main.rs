@@ -66,6 +66,29 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Operating the embedded database.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// Write an online, consistent copy of the SQLite database to FILE (mode 0600; the server
+    /// may keep running). Restore by stopping the server and putting the copy in place of
+    /// jit.db. PostgreSQL: use pg_dump.
+    Backup {
+        /// Where the copy goes (must not exist).
+        file: std::path::PathBuf,
+        /// The database to copy (default: the embedded SQLite database).
+        #[arg(
+            long,
+            env = "JIT_DATABASE_URL",
+            default_value = "sqlite://jit-data/jit.db"
+        )]
+        database_url: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -354,6 +377,17 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 output,
             })
             .await?;
+        }
+        Command::Admin {
+            command: AdminCommand::Backup { file, database_url },
+        } => {
+            let store = jit_store::SqlStore::open_read_only(&database_url).await?;
+            let bytes = store.backup_to(&file).await?;
+            println!(
+                "backed up to {} ({bytes} bytes); check it with: jit audit verify --database-url sqlite://{}",
+                file.display(),
+                file.display()
+            );
         }
         Command::Audit {
             command: AuditCommand::Verify { database_url },

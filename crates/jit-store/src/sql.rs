@@ -343,6 +343,41 @@ impl SqlStore {
         Ok(store)
     }
 
+    /// Writes an online, consistent copy of a SQLite database to `dest` (`VACUUM INTO`: one
+    /// read transaction, so writers carry on and the copy is a single point in time), mode
+    /// 0600. Refuses to overwrite a file. PostgreSQL is backed up with `pg_dump`.
+    pub async fn backup_to(&self, dest: &Path) -> Result<u64, StoreError> {
+        if self.dialect == Dialect::Postgres {
+            return Err(StoreError::Backend(
+                "a PostgreSQL database is backed up with pg_dump (for example \
+                 `pg_dump --format=custom --file=jit.dump \"$JIT_DATABASE_URL\"`), not with jit"
+                    .into(),
+            ));
+        }
+        if dest.exists() {
+            return Err(StoreError::Backend(format!(
+                "{} exists; choose a new file (a backup never overwrites)",
+                dest.display()
+            )));
+        }
+        let text = dest
+            .to_str()
+            .ok_or_else(|| StoreError::Backend("the backup path is not UTF-8".into()))?;
+        if let Some(dir) = dest.parent() {
+            create_private_dir(dir)?;
+        }
+        create_private_file(dest)?;
+        // VACUUM INTO needs a file that is absent or empty: the 0600 one just made is empty.
+        let sql = format!("VACUUM INTO '{}'", text.replace('\'', "''"));
+        let mut conn = self.read.acquire().await?;
+        let done = conn.execute(AssertSqlSafe(sql)).await;
+        if let Err(e) = done {
+            let _ = std::fs::remove_file(dest);
+            return Err(e.into());
+        }
+        Ok(std::fs::metadata(dest).map(|m| m.len()).unwrap_or(0))
+    }
+
     /// Which database this is.
     pub fn dialect(&self) -> Dialect {
         self.dialect
