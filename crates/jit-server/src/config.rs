@@ -142,6 +142,9 @@ pub struct CallbacksConfig {
     pub max_age_hours: u64,
     /// Allow callback URLs that resolve to link-local or cloud metadata addresses.
     pub dangerous_allow_link_local_callbacks: bool,
+    /// Days delivered and dead callback rows are kept (the audit trail keeps the record for
+    /// good); with no `url`, undelivered rows older than this are dropped too.
+    pub retention_days: u64,
 }
 
 impl Default for CallbacksConfig {
@@ -151,6 +154,7 @@ impl Default for CallbacksConfig {
             signature_version: 2,
             max_age_hours: 24,
             dangerous_allow_link_local_callbacks: false,
+            retention_days: 7,
         }
     }
 }
@@ -398,6 +402,9 @@ impl Config {
         if let Some(v) = env_value(env, "JIT_DRIFT_REMOVE")? {
             self.drift.remove = parse_bool("JIT_DRIFT_REMOVE", &v)?;
         }
+        if let Some(v) = env_value(env, "JIT_CALLBACKS_RETENTION_DAYS")? {
+            self.callbacks.retention_days = parse_env("JIT_CALLBACKS_RETENTION_DAYS", &v)?;
+        }
         if let Some(v) = env_value(env, "JIT_CALLBACKS_SIGNATURE_VERSION")? {
             self.callbacks.signature_version = parse_env("JIT_CALLBACKS_SIGNATURE_VERSION", &v)?;
         }
@@ -471,6 +478,9 @@ impl Config {
         if let Some(url) = &self.database_url {
             jit_store::DatabaseUrl::parse(url)
                 .map_err(|e| ConfigError::Invalid(format!("database_url: {e}")))?;
+        }
+        if !(1..=3650).contains(&self.callbacks.retention_days) {
+            return bad("callbacks.retention_days must be 1 to 3650".into());
         }
         if !matches!(self.callbacks.signature_version, 1 | 2) {
             return bad("callbacks.signature_version must be 1 or 2".into());

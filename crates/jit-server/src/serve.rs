@@ -255,7 +255,8 @@ impl Server {
         let dispatcher = match &config.callbacks.url {
             None => {
                 tracing::info!(
-                    "no callbacks.url: callback events wait in the outbox until one is configured"
+                    retention_days = config.callbacks.retention_days,
+                    "no callbacks.url: callback events wait in the outbox until one is configured, for retention_days at most"
                 );
                 None
             }
@@ -356,6 +357,12 @@ impl Server {
             tasks.push(spawn_nonce_purge(state.clone(), shutdown_tx.subscribe()));
         }
         tasks.push(spawn_usage_recorder(state.clone(), shutdown_tx.subscribe()));
+        tasks.push(spawn_callback_pruner(
+            state.clone(),
+            config.callbacks.retention_days,
+            config.callbacks.url.is_none(),
+            shutdown_tx.subscribe(),
+        ));
         let metrics = state.http_metrics.clone();
         let app = jit_http::harden(
             crate::api::router(state),
@@ -380,6 +387,28 @@ impl Server {
 }
 
 pub(crate) use jit_keys::every;
+
+/// Prunes callback rows past the retention, at start and every hour: delivered and dead ones
+/// (the audit trail keeps the record), and with no callbacks.url, undelivered ones too.
+fn spawn_callback_pruner(
+    state: AppState,
+    retention_days: u64,
+    undelivered: bool,
+    shutdown: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    let keep_ms = i64::try_from(retention_days.saturating_mul(86_400_000)).unwrap_or(i64::MAX);
+    every(Duration::from_secs(3600), shutdown, false, move || {
+        let state = state.clone();
+        async move {
+            let before = state.clock.now_ms().saturating_sub(keep_ms);
+            match state.store.prune_callbacks(before, undelivered).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(pruned = n, retention_days, "pruned old callback rows"),
+                Err(e) => tracing::warn!(error = %e, "pruning callback rows failed"),
+            }
+        }
+    })
+}
 
 /// Deletes expired durable nonces once a minute.
 fn spawn_nonce_purge(

@@ -419,6 +419,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Walks the whole audit chain; returns the number of events.
     async fn verify_audit(&self) -> Result<i64, VerifyError>;
 
+    /// Deletes delivered and dead callback rows created before `before_ms` (and, with
+    /// `undelivered`, pending ones too: for a deployment with no callback URL); returns how
+    /// many. The audit trail is never pruned here.
+    async fn prune_callbacks(&self, before_ms: i64, undelivered: bool) -> Result<u64, StoreError>;
+
     /// Deletes expired nonces; returns how many.
     async fn purge_nonces(&self, now_unix: i64) -> Result<u64, StoreError>;
 

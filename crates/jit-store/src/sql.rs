@@ -1560,6 +1560,15 @@ impl Store for SqlStore {
         rows.iter().map(outbox_from_row).collect()
     }
 
+    async fn prune_callbacks(&self, before_ms: i64, undelivered: bool) -> Result<u64, StoreError> {
+        let sql = if undelivered {
+            "DELETE FROM outbox WHERE created_at < $1"
+        } else {
+            "DELETE FROM outbox WHERE status IN ('DELIVERED', 'DEAD') AND created_at < $1"
+        };
+        self.write_one(sql, vec![Bind::Int(before_ms)]).await
+    }
+
     async fn claim_callback(
         &self,
         event_id: &str,

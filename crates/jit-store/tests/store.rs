@@ -526,6 +526,61 @@ async fn batched_writes_fail_alone(db: Db) {
     );
 }
 
+/// Delivered and dead rows past the retention go; newer ones and pending ones stay, unless the
+/// deployment has no callback URL; the audit trail is untouched.
+async fn old_callback_rows_are_pruned_and_the_audit_trail_is_not(db: Db) {
+    use jit_store::OutboxDraft;
+    let b = bound(&db).await;
+    let t0_ms = T0.unix_timestamp() * 1000;
+    for (i, at) in [(0u8, T0), (1, T0 + time::Duration::days(10))] {
+        let r = new_request(&b, 1 + i, at);
+        let mut ctx = WriteCtx::new(audit("request.created", Some(&r)), at);
+        for n in 0..3 {
+            ctx.outbox.push(OutboxDraft {
+                event_id: format!("e{i}-{n}"),
+                request_id: r.id.as_str().into(),
+                payload: "{}".into(),
+            });
+        }
+        db.store.create_request(&r, ctx).await.unwrap();
+    }
+    // Old request: one delivered, one dead, one pending; the new one: one delivered.
+    db.store.callback_delivered("e0-0", t0_ms).await.unwrap();
+    db.store
+        .callback_failed("e0-1", t0_ms, "gone", true)
+        .await
+        .unwrap();
+    db.store.callback_delivered("e1-0", t0_ms).await.unwrap();
+    let events = db.store.verify_audit().await.unwrap();
+    let cutoff = t0_ms + 7 * 86_400_000;
+    assert_eq!(db.store.prune_callbacks(cutoff, false).await.unwrap(), 2);
+    let left = |status: &'static str| {
+        let store = &db.store;
+        async move {
+            let mut ids: Vec<String> = store
+                .list_callbacks(status, 100)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|e| e.event_id)
+                .collect();
+            ids.sort();
+            ids
+        }
+    };
+    assert_eq!(left("DELIVERED").await, vec!["e1-0"]);
+    assert!(left("DEAD").await.is_empty());
+    assert_eq!(left("PENDING").await, vec!["e0-2", "e1-1", "e1-2"]);
+    // With no callback URL, old undelivered rows go too.
+    assert_eq!(db.store.prune_callbacks(cutoff, true).await.unwrap(), 1);
+    assert_eq!(left("PENDING").await, vec!["e1-1", "e1-2"]);
+    assert_eq!(
+        db.store.verify_audit().await.unwrap(),
+        events,
+        "the trail is kept"
+    );
+}
+
 macro_rules! both {
     ($($name:ident),* $(,)?) => {
         mod on_sqlite { use super::*; $( #[tokio::test] async fn $name() { super::$name(sqlite().await).await } )* }
@@ -542,6 +597,7 @@ both!(
     list_filters_and_pages,
     idempotency_record_commits_with_the_change,
     durable_nonces,
+    old_callback_rows_are_pruned_and_the_audit_trail_is_not,
     migrations_are_idempotent,
     batched_writes_fail_alone,
 );
