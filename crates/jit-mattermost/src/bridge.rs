@@ -1133,21 +1133,23 @@ async fn dialog(
                 &[me.card_for(&created)],
             )
             .await;
-        if let Ok(mut m) = me.posting.lock() {
-            m.remove(&id);
-        }
-        match posted {
+        let answer = match posted {
             Ok(post_id) => {
                 if let Err(e) = me.backend.set_post(&id, &SetPostBody { post_id }).await {
                     tracing::error!(request_id = %id, error = %e, "recording the card's post id failed");
                 }
+                StatusCode::OK.into_response()
             }
             Err(e) => {
                 tracing::error!(request_id = %id, error = %e, "posting the approval card failed");
-                return Json(DialogReply::error("Your request is recorded but its card could not be posted; submit again to retry.")).into_response();
+                Json(DialogReply::error("Your request is recorded but its card could not be posted; submit again to retry.")).into_response()
             }
+        };
+        // Only now, with the post id stored: a submission that comes after finds it.
+        if let Ok(mut m) = me.posting.lock() {
+            m.remove(&id);
         }
-        return StatusCode::OK.into_response();
+        return answer;
     }
     if let Some(request_id) = d.callback_id.strip_prefix("deny:") {
         let checked = me.secret.verify(
