@@ -228,16 +228,19 @@ async fn a_backup_taken_while_writing_restores_and_verifies() {
     record(store.clone(), 200).await;
     let writer = tokio::spawn(record(store.clone(), 300));
     let copy = dir.path().join("backups/jit-copy.db");
-    let out = jit()
-        .args([
-            "admin",
-            "backup",
-            copy.to_str().unwrap(),
-            "--database-url",
-            &url,
-        ])
-        .output()
-        .unwrap();
+    let backup = || {
+        jit()
+            .args([
+                "admin",
+                "backup",
+                copy.to_str().unwrap(),
+                "--database-url",
+                &url,
+            ])
+            .output()
+            .unwrap()
+    };
+    let out = backup();
     assert!(
         out.status.success(),
         "{}",
@@ -274,16 +277,7 @@ async fn a_backup_taken_while_writing_restores_and_verifies() {
     // Restored: the copy opens as a database and serves what it holds.
     let restored = SqlStore::open(&copy_url).await.unwrap();
     assert_eq!(restored.verify_audit().await.unwrap(), n);
-    let again = jit()
-        .args([
-            "admin",
-            "backup",
-            copy.to_str().unwrap(),
-            "--database-url",
-            &url,
-        ])
-        .output()
-        .unwrap();
+    let again = backup();
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("never overwrites"));
 }

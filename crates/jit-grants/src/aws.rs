@@ -102,13 +102,19 @@ impl IdentityCenterProvider {
         if let Some(i) = self.instance.lock().ok().and_then(|g| g.clone()) {
             return Ok(i);
         }
-        let out = self
-            .sso
+        let out = self.list_instances().await?;
+        self.keep_first(&out)
+    }
+
+    async fn list_instances(
+        &self,
+    ) -> Result<aws_sdk_ssoadmin::operation::list_instances::ListInstancesOutput, ProviderError>
+    {
+        self.sso
             .list_instances()
             .send()
             .await
-            .map_err(|e| classify("ListInstances", &e))?;
-        self.keep_first(&out)
+            .map_err(|e| classify("ListInstances", &e))
     }
 
     /// The first instance of a `ListInstances` answer, kept for later calls.
@@ -349,12 +355,7 @@ impl AccessProvider for IdentityCenterProvider {
     /// `ListInstances` answers, the configured instance is among its answers (or, with none
     /// configured, there is one), and the default permission set, if any, exists.
     async fn check(&self) -> Result<(), ProviderError> {
-        let out = self
-            .sso
-            .list_instances()
-            .send()
-            .await
-            .map_err(|e| classify("ListInstances", &e))?;
+        let out = self.list_instances().await?;
         let configured = self.instance.lock().ok().and_then(|g| g.clone());
         let instance = match configured {
             Some((arn, _)) => {
