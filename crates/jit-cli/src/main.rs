@@ -108,7 +108,9 @@ enum MattermostCommand {
 #[derive(Debug, Subcommand)]
 #[allow(clippy::large_enum_variant)] // parsed once per run
 enum AuditCommand {
-    /// Walk the audit hash chain and report the first edit, deletion or truncation.
+    /// Walk the audit hash chain and report the first edit, deletion or truncation. Reads the
+    /// database directly and read-only, in pages (flat memory), with progress on a terminal.
+    /// Verifies every event unless `--since-checkpoint` is given.
     Verify {
         /// Database to check directly (default: the embedded SQLite database).
         #[arg(
@@ -117,6 +119,11 @@ enum AuditCommand {
             default_value = "sqlite://jit-data/jit.db"
         )]
         database_url: String,
+        /// Check only the events after the newest checkpoint the server verified (the
+        /// routine check `GET /audit/verify` makes), after confirming that checkpoint's event
+        /// is unchanged.
+        #[arg(long)]
+        since_checkpoint: bool,
     },
     /// Stream the audit trail from the API as JSON lines or CSV, page by page (flat memory),
     /// to a file or stdout, with progress on a terminal.
@@ -240,6 +247,7 @@ async fn audit_export(x: AuditExport) -> anyhow::Result<()> {
         None => Box::new(std::io::BufWriter::new(std::io::stdout())),
     };
     let progress = std::io::stderr().is_terminal();
+    let started = std::time::Instant::now();
     let (mut next, mut rows, mut first) = (None::<String>, 0usize, true);
     loop {
         let pq = match &next {
@@ -262,7 +270,8 @@ async fn audit_export(x: AuditExport) -> anyhow::Result<()> {
         rows += text.lines().count();
         out.write_all(text.as_bytes())?;
         if progress {
-            eprint!("\r{rows} rows");
+            let rate = rows as f64 / started.elapsed().as_secs_f64().max(1e-3);
+            eprint!("\r{rows} rows ({rate:.0}/s)");
         }
         match page.next_token {
             Some(t) => next = Some(t),
@@ -390,13 +399,45 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             );
         }
         Command::Audit {
-            command: AuditCommand::Verify { database_url },
+            command:
+                AuditCommand::Verify {
+                    database_url,
+                    since_checkpoint,
+                },
         } => {
             use jit_store::Store;
             // Read-only: verifying must never create, migrate or change what it checks.
             let store = jit_store::SqlStore::open_read_only(&database_url).await?;
-            match store.verify_audit().await {
-                Ok(n) => println!("audit chain intact: {n} events"),
+            let opts = jit_store::VerifyOptions {
+                full: !since_checkpoint,
+                record_checkpoint: false,
+                now_ms: 0,
+            };
+            let tty = std::io::stderr().is_terminal();
+            let started = std::time::Instant::now();
+            let progress = |p: jit_store::VerifyProgress| {
+                if tty {
+                    let done = p.verified_seq - p.from_seq + 1;
+                    let total = (p.head_seq - p.from_seq + 1).max(1);
+                    let rate = done as f64 / started.elapsed().as_secs_f64().max(1e-3);
+                    eprint!(
+                        "\rverified {} of {} events ({}%, {rate:.0}/s)",
+                        p.verified_seq,
+                        p.head_seq,
+                        done * 100 / total
+                    );
+                }
+            };
+            let r = store.verify_audit_with(opts, &progress).await;
+            if tty {
+                eprintln!();
+            }
+            match r {
+                Ok(rep) if rep.from_checkpoint > 0 => println!(
+                    "audit chain intact: {} events ({} checked after the checkpoint at event {})",
+                    rep.head_seq, rep.checked, rep.from_checkpoint
+                ),
+                Ok(rep) => println!("audit chain intact: {} events", rep.head_seq),
                 Err(e) => {
                     eprintln!("audit chain BROKEN: {e}");
                     return Ok(std::process::ExitCode::from(2));

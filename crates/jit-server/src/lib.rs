@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod serve;
 pub mod state;
+pub mod verifications;
 pub mod views;
 
 pub use config::Config;

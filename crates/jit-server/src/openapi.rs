@@ -89,6 +89,20 @@ pub struct AuditFilters {
     format: Option<String>,
 }
 
+/// Parameters of `GET /audit/verify`.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct VerifyParams {
+    /// `true`: from the first event, ignoring checkpoints (default `false`: from the newest
+    /// verified checkpoint).
+    full: Option<bool>,
+    /// Seconds to wait for the result before answering 202 (0-20, default 5).
+    wait: Option<u64>,
+    /// Report this earlier run instead of starting one.
+    job: Option<String>,
+}
+
 /// Filters of `GET /callbacks`.
 #[derive(Debug, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -143,7 +157,7 @@ pub enum WriteErrors {
     /// The actor may not do this (`not_an_approver`, `admin_required`, …).
     #[response(status = 403)]
     Forbidden(ErrorBody),
-    /// Not found (`request_not_found`, `account_not_bound`, `callback_not_found`).
+    /// Not found (`request_not_found`, `account_not_bound`, `callback_not_found`, `verification_not_found`).
     #[response(status = 404)]
     NotFound(ErrorBody),
     /// The route does not take this method (`method_not_allowed`).

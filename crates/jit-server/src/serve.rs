@@ -167,6 +167,7 @@ impl Server {
             metrics: Arc::new(crate::metrics::Metrics::default()),
             callback_key: Arc::default(),
             provider_health: Arc::default(),
+            verifications: Arc::default(),
             verifier_name: {
                 let mut id = [0u8; 4];
                 let _ = getrandom::fill(&mut id);

@@ -45,6 +45,8 @@ pub struct AppState {
     pub verifier_name: Arc<str>,
     /// Whether the access provider can work, for `/readyz`.
     pub provider_health: Arc<crate::health::ProviderHealth>,
+    /// Audit verification runs (`GET /audit/verify`).
+    pub verifications: Arc<crate::verifications::Verifications>,
 }
 
 /// What the dispatcher knows of the receiver's callback key.

@@ -733,8 +733,44 @@ async fn audit_export_pages_and_verification(app: App) {
             .await
             .unwrap();
     }
+    // The routine check starts after the checkpoint the first run recorded: it hashes nothing
+    // new, and confirms the checkpoint's own event is unchanged.
+    let v = app.get("/audit/verify").await;
+    assert_eq!(
+        (v.status, &v.body["checked"], &v.body["from_checkpoint"]),
+        (200, &json!(0), &json!(11))
+    );
+    // The full verification finds the edit.
+    let v = app.get("/audit/verify?full=true").await;
+    assert_eq!((v.status, v.code()), (409, Some("audit_chain_broken")));
+    assert!(
+        v.body["message"].as_str().unwrap().contains("event 5"),
+        "{}",
+        v.body
+    );
+    // Editing the checkpoint's event is found by the routine check too.
+    if app.db_url.starts_with("postgres") {
+        jit_testkit::psql(
+            &app.db_url,
+            "UPDATE audit_events SET hash = repeat('0', 64) WHERE seq = 11",
+        )
+        .unwrap();
+    } else {
+        let store = jit_store::SqlStore::open(&app.db_url).await.unwrap();
+        store
+            .raw_execute("UPDATE audit_events SET hash = '0000000000000000000000000000000000000000000000000000000000000000' WHERE seq = 11")
+            .await
+            .unwrap();
+    }
     let v = app.get("/audit/verify").await;
     assert_eq!((v.status, v.code()), (409, Some("audit_chain_broken")));
+    let bad = app.get("/audit/verify?full=maybe").await;
+    assert_eq!((bad.status, bad.code()), (400, Some("invalid_parameter")));
+    let gone = app.get("/audit/verify?job=v-nope").await;
+    assert_eq!(
+        (gone.status, gone.code()),
+        (404, Some("verification_not_found"))
+    );
     let _ = &app.state;
 }
 

@@ -8,9 +8,11 @@
 //!   the same transition (the loser gets [`StoreError::Conflict`]);
 //! - an `Idempotency-Key` record is written in the same transaction as the change it answers.
 
+mod queries;
 mod rows;
 mod sql;
 
+pub use rows::ms as unix_ms;
 pub use sql::{DatabaseUrl, Dialect, SqlStore};
 
 use async_trait::async_trait;
@@ -309,6 +311,48 @@ pub struct AuditFilter {
     pub after_seq: Option<i64>,
 }
 
+/// See [`Store::grant_history`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GrantHistory {
+    /// A request of ours was granted this access at some time.
+    pub ever_granted: bool,
+    /// A request is APPROVED: its grant is being applied now.
+    pub in_flight: bool,
+}
+
+/// How to verify the audit chain.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct VerifyOptions {
+    /// From the first event, ignoring checkpoints.
+    pub full: bool,
+    /// Record the verified head as a checkpoint (not on a read-only store).
+    pub record_checkpoint: bool,
+    /// When (unix ms), for the checkpoint's record.
+    pub now_ms: i64,
+}
+
+/// Where a verification is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VerifyProgress {
+    /// The first event this run checks.
+    pub from_seq: i64,
+    /// The last event checked so far.
+    pub verified_seq: i64,
+    /// The head it verifies up to.
+    pub head_seq: i64,
+}
+
+/// A verification that found the chain whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// The head verified up to: the number of events in the chain.
+    pub head_seq: i64,
+    /// The checkpoint this run started after (0: from the first event).
+    pub from_checkpoint: i64,
+    /// Events checked by this run.
+    pub checked: i64,
+}
+
 /// The result of verifying the audit chain.
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
@@ -349,12 +393,15 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Every binding (for the drift check).
     async fn list_bindings(&self) -> Result<Vec<Binding>, StoreError>;
 
-    /// Emails of everyone this system ever granted the account and permission set to.
-    async fn granted_emails(
+    /// What our records say about one user's access to one account and permission set, for
+    /// the drift check: whether we ever granted it, and whether a grant is being applied now.
+    /// Costs one indexed lookup of that user's requests on that account.
+    async fn grant_history(
         &self,
+        requester_email: &str,
         account_id: &str,
         permission_set: Option<&str>,
-    ) -> Result<Vec<String>, StoreError>;
+    ) -> Result<GrantHistory, StoreError>;
 
     /// Creates (`expected_version` = 0) or updates (compare-and-set) a binding. Returns the
     /// stored binding with its new version.
@@ -417,7 +464,24 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ) -> Result<(Vec<AuditEvent>, Option<i64>), StoreError>;
 
     /// Walks the whole audit chain; returns the number of events.
-    async fn verify_audit(&self) -> Result<i64, VerifyError>;
+    async fn verify_audit(&self) -> Result<i64, VerifyError> {
+        let opts = VerifyOptions {
+            full: true,
+            record_checkpoint: false,
+            now_ms: 0,
+        };
+        Ok(self.verify_audit_with(opts, &|_| {}).await?.head_seq)
+    }
+
+    /// Verifies the audit chain in pages of bounded memory: from the newest verified
+    /// checkpoint (after checking that its event still carries the checkpoint's hash), or
+    /// from the first event with `full`. Calls `progress` after each page; records the head
+    /// as a new checkpoint when asked and the chain holds.
+    async fn verify_audit_with(
+        &self,
+        opts: VerifyOptions,
+        progress: &(dyn Fn(VerifyProgress) + Send + Sync),
+    ) -> Result<VerifyReport, VerifyError>;
 
     /// Deletes delivered and dead callback rows created before `before_ms` (and, with
     /// `undelivered`, pending ones too: for a deployment with no callback URL); returns how
@@ -469,8 +533,14 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// revocation).
     async fn gauges(&self, late_before_ms: i64) -> Result<Gauges, StoreError>;
 
-    /// All jobs of a kind (or all), earliest first.
+    /// All jobs of a kind (or all), earliest first. For tests and tools: the periodic tasks
+    /// use the indexed reads below.
     async fn list_jobs(&self, kind: Option<JobKind>) -> Result<Vec<Job>, StoreError>;
+
+    /// Revoke jobs that may be overdue at `now_ms`: due before it, or failed at least once
+    /// (a retry moves the due time on), each with its request. One indexed query: the cost is
+    /// in the number overdue, not in the number of live grants.
+    async fn overdue_revokes(&self, now_ms: i64) -> Result<Vec<(Job, Request)>, StoreError>;
 
     /// Whether the assignment record exists, and whether it is standing.
     async fn get_assignment(&self, principal: &str) -> Result<Option<bool>, StoreError>;
@@ -484,8 +554,16 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         except: &str,
     ) -> Result<Vec<Request>, StoreError>;
 
-    /// Requests in `status` (oldest first), for the reconciler.
-    async fn requests_in(&self, status: Status, limit: u32) -> Result<Vec<Request>, StoreError>;
+    /// Requests in `status` that have no job of `kind`, oldest first, a page of at most
+    /// `limit` after the `after` position (`(created_at ms, id)` of the last one seen). The
+    /// reconciler walks every page, so no live request goes unseen however many there are.
+    async fn requests_missing_job(
+        &self,
+        status: Status,
+        kind: JobKind,
+        after: Option<(i64, String)>,
+        limit: u32,
+    ) -> Result<Vec<Request>, StoreError>;
 
     /// The next deliverable callback of each request whose retry time has come (at most
     /// `limit`), in order per request.

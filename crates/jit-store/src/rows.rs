@@ -14,7 +14,8 @@ use sqlx::any::AnyRow;
 use std::collections::BTreeMap;
 use time::OffsetDateTime;
 
-pub(crate) fn ms(t: OffsetDateTime) -> i64 {
+/// Unix milliseconds, as the store keeps times.
+pub fn ms(t: OffsetDateTime) -> i64 {
     i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
 }
 

@@ -2,16 +2,21 @@
 //! both (numbered `$n` parameters work on each) and dialect branches only where they differ
 //! (row locks, advisory locks, connection set-up).
 
+use crate::queries::{
+    Bind, GAUGE_COUNTS, GAUGE_LATE_JOBS, GAUGE_OLDEST_PENDING, GRANT_HISTORY, LATEST_CHECKPOINT,
+    OVERDUE_REVOKES, REQUESTS_MISSING_JOB, VERIFY_PAGE, audit_query, requests_query,
+};
 use crate::rows::{
     REQUEST_COLUMNS, RequestRow, accounts_json, audit_from_row, binding_from_parts,
     binding_from_row, ms, policy_json, request_from_row, request_to_row,
 };
 use crate::{
-    AssignmentOp, AuditFilter, Gauges, IdemRecord, Job, JobKind, JobOp, KeyUsage, OutboxEvent,
-    RequestFilter, Store, StoreError, VerifyError, WriteCtx,
+    AssignmentOp, AuditFilter, Gauges, GrantHistory, IdemRecord, Job, JobKind, JobOp, KeyUsage,
+    OutboxEvent, RequestFilter, Store, StoreError, VerifyError, VerifyOptions, VerifyProgress,
+    VerifyReport, WriteCtx,
 };
 use async_trait::async_trait;
-use jit_core::audit::{AuditDraft, AuditEvent, ChainVerifier, event_hash};
+use jit_core::audit::{AuditDraft, AuditEvent, ChainError, ChainVerifier, RawEvent, event_hash};
 use jit_core::policy::Binding;
 use jit_core::request::{Request, Status};
 use jit_core::types::{ChannelId, RequestId};
@@ -51,6 +56,7 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("../migrations/sqlite/0003_lifecycle.sql")),
     (4, include_str!("../migrations/sqlite/0004_key_usage.sql")),
     (5, include_str!("../migrations/sqlite/0005_leases.sql")),
+    (6, include_str!("../migrations/sqlite/0006_flat_costs.sql")),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_init.sql")),
@@ -61,6 +67,10 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("../migrations/postgres/0003_lifecycle.sql")),
     (4, include_str!("../migrations/postgres/0004_key_usage.sql")),
     (5, include_str!("../migrations/postgres/0005_leases.sql")),
+    (
+        6,
+        include_str!("../migrations/postgres/0006_flat_costs.sql"),
+    ),
 ];
 
 /// Splits a migration file into statements: a statement ends with `;` at the end of a line
@@ -90,12 +100,6 @@ fn statements(text: &str) -> impl Iterator<Item = String> + '_ {
 const MIGRATION_LOCK: i64 = 0x6a69_7461;
 
 type AnyQuery<'q> = Query<'q, Any, AnyArguments>;
-
-/// A bind value for dynamically built queries.
-enum Bind {
-    Text(String),
-    Int(i64),
-}
 
 fn bind_all<'q>(mut q: AnyQuery<'q>, binds: Vec<Bind>) -> AnyQuery<'q> {
     for b in binds {
@@ -907,31 +911,28 @@ impl Store for SqlStore {
     }
 
     async fn gauges(&self, late_before_ms: i64) -> Result<Gauges, StoreError> {
+        // Counters kept by triggers in the writing transaction (migration 0006), an indexed
+        // MIN, and the late jobs themselves: nothing here grows with the store.
         let pairs = |rows: Vec<AnyRow>| -> Result<Vec<(String, i64)>, StoreError> {
             rows.iter()
                 .map(|r| Ok((r.try_get::<String, _>(0)?, r.try_get::<i64, _>(1)?)))
                 .collect()
         };
-        let requests = sqlx::query(
-            "SELECT status, CAST(COUNT(*) AS BIGINT) FROM requests GROUP BY status ORDER BY status",
-        )
-        .fetch_all(&self.read)
-        .await?;
-        let outbox = sqlx::query(
-            "SELECT status, CAST(COUNT(*) AS BIGINT) FROM outbox GROUP BY status ORDER BY status",
-        )
-        .fetch_all(&self.read)
-        .await?;
-        let oldest: Option<i64> =
-            sqlx::query_scalar("SELECT MIN(created_at) FROM outbox WHERE status = 'PENDING'")
-                .fetch_one(&self.read)
-                .await?;
-        let late = sqlx::query(
-            "SELECT kind, CAST(COUNT(*) AS BIGINT) FROM jobs WHERE due_at < $1 OR last_error IS NOT NULL GROUP BY kind ORDER BY kind",
-        )
-        .bind(late_before_ms)
-        .fetch_all(&self.read)
-        .await?;
+        let requests = sqlx::query(GAUGE_COUNTS)
+            .bind("requests")
+            .fetch_all(&self.read)
+            .await?;
+        let outbox = sqlx::query(GAUGE_COUNTS)
+            .bind("outbox")
+            .fetch_all(&self.read)
+            .await?;
+        let oldest: Option<i64> = sqlx::query_scalar(GAUGE_OLDEST_PENDING)
+            .fetch_one(&self.read)
+            .await?;
+        let late = sqlx::query(GAUGE_LATE_JOBS)
+            .bind(late_before_ms)
+            .fetch_all(&self.read)
+            .await?;
         Ok(Gauges {
             requests_by_status: pairs(requests)?,
             outbox_by_status: pairs(outbox)?,
@@ -970,22 +971,22 @@ impl Store for SqlStore {
         rows.iter().map(binding_from_row).collect()
     }
 
-    async fn granted_emails(
+    async fn grant_history(
         &self,
+        requester_email: &str,
         account_id: &str,
         permission_set: Option<&str>,
-    ) -> Result<Vec<String>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT DISTINCT requester_email FROM requests WHERE account_id = $1 AND COALESCE(permission_set_arn, '') = $2 \
-             AND granted_at IS NOT NULL",
-        )
-        .bind(account_id.to_owned())
-        .bind(permission_set.unwrap_or("").to_owned())
-        .fetch_all(&self.read)
-        .await?;
-        rows.iter()
-            .map(|r| Ok(r.try_get::<String, _>("requester_email")?))
-            .collect()
+    ) -> Result<GrantHistory, StoreError> {
+        let row = sqlx::query(GRANT_HISTORY)
+            .bind(requester_email.to_owned())
+            .bind(account_id.to_owned())
+            .bind(permission_set.unwrap_or("").to_owned())
+            .fetch_one(&self.read)
+            .await?;
+        Ok(GrantHistory {
+            ever_granted: row.try_get::<i64, _>(0)? != 0,
+            in_flight: row.try_get::<i64, _>(1)? != 0,
+        })
     }
 
     async fn save_binding(
@@ -1175,61 +1176,8 @@ impl Store for SqlStore {
         &self,
         f: &RequestFilter,
     ) -> Result<(Vec<Request>, Option<(i64, String)>), StoreError> {
-        let mut wh: Vec<String> = Vec::new();
-        let mut binds: Vec<Bind> = Vec::new();
-        let mut push = |cond: &str, b: Bind, wh: &mut Vec<String>| {
-            binds.push(b);
-            wh.push(cond.replace('?', &format!("${}", binds.len())));
-        };
-        if let Some(v) = &f.channel_id {
-            push("channel_id = ?", Bind::Text(v.clone()), &mut wh);
-        }
-        if let Some(v) = &f.account_id {
-            push("account_id = ?", Bind::Text(v.clone()), &mut wh);
-        }
-        if let Some(v) = &f.requester_email {
-            push(
-                "requester_email = ?",
-                Bind::Text(v.to_ascii_lowercase()),
-                &mut wh,
-            );
-        }
-        if let Some(v) = &f.requester_id {
-            push("requester_id = ?", Bind::Text(v.clone()), &mut wh);
-        }
-        if let Some(v) = f.start_ms {
-            push("created_at >= ?", Bind::Int(v), &mut wh);
-        }
-        if let Some(v) = f.end_ms {
-            push("created_at < ?", Bind::Int(v), &mut wh);
-        }
-        if !f.statuses.is_empty() {
-            let mut parts = Vec::new();
-            for s in &f.statuses {
-                binds.push(Bind::Text(s.as_str().to_owned()));
-                parts.push(format!("${}", binds.len()));
-            }
-            wh.push(format!("status IN ({})", parts.join(", ")));
-        }
-        if let Some((at, id)) = &f.after {
-            binds.push(Bind::Int(*at));
-            let a = binds.len();
-            binds.push(Bind::Text(id.clone()));
-            let b = binds.len();
-            wh.push(format!(
-                "(created_at < ${a} OR (created_at = ${a} AND id < ${b}))"
-            ));
-        }
         let limit = f.limit.clamp(1, 200);
-        let sql = format!(
-            "SELECT {REQUEST_COLUMNS} FROM requests {} ORDER BY created_at DESC, id DESC LIMIT {}",
-            if wh.is_empty() {
-                String::new()
-            } else {
-                format!("WHERE {}", wh.join(" AND "))
-            },
-            limit + 1
-        );
+        let (sql, binds) = requests_query(f, limit);
         let rows = bind_all(sqlx::query(AssertSqlSafe(sql)), binds)
             .fetch_all(&self.read)
             .await?;
@@ -1274,50 +1222,8 @@ impl Store for SqlStore {
         &self,
         f: &AuditFilter,
     ) -> Result<(Vec<AuditEvent>, Option<i64>), StoreError> {
-        let mut wh: Vec<String> = Vec::new();
-        let mut binds: Vec<Bind> = Vec::new();
-        let mut push = |cond: &str, b: Bind| {
-            binds.push(b);
-            wh.push(cond.replace('?', &format!("${}", binds.len())));
-        };
-        if let Some(v) = &f.request_id {
-            push("request_id = ?", Bind::Text(v.clone()));
-        }
-        if let Some(v) = &f.account_id {
-            push("account_id = ?", Bind::Text(v.clone()));
-        }
-        if let Some(v) = &f.channel_id {
-            push("channel_id = ?", Bind::Text(v.clone()));
-        }
-        if let Some(v) = &f.kind {
-            push("type = ?", Bind::Text(v.clone()));
-        }
-        if let Some(v) = f.since_ms {
-            push("at_ms >= ?", Bind::Int(v));
-        }
-        if let Some(v) = f.until_ms {
-            push("at_ms < ?", Bind::Int(v));
-        }
-        if let Some(v) = f.after_seq {
-            push("seq > ?", Bind::Int(v));
-        }
-        if let Some(v) = &f.actor {
-            binds.push(Bind::Text(v.clone()));
-            let a = binds.len();
-            binds.push(Bind::Text(v.to_ascii_lowercase()));
-            wh.push(format!("(actor_id = ${a} OR actor_email = ${})", a + 1));
-        }
         let limit = f.limit.clamp(1, 1000);
-        let sql = format!(
-            "SELECT seq, at_ms, type, actor_id, actor_email, request_id, channel_id, account_id, data, prev_hash, hash \
-             FROM audit_events {} ORDER BY seq ASC LIMIT {}",
-            if wh.is_empty() {
-                String::new()
-            } else {
-                format!("WHERE {}", wh.join(" AND "))
-            },
-            limit + 1
-        );
+        let (sql, binds) = audit_query(f, limit);
         let rows = bind_all(sqlx::query(AssertSqlSafe(sql)), binds)
             .fetch_all(&self.read)
             .await?;
@@ -1334,7 +1240,11 @@ impl Store for SqlStore {
         Ok((items, next))
     }
 
-    async fn verify_audit(&self) -> Result<i64, VerifyError> {
+    async fn verify_audit_with(
+        &self,
+        opts: VerifyOptions,
+        progress: &(dyn Fn(VerifyProgress) + Send + Sync),
+    ) -> Result<VerifyReport, VerifyError> {
         // Events up to the head were committed with it, so reading the head first gives a
         // consistent end point even while others append.
         let head = sqlx::query("SELECT seq FROM audit_head WHERE id = 1")
@@ -1343,27 +1253,94 @@ impl Store for SqlStore {
             .map_err(StoreError::from)?;
         let head_seq: i64 = head.try_get("seq").map_err(StoreError::from)?;
         let mut v = ChainVerifier::default();
-        let mut after = 0_i64;
-        loop {
-            let rows = sqlx::query(
-                "SELECT seq, at_ms, type, actor_id, actor_email, request_id, channel_id, account_id, data, prev_hash, hash \
-                 FROM audit_events WHERE seq > $1 AND seq <= $2 ORDER BY seq ASC LIMIT 1000",
-            )
-            .bind(after)
-            .bind(head_seq)
-            .fetch_all(&self.read)
-            .await
-            .map_err(StoreError::from)?;
-            if rows.is_empty() {
-                break;
-            }
-            for r in &rows {
-                let e = audit_from_row(r)?;
-                v.push(&e)?;
-                after = e.seq;
+        let mut from_checkpoint = 0;
+        if !opts.full {
+            let cp = sqlx::query(LATEST_CHECKPOINT)
+                .bind(head_seq)
+                .fetch_optional(&self.read)
+                .await
+                .map_err(StoreError::from)?;
+            if let Some(cp) = cp {
+                let seq: i64 = cp.try_get("seq").map_err(StoreError::from)?;
+                let hash: String = cp.try_get("hash").map_err(StoreError::from)?;
+                // The checkpoint's own event must still carry the hash that was verified.
+                let stored: Option<String> =
+                    sqlx::query_scalar("SELECT hash FROM audit_events WHERE seq = $1")
+                        .bind(seq)
+                        .fetch_optional(&self.read)
+                        .await
+                        .map_err(StoreError::from)?;
+                if stored.as_deref() != Some(hash.as_str()) {
+                    return Err(ChainError::Tampered(seq).into());
+                }
+                v = ChainVerifier::resume(seq, &hash);
+                from_checkpoint = seq;
             }
         }
-        Ok(v.finish(head_seq)?)
+        let from_seq = v.last_seq() + 1;
+        // Pages of VERIFY_PAGE events; the next page is read while this one is hashed.
+        let fetch = |after: i64| {
+            let pool = self.read.clone();
+            tokio::spawn(async move {
+                sqlx::query(VERIFY_PAGE)
+                    .bind(after)
+                    .bind(head_seq)
+                    .fetch_all(&pool)
+                    .await
+            })
+        };
+        let mut buf = Vec::with_capacity(4096);
+        let mut next = fetch(v.last_seq());
+        loop {
+            let rows = next
+                .await
+                .map_err(|e| StoreError::Backend(format!("verification reader: {e}")))?
+                .map_err(StoreError::from)?;
+            let Some(last) = rows.last() else { break };
+            let last_seq: i64 = last.try_get(0).map_err(StoreError::from)?;
+            next = fetch(last_seq);
+            for r in &rows {
+                let e = RawEvent {
+                    seq: r.try_get(0).map_err(StoreError::from)?,
+                    at_ms: r.try_get(1).map_err(StoreError::from)?,
+                    kind: r.try_get(2).map_err(StoreError::from)?,
+                    actor_id: r.try_get(3).map_err(StoreError::from)?,
+                    actor_email: r.try_get(4).map_err(StoreError::from)?,
+                    request_id: r.try_get(5).map_err(StoreError::from)?,
+                    channel_id: r.try_get(6).map_err(StoreError::from)?,
+                    account_id: r.try_get(7).map_err(StoreError::from)?,
+                    data: r.try_get(8).map_err(StoreError::from)?,
+                    prev_hash: r.try_get(9).map_err(StoreError::from)?,
+                    hash: r.try_get(10).map_err(StoreError::from)?,
+                };
+                v.push_raw(&e, &mut buf)?;
+            }
+            progress(VerifyProgress {
+                from_seq,
+                verified_seq: v.last_seq(),
+                head_seq,
+            });
+        }
+        let checked = v.last_seq() - from_seq + 1;
+        let head_hash = v.prev_hash().to_owned();
+        let head_seq = v.finish(head_seq)?;
+        if opts.record_checkpoint && head_seq > from_checkpoint {
+            self.write_one(
+                "INSERT INTO audit_checkpoints (seq, hash, verified_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (seq) DO UPDATE SET verified_at = excluded.verified_at",
+                vec![
+                    Bind::Int(head_seq),
+                    Bind::Text(head_hash),
+                    Bind::Int(opts.now_ms),
+                ],
+            )
+            .await?;
+        }
+        Ok(VerifyReport {
+            head_seq,
+            from_checkpoint,
+            checked,
+        })
     }
 
     async fn purge_nonces(&self, now_unix: i64) -> Result<u64, StoreError> {
@@ -1503,6 +1480,16 @@ impl Store for SqlStore {
         rows.iter().map(job_from_row).collect()
     }
 
+    async fn overdue_revokes(&self, now_ms: i64) -> Result<Vec<(Job, Request)>, StoreError> {
+        let rows = sqlx::query(AssertSqlSafe(OVERDUE_REVOKES.as_str()))
+            .bind(now_ms)
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((job_from_row(r)?, request_from_row(r)?)))
+            .collect()
+    }
+
     async fn get_assignment(&self, principal: &str) -> Result<Option<bool>, StoreError> {
         let row = sqlx::query("SELECT standing FROM assignments WHERE principal = $1")
             .bind(principal.to_owned())
@@ -1533,13 +1520,20 @@ impl Store for SqlStore {
         rows.iter().map(request_from_row).collect()
     }
 
-    async fn requests_in(&self, status: Status, limit: u32) -> Result<Vec<Request>, StoreError> {
-        let sql = format!(
-            "SELECT {REQUEST_COLUMNS} FROM requests WHERE status = $1 ORDER BY created_at LIMIT {}",
-            limit.clamp(1, 10_000)
-        );
-        let rows = sqlx::query(AssertSqlSafe(sql))
+    async fn requests_missing_job(
+        &self,
+        status: Status,
+        kind: JobKind,
+        after: Option<(i64, String)>,
+        limit: u32,
+    ) -> Result<Vec<Request>, StoreError> {
+        let (at, id) = after.unwrap_or((i64::MIN, String::new()));
+        let rows = sqlx::query(AssertSqlSafe(REQUESTS_MISSING_JOB.as_str()))
             .bind(status.as_str())
+            .bind(at)
+            .bind(id)
+            .bind(kind.id_for(""))
+            .bind(i64::from(limit.clamp(1, 10_000)))
             .fetch_all(&self.read)
             .await?;
         rows.iter().map(request_from_row).collect()

@@ -190,6 +190,8 @@ codes! {
     RequestNotFound = "request_not_found",
     /// No dead callback has this id.
     CallbackNotFound = "callback_not_found",
+    /// No audit verification run has this id (only the last few are kept).
+    VerificationNotFound = "verification_not_found",
 
     // The bridge's own front door.
     /// The slash command token is not one of the configured ones.

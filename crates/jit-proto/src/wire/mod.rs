@@ -537,13 +537,40 @@ pub struct AuditPage {
     pub next_token: Option<String>,
 }
 
-/// `GET /audit/verify`.
+/// `GET /audit/verify`: the chain holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct AuditVerified {
     /// Always true in a 200 (a broken chain is 409 `audit_chain_broken`).
     pub ok: bool,
-    /// Events verified.
+    /// Events in the verified chain (its head).
     pub events: u64,
+    /// Events this run hashed: those after `from_checkpoint`.
+    #[serde(default)]
+    pub checked: u64,
+    /// The verified checkpoint this run started after (0: a full verification).
+    #[serde(default)]
+    pub from_checkpoint: u64,
+    /// The run's id.
+    #[serde(default)]
+    pub job: String,
+}
+
+/// `GET /audit/verify` (202): the run outlived the wait and goes on in the background; ask
+/// again with `job` for its result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AuditVerifying {
+    /// Always `running`.
+    pub state: String,
+    /// The run's id: `GET /audit/verify?job=<id>` reports it.
+    pub job: String,
+    /// Whether it verifies from the first event.
+    pub full: bool,
+    /// The first event this run checks.
+    pub from_seq: u64,
+    /// The last event checked so far.
+    pub verified_seq: u64,
+    /// The head it verifies up to.
+    pub head_seq: u64,
 }
 
 /// A grant whose removal is late.

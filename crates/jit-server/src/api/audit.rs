@@ -5,13 +5,14 @@ use crate::error::ApiError;
 #[allow(unused_imports)]
 use crate::openapi::*;
 use crate::state::AppState;
+use crate::verifications::Outcome;
 use crate::views;
 use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use jit_core::types::{AccountId, ChannelId, RequestId};
-use jit_proto::wire::{AuditEventView, AuditPage, AuditVerified, ErrorCode};
+use jit_proto::wire::{AuditEventView, AuditPage, AuditVerified, AuditVerifying, ErrorCode};
 use jit_store::AuditFilter;
 
 /// One CSV cell: quoted when needed, and a leading `= + - @` neutralised so a spreadsheet never
@@ -174,24 +175,91 @@ pub async fn list_audit(
     Ok(resp)
 }
 
-/// `GET /audit/verify`.
-#[utoipa::path(get, path = "/audit/verify", tag = "audit", responses((status = 200, description = "The chain verifies", body = AuditVerified), (status = 409, description = "audit_chain_broken", body = ErrorBody), ReadErrors))]
-pub async fn verify_audit(State(st): State<AppState>) -> Result<Response, ApiError> {
-    match st.store.verify_audit().await {
-        Ok(n) => Ok(Json(AuditVerified {
+/// `GET /audit/verify[?full=true][&wait=SECS]`, or `?job=ID`: verifies the chain from the
+/// newest verified checkpoint (or from the first event with `full=true`) as a background run.
+/// Answers the result when the run ends within `wait` seconds (default 5, at most 20), else
+/// 202 with the run's id and progress; `?job=ID` reports that run.
+#[utoipa::path(get, path = "/audit/verify", tag = "audit", params(VerifyParams), responses((status = 200, description = "The chain verifies", body = AuditVerified), (status = 202, description = "Still verifying: ask again with ?job=", body = AuditVerifying), (status = 409, description = "audit_chain_broken", body = ErrorBody), ReadErrors))]
+pub async fn verify_audit(
+    State(st): State<AppState>,
+    Query(params): Query<Vec<(String, String)>>,
+) -> Result<Response, ApiError> {
+    check_params(&params, &["full", "job", "wait"])?;
+    let mut full = false;
+    let mut job = None;
+    let mut wait = 5_u64;
+    for (k, v) in &params {
+        match k.as_str() {
+            "full" => {
+                full = match v.as_str() {
+                    "true" | "1" => true,
+                    "false" | "0" => false,
+                    _ => {
+                        return Err(ApiError::bad(
+                            ErrorCode::InvalidParameter,
+                            "full must be true or false",
+                        ));
+                    }
+                }
+            }
+            "wait" => {
+                wait = v.parse().ok().filter(|w| *w <= 20).ok_or_else(|| {
+                    ApiError::bad(
+                        ErrorCode::InvalidParameter,
+                        "wait must be a number of seconds from 0 to 20",
+                    )
+                })?;
+            }
+            "job" => job = Some(v.clone()),
+            _ => {}
+        }
+    }
+    let run = match job {
+        Some(id) => st.verifications.get(&id).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                ErrorCode::VerificationNotFound,
+                format!("no verification run {id:?} (only the last {} are kept): start one with GET /audit/verify", crate::verifications::KEPT),
+            )
+        })?,
+        None => {
+            let now = st.clock.now();
+            let id = format!("v-{}", hex::encode(&st.random_id()[..8]));
+            st.verifications
+                .start_or_join(st.store.clone(), full, jit_store::unix_ms(now), id)
+        }
+    };
+    let to_u = |v: i64| u64::try_from(v).unwrap_or_default();
+    match run.wait(std::time::Duration::from_secs(wait)).await {
+        Some(Outcome::Intact(rep)) => Ok(Json(AuditVerified {
             ok: true,
-            events: u64::try_from(n).unwrap_or_default(),
+            events: to_u(rep.head_seq),
+            checked: to_u(rep.checked),
+            from_checkpoint: to_u(rep.from_checkpoint),
+            job: run.id.clone(),
         })
         .into_response()),
-        Err(jit_store::VerifyError::Chain(e)) => {
-            tracing::error!(target: "audit", error = %e, "audit chain verification failed");
-            Err(ApiError::new(
-                StatusCode::CONFLICT,
-                ErrorCode::AuditChainBroken,
-                e.to_string(),
-            ))
+        Some(Outcome::Broken(e)) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            ErrorCode::AuditChainBroken,
+            e,
+        )),
+        Some(Outcome::Failed(e)) => Err(jit_store::StoreError::Backend(e).into()),
+        None => {
+            let p = run.progress();
+            Ok((
+                StatusCode::ACCEPTED,
+                Json(AuditVerifying {
+                    state: "running".into(),
+                    job: run.id.clone(),
+                    full: run.full,
+                    from_seq: to_u(p.from_seq),
+                    verified_seq: to_u(p.verified_seq),
+                    head_seq: to_u(p.head_seq),
+                }),
+            )
+                .into_response())
         }
-        Err(jit_store::VerifyError::Store(e)) => Err(e.into()),
     }
 }
 

@@ -4,7 +4,6 @@
 
 use super::Lifecycle;
 use jit_core::audit::AuditDraft;
-use jit_core::request::Status;
 use jit_grants::Target;
 use jit_store::{StoreError, WriteCtx};
 use serde_json::json;
@@ -63,23 +62,16 @@ impl Lifecycle {
                             continue;
                         }
                     };
-                    let ours = self.st.store.granted_emails(account.as_str(), ps).await?;
-                    let in_flight: Vec<String> = self
-                        .st
-                        .store
-                        .requests_in(Status::Approved, 10_000)
-                        .await?
-                        .iter()
-                        .filter(|r| {
-                            r.account_id == *account
-                                && r.permission_set_arn.as_ref().map(|p| p.as_str()) == ps
-                        })
-                        .map(|r| r.requester_email.as_str().to_owned())
-                        .collect();
-                    for email in real
-                        .iter()
-                        .filter(|e| ours.contains(e) && !in_flight.contains(e))
-                    {
+                    for email in &real {
+                        // Ours if we ever granted it, and not a grant being applied right now.
+                        let h = self
+                            .st
+                            .store
+                            .grant_history(email, account.as_str(), ps)
+                            .await?;
+                        if !h.ever_granted || h.in_flight {
+                            continue;
+                        }
                         let t = Target {
                             request_id: String::new(),
                             user_email: email.clone(),

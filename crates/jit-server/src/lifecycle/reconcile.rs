@@ -20,10 +20,11 @@ impl Lifecycle {
         Ok(created + ran)
     }
 
+    /// Pages through every live request whose job is missing (an indexed anti-join on the
+    /// request's status), so the work is in the live requests and memory in one page, however
+    /// many there are.
     pub(super) async fn recreate_missing_jobs(&self) -> Result<usize, StoreError> {
-        let jobs = self.st.store.list_jobs(None).await?;
-        let has =
-            |kind: JobKind, id: &str| jobs.iter().any(|j| j.kind == kind && j.request_id == id);
+        const PAGE: u32 = 500;
         let now = self.st.clock.now();
         let mut created = 0;
         for (status, kind) in [
@@ -31,24 +32,35 @@ impl Lifecycle {
             (Status::Granted, JobKind::Revoke),
             (Status::Pending, JobKind::Timeout),
         ] {
-            for r in self.st.store.requests_in(status, 10_000).await? {
-                if has(kind, r.id.as_str()) {
-                    continue;
+            let mut after = None;
+            loop {
+                let page = self
+                    .st
+                    .store
+                    .requests_missing_job(status, kind, after.clone(), PAGE)
+                    .await?;
+                for r in &page {
+                    let due = match kind {
+                        JobKind::Grant => now,
+                        JobKind::Revoke => r.ends_at().unwrap_or(now),
+                        JobKind::Timeout => r.pending_deadline,
+                    };
+                    let mut ctx = WriteCtx::with_audit(vec![], now);
+                    ctx.jobs.push(JobOp::Ensure {
+                        kind,
+                        request_id: r.id.as_str().to_owned(),
+                        due_ms: ms(due),
+                    });
+                    self.st.store.record(ctx).await?;
+                    tracing::warn!(request_id = %r.id, job = kind.as_str(), "reconciler recreated a missing job");
+                    created += 1;
                 }
-                let due = match kind {
-                    JobKind::Grant => now,
-                    JobKind::Revoke => r.ends_at().unwrap_or(now),
-                    JobKind::Timeout => r.pending_deadline,
-                };
-                let mut ctx = WriteCtx::with_audit(vec![], now);
-                ctx.jobs.push(JobOp::Ensure {
-                    kind,
-                    request_id: r.id.as_str().to_owned(),
-                    due_ms: ms(due),
-                });
-                self.st.store.record(ctx).await?;
-                tracing::warn!(request_id = %r.id, job = kind.as_str(), "reconciler recreated a missing job");
-                created += 1;
+                match page.last() {
+                    Some(r) if page.len() == PAGE as usize => {
+                        after = Some((ms(r.created_at), r.id.as_str().to_owned()));
+                    }
+                    _ => break,
+                }
             }
         }
         Ok(created)

@@ -1,0 +1,221 @@
+//! The text of the store's read queries, kept apart so that the plan test
+//! ([`crate::SqlStore::query_plans`]) explains exactly the SQL the store runs. Every query
+//! here is served by an index that matches its filter and its order (migration 0006), so its
+//! cost is in the rows it returns or the live work it finds, not in what the store holds.
+
+use crate::rows::REQUEST_COLUMNS;
+use crate::{AuditFilter, RequestFilter};
+use std::sync::LazyLock;
+
+/// A bind value for dynamically built queries.
+#[derive(Debug, Clone)]
+pub(crate) enum Bind {
+    Text(String),
+    Int(i64),
+}
+
+pub(crate) const AUDIT_SELECT: &str = "seq, at_ms, type, actor_id, actor_email, request_id, channel_id, account_id, data, prev_hash, hash";
+
+/// Counts by status of one table (`$1`: `requests` or `outbox`), from the trigger-kept counters.
+pub(crate) const GAUGE_COUNTS: &str =
+    "SELECT status, n FROM status_counts WHERE tbl = $1 AND n > 0 ORDER BY status";
+
+pub(crate) const GAUGE_OLDEST_PENDING: &str =
+    "SELECT MIN(created_at) FROM outbox WHERE status = 'PENDING'";
+
+/// Late jobs by kind: due before `$1`, or failed at least once (two indexed branches, so the
+/// `OR` does not turn into a scan).
+pub(crate) const GAUGE_LATE_JOBS: &str = "SELECT kind, CAST(COUNT(*) AS BIGINT) FROM (\
+     SELECT kind FROM jobs WHERE due_at < $1 \
+     UNION ALL SELECT kind FROM jobs WHERE last_error IS NOT NULL AND due_at >= $1) AS late \
+     GROUP BY kind ORDER BY kind";
+
+pub(crate) const GRANT_HISTORY: &str = "SELECT \
+     CAST(COALESCE(MAX(CASE WHEN granted_at IS NOT NULL THEN 1 ELSE 0 END), 0) AS BIGINT), \
+     CAST(COALESCE(MAX(CASE WHEN status = 'APPROVED' THEN 1 ELSE 0 END), 0) AS BIGINT) \
+     FROM requests WHERE requester_email = $1 AND account_id = $2 AND COALESCE(permission_set_arn, '') = $3";
+
+pub(crate) const LATEST_CHECKPOINT: &str =
+    "SELECT seq, hash FROM audit_checkpoints WHERE seq <= $1 ORDER BY seq DESC LIMIT 1";
+
+/// Events after `$1` up to the head `$2`: one page of a verification.
+pub(crate) const VERIFY_PAGE: &str = "SELECT seq, at_ms, type, actor_id, actor_email, request_id, channel_id, account_id, data, prev_hash, hash \
+     FROM audit_events WHERE seq > $1 AND seq <= $2 ORDER BY seq ASC LIMIT 2000";
+
+fn prefixed(cols: &str, alias: &str) -> String {
+    cols.split(", ")
+        .map(|c| format!("{alias}.{}", c.trim()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Revoke jobs due before `$1`, and those that failed (a retry moved their due time on), each
+/// with its request.
+pub(crate) static OVERDUE_REVOKES: LazyLock<String> = LazyLock::new(|| {
+    let cols = prefixed(REQUEST_COLUMNS, "r");
+    format!(
+        "SELECT j.kind, j.request_id, j.due_at, j.attempts, j.last_error, {cols} FROM jobs j JOIN requests r ON r.id = j.request_id \
+         WHERE j.kind = 'revoke' AND j.due_at < $1 \
+         UNION ALL SELECT j.kind, j.request_id, j.due_at, j.attempts, j.last_error, {cols} FROM jobs j JOIN requests r ON r.id = j.request_id \
+         WHERE j.kind = 'revoke' AND j.last_error IS NOT NULL AND j.due_at >= $1"
+    )
+});
+
+/// Requests in status `$1` after the position (`$2`, `$3`) whose job `$4 || id` is missing,
+/// oldest first, at most `$5`.
+pub(crate) static REQUESTS_MISSING_JOB: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {} FROM requests r WHERE r.status = $1 AND (r.created_at > $2 OR (r.created_at = $2 AND r.id > $3)) \
+         AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.id = $4 || r.id) ORDER BY r.created_at, r.id LIMIT $5",
+        prefixed(REQUEST_COLUMNS, "r")
+    )
+});
+
+/// Numbers binds as they are pushed.
+#[derive(Default)]
+struct Binds {
+    values: Vec<Bind>,
+}
+
+impl Binds {
+    fn push(&mut self, b: Bind) -> String {
+        self.values.push(b);
+        format!("${}", self.values.len())
+    }
+}
+
+fn where_clause(conds: &[String]) -> String {
+    if conds.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", conds.join(" AND "))
+    }
+}
+
+/// The request list, newest first, `limit + 1` rows (the extra one says there is a next page).
+/// Several statuses become one indexed branch each, merged and cut to the page: an `IN` list
+/// would read every match of every status and sort them.
+pub(crate) fn requests_query(f: &RequestFilter, limit: u32) -> (String, Vec<Bind>) {
+    let mut b = Binds::default();
+    let mut conds = Vec::new();
+    if let Some(v) = &f.channel_id {
+        conds.push(format!("channel_id = {}", b.push(Bind::Text(v.clone()))));
+    }
+    if let Some(v) = &f.account_id {
+        conds.push(format!("account_id = {}", b.push(Bind::Text(v.clone()))));
+    }
+    if let Some(v) = &f.requester_email {
+        conds.push(format!(
+            "requester_email = {}",
+            b.push(Bind::Text(v.to_ascii_lowercase()))
+        ));
+    }
+    if let Some(v) = &f.requester_id {
+        conds.push(format!("requester_id = {}", b.push(Bind::Text(v.clone()))));
+    }
+    if let Some(v) = f.start_ms {
+        conds.push(format!("created_at >= {}", b.push(Bind::Int(v))));
+    }
+    if let Some(v) = f.end_ms {
+        conds.push(format!("created_at < {}", b.push(Bind::Int(v))));
+    }
+    if let Some((at, id)) = &f.after {
+        let a = b.push(Bind::Int(*at));
+        let i = b.push(Bind::Text(id.clone()));
+        conds.push(format!(
+            "(created_at < {a} OR (created_at = {a} AND id < {i}))"
+        ));
+    }
+    let n = limit + 1;
+    let order = "ORDER BY created_at DESC, id DESC";
+    let sql = match f.statuses.as_slice() {
+        [] => format!(
+            "SELECT {REQUEST_COLUMNS} FROM requests {} {order} LIMIT {n}",
+            where_clause(&conds)
+        ),
+        [one] => {
+            let mut c = conds.clone();
+            c.push(format!(
+                "status = {}",
+                b.push(Bind::Text(one.as_str().into()))
+            ));
+            format!(
+                "SELECT {REQUEST_COLUMNS} FROM requests {} {order} LIMIT {n}",
+                where_clause(&c)
+            )
+        }
+        many => {
+            let branches: Vec<String> = many
+                .iter()
+                .enumerate()
+                .map(|(k, st)| {
+                    let mut c = conds.clone();
+                    c.push(format!("status = {}", b.push(Bind::Text(st.as_str().into()))));
+                    format!(
+                        "SELECT * FROM (SELECT {REQUEST_COLUMNS} FROM requests {} {order} LIMIT {n}) AS s{k}",
+                        where_clause(&c)
+                    )
+                })
+                .collect();
+            format!(
+                "SELECT {REQUEST_COLUMNS} FROM ({}) AS u {order} LIMIT {n}",
+                branches.join(" UNION ALL ")
+            )
+        }
+    };
+    (sql, b.values)
+}
+
+/// The audit trail in sequence order, `limit + 1` rows. The actor filter (user id or email)
+/// is two indexed branches, merged and cut to the page.
+pub(crate) fn audit_query(f: &AuditFilter, limit: u32) -> (String, Vec<Bind>) {
+    let mut b = Binds::default();
+    let mut conds = Vec::new();
+    if let Some(v) = &f.request_id {
+        conds.push(format!("request_id = {}", b.push(Bind::Text(v.clone()))));
+    }
+    if let Some(v) = &f.account_id {
+        conds.push(format!("account_id = {}", b.push(Bind::Text(v.clone()))));
+    }
+    if let Some(v) = &f.channel_id {
+        conds.push(format!("channel_id = {}", b.push(Bind::Text(v.clone()))));
+    }
+    if let Some(v) = &f.kind {
+        conds.push(format!("type = {}", b.push(Bind::Text(v.clone()))));
+    }
+    if let Some(v) = f.since_ms {
+        conds.push(format!("at_ms >= {}", b.push(Bind::Int(v))));
+    }
+    if let Some(v) = f.until_ms {
+        conds.push(format!("at_ms < {}", b.push(Bind::Int(v))));
+    }
+    if let Some(v) = f.after_seq {
+        conds.push(format!("seq > {}", b.push(Bind::Int(v))));
+    }
+    let n = limit + 1;
+    let sql = match &f.actor {
+        None => format!(
+            "SELECT {AUDIT_SELECT} FROM audit_events {} ORDER BY seq ASC LIMIT {n}",
+            where_clause(&conds)
+        ),
+        Some(actor) => {
+            let id = b.push(Bind::Text(actor.clone()));
+            let email = b.push(Bind::Text(actor.to_ascii_lowercase()));
+            let mut by_id = conds.clone();
+            by_id.push(format!("actor_id = {id}"));
+            let mut by_email = conds;
+            by_email.push(format!(
+                "actor_email = {email} AND (actor_id IS NULL OR actor_id <> {id})"
+            ));
+            format!(
+                "SELECT {AUDIT_SELECT} FROM (\
+                 SELECT * FROM (SELECT {AUDIT_SELECT} FROM audit_events {} ORDER BY seq ASC LIMIT {n}) AS a0 \
+                 UNION ALL SELECT * FROM (SELECT {AUDIT_SELECT} FROM audit_events {} ORDER BY seq ASC LIMIT {n}) AS a1\
+                 ) AS u ORDER BY seq ASC LIMIT {n}",
+                where_clause(&by_id),
+                where_clause(&by_email)
+            )
+        }
+    };
+    (sql, b.values)
+}
