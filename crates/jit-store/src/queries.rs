@@ -5,6 +5,7 @@
 
 use crate::rows::REQUEST_COLUMNS;
 use crate::{AuditFilter, RequestFilter};
+use jit_core::request::Status;
 use std::sync::LazyLock;
 
 /// A bind value for dynamically built queries.
@@ -23,11 +24,13 @@ pub(crate) const GAUGE_COUNTS: &str =
 pub(crate) const GAUGE_OLDEST_PENDING: &str =
     "SELECT MIN(created_at) FROM outbox WHERE status = 'PENDING'";
 
-/// Late jobs by kind: due before `$1`, or failed at least once (two indexed branches, so the
-/// `OR` does not turn into a scan).
+/// Late jobs by kind: due before `$1`, or failed at least once. Two indexed branches, so the
+/// `OR` does not turn into a scan: the second reads the partial index of failed jobs, and its
+/// `+due_at` (an expression, not the column) keeps the planner from reading every job due
+/// after `$1` instead.
 pub(crate) const GAUGE_LATE_JOBS: &str = "SELECT kind, CAST(COUNT(*) AS BIGINT) FROM (\
      SELECT kind FROM jobs WHERE due_at < $1 \
-     UNION ALL SELECT kind FROM jobs WHERE last_error IS NOT NULL AND due_at >= $1) AS late \
+     UNION ALL SELECT kind FROM jobs WHERE last_error IS NOT NULL AND +due_at >= $1) AS late \
      GROUP BY kind ORDER BY kind";
 
 pub(crate) const GRANT_HISTORY: &str = "SELECT \
@@ -50,14 +53,15 @@ fn prefixed(cols: &str, alias: &str) -> String {
 }
 
 /// Revoke jobs due before `$1`, and those that failed (a retry moved their due time on), each
-/// with its request.
+/// with its request. The second branch reads the partial index of failed jobs (see
+/// [`GAUGE_LATE_JOBS`] for the `+`).
 pub(crate) static OVERDUE_REVOKES: LazyLock<String> = LazyLock::new(|| {
     let cols = prefixed(REQUEST_COLUMNS, "r");
     format!(
         "SELECT j.kind, j.request_id, j.due_at, j.attempts, j.last_error, {cols} FROM jobs j JOIN requests r ON r.id = j.request_id \
          WHERE j.kind = 'revoke' AND j.due_at < $1 \
          UNION ALL SELECT j.kind, j.request_id, j.due_at, j.attempts, j.last_error, {cols} FROM jobs j JOIN requests r ON r.id = j.request_id \
-         WHERE j.kind = 'revoke' AND j.last_error IS NOT NULL AND j.due_at >= $1"
+         WHERE j.kind = 'revoke' AND j.last_error IS NOT NULL AND +j.due_at >= $1"
     )
 });
 
@@ -65,7 +69,7 @@ pub(crate) static OVERDUE_REVOKES: LazyLock<String> = LazyLock::new(|| {
 /// oldest first, at most `$5`.
 pub(crate) static REQUESTS_MISSING_JOB: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "SELECT {} FROM requests r WHERE r.status = $1 AND (r.created_at > $2 OR (r.created_at = $2 AND r.id > $3)) \
+        "SELECT {} FROM requests r WHERE r.status = $1 AND r.created_at >= $2 AND (r.created_at > $2 OR r.id > $3) \
          AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.id = $4 || r.id) ORDER BY r.created_at, r.id LIMIT $5",
         prefixed(REQUEST_COLUMNS, "r")
     )
@@ -122,8 +126,10 @@ pub(crate) fn requests_query(f: &RequestFilter, limit: u32) -> (String, Vec<Bind
     if let Some((at, id)) = &f.after {
         let a = b.push(Bind::Int(*at));
         let i = b.push(Bind::Text(id.clone()));
+        // The first conjunct bounds the index range on both databases; the second only sorts
+        // out the rows that share the cursor's created_at.
         conds.push(format!(
-            "(created_at < {a} OR (created_at = {a} AND id < {i}))"
+            "created_at <= {a} AND (created_at < {a} OR id < {i})"
         ));
     }
     let n = limit + 1;
@@ -218,4 +224,287 @@ pub(crate) fn audit_query(f: &AuditFilter, limit: u32) -> (String, Vec<Bind>) {
         }
     };
     (sql, b.values)
+}
+
+pub(crate) const NEXT_JOB_DUE: &str = "SELECT MIN(due_at) AS d FROM jobs";
+
+pub(crate) const PURGE_NONCES: &str = "DELETE FROM nonces WHERE expires_at <= $1";
+
+pub(crate) const OUTBOX_COLUMNS: &str =
+    "event_id, request_id, seq, payload, status, attempts, next_attempt_at, last_error, created_at";
+
+/// The other live grants of one principal: `$1` email, `$2` account, `$3` permission set
+/// (`''` for none), except request `$4`.
+pub(crate) static ACTIVE_GRANTS_FOR: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {REQUEST_COLUMNS} FROM requests WHERE status = 'GRANTED' AND requester_email = $1 AND account_id = $2 \
+         AND COALESCE(permission_set_arn, '') = $3 AND id <> $4"
+    )
+});
+
+/// The next deliverable callback of each request whose retry time `$1` has come (a `LIMIT`
+/// is appended). Reads only the due rows: the live work.
+pub(crate) static DUE_CALLBACKS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {} FROM outbox o WHERE o.status = 'PENDING' AND o.next_attempt_at <= $1 \
+         AND (o.lease_until IS NULL OR o.lease_until < $1) \
+         AND o.seq = (SELECT MIN(p.seq) FROM outbox p WHERE p.request_id = o.request_id AND p.status = 'PENDING') \
+         ORDER BY o.created_at, o.seq",
+        prefixed(OUTBOX_COLUMNS, "o")
+    )
+});
+
+/// Callbacks in status `$1`, oldest first (a `LIMIT` is appended).
+pub(crate) static LIST_CALLBACKS: LazyLock<String> = LazyLock::new(|| {
+    format!("SELECT {OUTBOX_COLUMNS} FROM outbox WHERE status = $1 ORDER BY created_at, seq")
+});
+
+/// A query to explain, with example binds.
+pub(crate) struct Planned {
+    pub name: &'static str,
+    pub sql: String,
+    pub binds: Vec<Bind>,
+    pub allow: &'static [&'static str],
+}
+
+/// Every read the store makes in a paged list or a periodic task, with example parameters.
+pub(crate) fn planned() -> Vec<Planned> {
+    let t = |s: &str| Bind::Text(s.to_owned());
+    let req = |name: &'static str, f: RequestFilter, allow: &'static [&'static str]| {
+        let (sql, binds) = requests_query(&f, 50);
+        Planned {
+            name,
+            sql,
+            binds,
+            allow,
+        }
+    };
+    let aud = |name: &'static str, f: AuditFilter, allow: &'static [&'static str]| {
+        let (sql, binds) = audit_query(&f, 500);
+        Planned {
+            name,
+            sql,
+            binds,
+            allow,
+        }
+    };
+    let fixed =
+        |name: &'static str, sql: &str, binds: Vec<Bind>, allow: &'static [&'static str]| Planned {
+            name,
+            sql: sql.to_owned(),
+            binds,
+            allow,
+        };
+    // A merge of page-sized branches may sort at most (branches × page) rows.
+    const MERGE: &[&str] = &["USE TEMP B-TREE FOR ORDER BY", "Sort"];
+    let after = Some((1_700_000_000_000, "r".to_owned()));
+    vec![
+        // The newest page with no filter walks the (created_at, id) index backwards, cut by LIMIT.
+        req(
+            "requests: all",
+            RequestFilter::default(),
+            &["SCAN requests USING INDEX requests_created"],
+        ),
+        req(
+            "requests: status",
+            RequestFilter {
+                statuses: vec![Status::Granted],
+                ..Default::default()
+            },
+            &[],
+        ),
+        req(
+            "requests: status, next page",
+            RequestFilter {
+                statuses: vec![Status::Granted],
+                after: after.clone(),
+                ..Default::default()
+            },
+            &[],
+        ),
+        req(
+            "requests: several statuses",
+            RequestFilter {
+                statuses: vec![Status::Pending, Status::Approved, Status::Granted],
+                ..Default::default()
+            },
+            MERGE,
+        ),
+        req(
+            "requests: channel",
+            RequestFilter {
+                channel_id: Some("ch1".into()),
+                ..Default::default()
+            },
+            &[],
+        ),
+        req(
+            "requests: account",
+            RequestFilter {
+                account_id: Some("123456789012".into()),
+                ..Default::default()
+            },
+            &[],
+        ),
+        req(
+            "requests: requester email",
+            RequestFilter {
+                requester_email: Some("a@example.com".into()),
+                ..Default::default()
+            },
+            &[],
+        ),
+        req(
+            "requests: requester id",
+            RequestFilter {
+                requester_id: Some("alice".into()),
+                ..Default::default()
+            },
+            &[],
+        ),
+        req(
+            "requests: created range",
+            RequestFilter {
+                start_ms: Some(1),
+                end_ms: Some(2),
+                ..Default::default()
+            },
+            &[],
+        ),
+        // The first audit page walks the trail in seq order, cut by LIMIT.
+        aud("audit: all", AuditFilter::default(), &["SCAN audit_events"]),
+        aud(
+            "audit: after seq",
+            AuditFilter {
+                after_seq: Some(10),
+                ..Default::default()
+            },
+            &[],
+        ),
+        aud(
+            "audit: type",
+            AuditFilter {
+                kind: Some("request.denied".into()),
+                ..Default::default()
+            },
+            &[],
+        ),
+        aud(
+            "audit: type, next page",
+            AuditFilter {
+                kind: Some("request.denied".into()),
+                after_seq: Some(10),
+                ..Default::default()
+            },
+            &[],
+        ),
+        aud(
+            "audit: request",
+            AuditFilter {
+                request_id: Some("r".into()),
+                ..Default::default()
+            },
+            &[],
+        ),
+        aud(
+            "audit: channel",
+            AuditFilter {
+                channel_id: Some("ch1".into()),
+                ..Default::default()
+            },
+            &[],
+        ),
+        aud(
+            "audit: account",
+            AuditFilter {
+                account_id: Some("123456789012".into()),
+                ..Default::default()
+            },
+            &[],
+        ),
+        aud(
+            "audit: actor",
+            AuditFilter {
+                actor: Some("alice".into()),
+                ..Default::default()
+            },
+            MERGE,
+        ),
+        fixed(
+            "audit: verify page",
+            VERIFY_PAGE,
+            vec![Bind::Int(0), Bind::Int(10)],
+            &[],
+        ),
+        fixed(
+            "audit: checkpoint",
+            LATEST_CHECKPOINT,
+            vec![Bind::Int(10)],
+            &[],
+        ),
+        fixed(
+            "callbacks: by status",
+            &format!("{} LIMIT 100", LIST_CALLBACKS.as_str()),
+            vec![t("PENDING")],
+            &[],
+        ),
+        // Sorts the due rows only (the live work).
+        fixed(
+            "callbacks: due",
+            &format!("{} LIMIT 100", DUE_CALLBACKS.as_str()),
+            vec![Bind::Int(1)],
+            &["USE TEMP B-TREE FOR ORDER BY", "Sort"],
+        ),
+        fixed(
+            "grants: overdue",
+            OVERDUE_REVOKES.as_str(),
+            vec![Bind::Int(1)],
+            &[],
+        ),
+        fixed(
+            "reconciler: requests missing a job",
+            REQUESTS_MISSING_JOB.as_str(),
+            vec![
+                t("GRANTED"),
+                Bind::Int(0),
+                t(""),
+                t("revoke:"),
+                Bind::Int(500),
+            ],
+            &[],
+        ),
+        fixed(
+            "revoke: other grants of the principal",
+            ACTIVE_GRANTS_FOR.as_str(),
+            vec![t("a@example.com"), t("123456789012"), t(""), t("r")],
+            &[],
+        ),
+        fixed(
+            "drift: grant history",
+            GRANT_HISTORY,
+            vec![t("a@example.com"), t("123456789012"), t("")],
+            &[],
+        ),
+        fixed("metrics: counts", GAUGE_COUNTS, vec![t("requests")], &[]),
+        fixed(
+            "metrics: oldest pending callback",
+            GAUGE_OLDEST_PENDING,
+            vec![],
+            &[],
+        ),
+        // The failed-jobs branch walks the partial index of failed jobs only; the groups are
+        // the three job kinds.
+        fixed(
+            "metrics: late jobs",
+            GAUGE_LATE_JOBS,
+            vec![Bind::Int(1)],
+            &[
+                "SCAN jobs USING INDEX jobs_failed",
+                "USE TEMP B-TREE FOR GROUP BY",
+                "Sort",
+            ],
+        ),
+        fixed("jobs: next due", NEXT_JOB_DUE, vec![], &[]),
+        fixed("nonces: purge", PURGE_NONCES, vec![Bind::Int(1)], &[]),
+    ]
 }

@@ -3,8 +3,9 @@
 //! (row locks, advisory locks, connection set-up).
 
 use crate::queries::{
-    Bind, GAUGE_COUNTS, GAUGE_LATE_JOBS, GAUGE_OLDEST_PENDING, GRANT_HISTORY, LATEST_CHECKPOINT,
-    OVERDUE_REVOKES, REQUESTS_MISSING_JOB, VERIFY_PAGE, audit_query, requests_query,
+    ACTIVE_GRANTS_FOR, Bind, DUE_CALLBACKS, GAUGE_COUNTS, GAUGE_LATE_JOBS, GAUGE_OLDEST_PENDING,
+    GRANT_HISTORY, LATEST_CHECKPOINT, LIST_CALLBACKS, NEXT_JOB_DUE, OVERDUE_REVOKES, PURGE_NONCES,
+    REQUESTS_MISSING_JOB, VERIFY_PAGE, audit_query, requests_query,
 };
 use crate::rows::{
     REQUEST_COLUMNS, RequestRow, accounts_json, audit_from_row, binding_from_parts,
@@ -777,9 +778,6 @@ fn outbox_from_row(r: &AnyRow) -> Result<OutboxEvent, StoreError> {
     })
 }
 
-const OUTBOX_COLUMNS: &str =
-    "event_id, request_id, seq, payload, status, attempts, next_attempt_at, last_error, created_at";
-
 async fn read_head(tx: &mut AnyConnection, dialect: Dialect) -> Result<(i64, String), StoreError> {
     let head_sql = match dialect {
         Dialect::Postgres => "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE",
@@ -1344,7 +1342,7 @@ impl Store for SqlStore {
     }
 
     async fn purge_nonces(&self, now_unix: i64) -> Result<u64, StoreError> {
-        Ok(sqlx::query("DELETE FROM nonces WHERE expires_at <= $1")
+        Ok(sqlx::query(PURGE_NONCES)
             .bind(now_unix)
             .execute(&self.write)
             .await?
@@ -1457,9 +1455,7 @@ impl Store for SqlStore {
     }
 
     async fn next_job_due(&self) -> Result<Option<i64>, StoreError> {
-        let row = sqlx::query("SELECT MIN(due_at) AS d FROM jobs")
-            .fetch_one(&self.read)
-            .await?;
+        let row = sqlx::query(NEXT_JOB_DUE).fetch_one(&self.read).await?;
         Ok(row.try_get::<Option<i64>, _>("d")?)
     }
 
@@ -1506,11 +1502,7 @@ impl Store for SqlStore {
         permission_set: Option<&str>,
         except: &str,
     ) -> Result<Vec<Request>, StoreError> {
-        let sql = format!(
-            "SELECT {REQUEST_COLUMNS} FROM requests WHERE status = 'GRANTED' AND requester_email = $1 AND account_id = $2 \
-             AND COALESCE(permission_set_arn, '') = $3 AND id <> $4"
-        );
-        let rows = sqlx::query(AssertSqlSafe(sql))
+        let rows = sqlx::query(AssertSqlSafe(ACTIVE_GRANTS_FOR.as_str()))
             .bind(requester_email.to_owned())
             .bind(account_id.to_owned())
             .bind(permission_set.unwrap_or("").to_owned())
@@ -1540,13 +1532,7 @@ impl Store for SqlStore {
     }
 
     async fn due_callbacks(&self, now_ms: i64, limit: u32) -> Result<Vec<OutboxEvent>, StoreError> {
-        let sql = format!(
-            "SELECT {OUTBOX_COLUMNS} FROM outbox o WHERE o.status = 'PENDING' AND o.next_attempt_at <= $1 \
-             AND (o.lease_until IS NULL OR o.lease_until < $1) \
-             AND o.seq = (SELECT MIN(p.seq) FROM outbox p WHERE p.request_id = o.request_id AND p.status = 'PENDING') \
-             ORDER BY o.created_at, o.seq LIMIT {}",
-            limit.clamp(1, 1000)
-        );
+        let sql = format!("{} LIMIT {}", DUE_CALLBACKS.as_str(), limit.clamp(1, 1000));
         let rows = sqlx::query(AssertSqlSafe(sql))
             .bind(now_ms)
             .fetch_all(&self.read)
@@ -1680,10 +1666,7 @@ impl Store for SqlStore {
         status: &str,
         limit: u32,
     ) -> Result<Vec<OutboxEvent>, StoreError> {
-        let sql = format!(
-            "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE status = $1 ORDER BY created_at, seq LIMIT {}",
-            limit.clamp(1, 1000)
-        );
+        let sql = format!("{} LIMIT {}", LIST_CALLBACKS.as_str(), limit.clamp(1, 1000));
         let rows = sqlx::query(AssertSqlSafe(sql))
             .bind(status.to_owned())
             .fetch_all(&self.read)
@@ -1732,7 +1715,64 @@ impl NonceStore for SqlStore {
     }
 }
 
+/// One read query's plan, as the database would run it.
+#[derive(Debug, Clone)]
+pub struct QueryPlan {
+    /// Which query.
+    pub name: &'static str,
+    /// The plan, one line per step.
+    pub lines: Vec<String>,
+    /// Plan steps this query may show that would otherwise count as a scan or a sort: a walk
+    /// of an index in its order cut by `LIMIT`, or the merge of a few page-sized branches.
+    pub allow: &'static [&'static str],
+}
+
 impl SqlStore {
+    /// The plans of the store's read queries, for the test that keeps them on their indexes.
+    /// SQLite: `EXPLAIN QUERY PLAN`. PostgreSQL: `EXPLAIN` with sequential scans and sorts
+    /// priced out (an empty test table would otherwise always be scanned), so the plan shows
+    /// whether an index can serve the filter and the order at all.
+    #[doc(hidden)]
+    pub async fn query_plans(&self) -> Result<Vec<QueryPlan>, StoreError> {
+        let mut conn = self.read.acquire().await?;
+        if self.dialect == Dialect::Postgres {
+            conn.execute("SET enable_seqscan = off").await?;
+            conn.execute("SET enable_sort = off").await?;
+        }
+        let mut out = Vec::new();
+        for q in crate::queries::planned() {
+            let sql = match self.dialect {
+                Dialect::Sqlite => format!("EXPLAIN QUERY PLAN {}", q.sql),
+                Dialect::Postgres => format!("EXPLAIN {}", q.sql),
+            };
+            let rows = bind_all(sqlx::query(AssertSqlSafe(sql)), q.binds)
+                .fetch_all(&mut *conn)
+                .await;
+            let rows = match rows {
+                Ok(r) => r,
+                Err(e) => return Err(StoreError::Backend(format!("explaining {}: {e}", q.name))),
+            };
+            let col = match self.dialect {
+                Dialect::Sqlite => 3,
+                Dialect::Postgres => 0,
+            };
+            let lines = rows
+                .iter()
+                .map(|r| r.try_get::<String, _>(col))
+                .collect::<Result<Vec<_>, _>>()?;
+            out.push(QueryPlan {
+                name: q.name,
+                lines,
+                allow: q.allow,
+            });
+        }
+        if self.dialect == Dialect::Postgres {
+            conn.execute("RESET enable_seqscan").await?;
+            conn.execute("RESET enable_sort").await?;
+        }
+        Ok(out)
+    }
+
     /// Runs one statement directly. For tests and repair tooling only (tests use it to tamper
     /// with audit rows and prove that verification notices); never reachable from the API.
     #[doc(hidden)]

@@ -600,6 +600,8 @@ both!(
     old_callback_rows_are_pruned_and_the_audit_trail_is_not,
     migrations_are_idempotent,
     batched_writes_fail_alone,
+    read_queries_use_their_indexes,
+    gauges_come_from_counters_that_match_the_tables,
 );
 
 #[tokio::test]
@@ -779,4 +781,98 @@ async fn a_read_only_open_creates_nothing_and_migrates_nothing() {
         )
         .await;
     assert!(write.is_err(), "a read-only store refuses writes");
+}
+
+/// Every paged read and periodic query is served by an index matching its filter and order:
+/// no query walks a whole table, and none sorts more than a page. A later change that brings
+/// back a scan fails here, on both databases.
+async fn read_queries_use_their_indexes(db: Db) {
+    let plans = db.store.query_plans().await.unwrap();
+    assert!(plans.len() > 25, "{} plans", plans.len());
+    let tables = [
+        "requests",
+        "audit_events",
+        "jobs",
+        "outbox",
+        "nonces",
+        "status_counts",
+        "audit_checkpoints",
+    ];
+    let mut bad = Vec::new();
+    let show = std::env::var_os("JIT_SHOW_PLANS").is_some();
+    for p in &plans {
+        if show {
+            eprintln!("{}:\n  {}", p.name, p.lines.join("\n  "));
+        }
+        for line in &p.lines {
+            let allowed = p.allow.iter().any(|a| line.contains(a));
+            let scan = tables.iter().any(|t| {
+                line.starts_with(&format!("SCAN {t}")) && !line.starts_with(&format!("SCAN {t}_"))
+            }) || line.contains("Seq Scan");
+            let sort = line.contains("TEMP B-TREE") || line.trim_start().starts_with("Sort");
+            if (scan || sort) && !allowed {
+                bad.push(format!("{}: {line}\n  plan: {:?}", p.name, p.lines));
+            }
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "queries that scan or sort:\n{}",
+        bad.join("\n")
+    );
+    // A next page starts where the last ended: the cursor bounds the index range, so a deep
+    // page costs what the first does.
+    for (name, col) in [
+        ("requests: status, next page", "created_at"),
+        ("audit: type, next page", "seq"),
+        ("reconciler: requests missing a job", "created_at"),
+    ] {
+        let p = plans.iter().find(|p| p.name == name).unwrap();
+        assert!(
+            p.lines
+                .iter()
+                .any(|l| (l.contains("SEARCH") || l.contains("Index Cond")) && l.contains(col)),
+            "{name}: the cursor is not part of the index range: {:?}",
+            p.lines
+        );
+    }
+}
+
+/// The status counters the metrics read agree with the tables after inserts, transitions and
+/// deletions.
+async fn gauges_come_from_counters_that_match_the_tables(db: Db) {
+    use jit_store::OutboxDraft;
+    let b = bound(&db).await;
+    let mut reqs = Vec::new();
+    for n in 0..4u8 {
+        let r = new_request(&b, 1 + n, T0);
+        let mut ctx = WriteCtx::new(audit("request.created", Some(&r)), T0);
+        ctx.outbox.push(OutboxDraft {
+            event_id: format!("e{n}"),
+            request_id: r.id.as_str().into(),
+            payload: "{}".into(),
+        });
+        db.store.create_request(&r, ctx).await.unwrap();
+        reqs.push(r);
+    }
+    let bob = actor("bob");
+    let denied = reqs[0].deny(&bob, None, T0).unwrap();
+    db.store
+        .update_request(
+            &denied,
+            WriteCtx::new(audit("request.denied", Some(&denied)), T0),
+        )
+        .await
+        .unwrap();
+    db.store.callback_delivered("e0", 1).await.unwrap();
+    db.store.callback_failed("e1", 1, "x", true).await.unwrap();
+    assert_eq!(db.store.prune_callbacks(i64::MAX, false).await.unwrap(), 2);
+    let g = db.store.gauges(0).await.unwrap();
+    let pairs = |v: &[(String, i64)]| -> Vec<(String, i64)> { v.to_vec() };
+    assert_eq!(
+        pairs(&g.requests_by_status),
+        vec![("DENIED".to_owned(), 1), ("PENDING".to_owned(), 3)]
+    );
+    assert_eq!(pairs(&g.outbox_by_status), vec![("PENDING".to_owned(), 2)]);
+    assert_eq!(g.outbox_oldest_pending_ms, Some(T0.unix_timestamp() * 1000));
 }

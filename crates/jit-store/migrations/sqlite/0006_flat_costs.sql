@@ -42,7 +42,7 @@ CREATE INDEX requests_principal ON requests (requester_email, account_id, status
 -- Callbacks by status in the list's order; failed jobs for the overdue list and the late gauge.
 CREATE INDEX outbox_status ON outbox (status, created_at, seq);
 CREATE INDEX jobs_kind_due ON jobs (kind, due_at);
-CREATE INDEX jobs_failed ON jobs (kind) WHERE last_error IS NOT NULL;
+CREATE INDEX jobs_failed ON jobs (kind, due_at) WHERE last_error IS NOT NULL;
 -- Row counts by status, kept by triggers in the writing transaction: /metrics reads these
 -- instead of grouping the tables.
 CREATE TABLE status_counts (
