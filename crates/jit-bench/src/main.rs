@@ -3,6 +3,8 @@
 //! separate `jit server` process (release build) on a loopback port; the load generator runs
 //! on the same 2-core machine, as the floor in docs/benchmarks.md assumes.
 
+mod growth;
+
 use anyhow::{Context, bail};
 use clap::Parser;
 use jit_client::{Client, Keys};
@@ -16,10 +18,17 @@ use std::time::{Duration, Instant};
 
 #[derive(Debug, Parser)]
 struct Args {
-    /// `api` (throughput and latency) or `lateness` (revocation lateness of 1,000 grants ending
-    /// in the same minute, next to one grant ending alone).
+    /// `api` (throughput and latency), `lateness` (revocation lateness of 1,000 grants ending
+    /// in the same minute, next to one grant ending alone) or `growth` (the daily operations
+    /// at each of `--sizes`, with the ratio between the smallest and the largest).
     #[arg(long, default_value = "api")]
     mode: String,
+    /// For `--mode growth`: store sizes in requests, filled through the signed API in turn.
+    #[arg(long, value_delimiter = ',', default_value = "10000,300000")]
+    sizes: Vec<usize>,
+    /// For `--mode growth`: runs of each operation per size (the median is reported).
+    #[arg(long, default_value_t = 15)]
+    repeat: usize,
     /// Grants for `--mode lateness`.
     #[arg(long, default_value_t = 1000)]
     grants: usize,
@@ -160,6 +169,10 @@ async fn main() -> anyhow::Result<()> {
             .env("JIT_GRANTS_COMMAND", format!("sh {}", script.display()))
             .env("JIT_GRANTS_COMMAND_TIMEOUT_SECS", (secs + 30).to_string());
     }
+    if args.mode == "growth" {
+        // Reconciles often, so "idle RSS after 3 reconciles" is quick to reach.
+        cmd.env("JIT_RECONCILE_INTERVAL_SECS", "2");
+    }
     let child = cmd
         .arg("server")
         .env("JIT_LISTEN", format!("127.0.0.1:{port}"))
@@ -201,6 +214,18 @@ async fn main() -> anyhow::Result<()> {
         if !a.is_success() {
             bail!("set-up {path}: {} {}", a.status, a.body);
         }
+    }
+    if args.mode == "growth" {
+        return growth::run(
+            &client,
+            &base,
+            pid,
+            &args.db,
+            &args.sizes,
+            args.clients,
+            args.repeat,
+        )
+        .await;
     }
     if args.mode == "lateness" {
         return lateness(&client, args.grants, args.clients, args.slow_provider_secs).await;
