@@ -11,11 +11,13 @@
 //! - [`harden`]: the per-request time limit;
 //! - [`outbound`]: outbound clients never reach link-local or cloud metadata addresses;
 //! - [`serve`]: the accept loop with the connection-level limits (request head size and
-//!   header count, time to send the head, connections open at once) and graceful shutdown.
+//!   header count, time to send the head, connections open at once), TLS ([`tls`]), the
+//!   client address behind trusted proxies ([`TrustedProxies`]) and graceful shutdown.
 
 pub mod config_file;
 pub mod metrics;
 pub mod outbound;
+pub mod tls;
 
 use axum::Router;
 use axum::http::StatusCode;
@@ -30,9 +32,9 @@ use std::time::Duration;
 /// token or nonce cannot be guessed at speed. The table is bounded (old windows are dropped
 /// when it grows past 100,000 sources).
 ///
-/// Behind a reverse proxy every request has the proxy's address, so one attacker can block
-/// everyone for a minute; run the listeners where they see client addresses (documented in
-/// `docs/security.md`).
+/// Behind a reverse proxy every request has the proxy's address, so one attacker could block
+/// everyone for a minute: list the proxies in `trusted_proxies` ([`TrustedProxies`]) and the
+/// client address they forward is counted instead.
 #[derive(Debug)]
 pub struct FailureLimiter {
     burst: u32,
@@ -104,11 +106,81 @@ impl FailureLimiter {
     }
 }
 
-/// The source address of a request, when the listener recorded it
-/// (`into_make_service_with_connect_info`).
+/// The client address of a request as [`serve`] worked it out: the peer's address, or the
+/// address a trusted proxy forwarded ([`TrustedProxies::client`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientIp(pub IpAddr);
+
+/// The source address of a request: the client address [`serve`] recorded, else the peer's
+/// (`ConnectInfo`, as `into_make_service_with_connect_info` records it).
 pub fn source_ip(ext: &axum::http::Extensions) -> Option<IpAddr> {
-    ext.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| c.0.ip())
+    ext.get::<ClientIp>().map(|c| c.0).or_else(|| {
+        ext.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip())
+    })
+}
+
+/// The addresses whose `X-Forwarded-For` is believed (`trusted_proxies`: addresses or CIDR
+/// blocks). Empty by default: the header is then ignored, since anyone can send it.
+///
+/// The client is found by walking `X-Forwarded-For` from the right (the hop nearest to us)
+/// past every trusted address; the first untrusted one is the client. Entries left of it were
+/// written by the client itself and are never believed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrustedProxies(Vec<ipnet::IpNet>);
+
+impl TrustedProxies {
+    /// Parses `10.0.0.0/8`, `192.0.2.7`, `2001:db8::/32` and the like.
+    pub fn parse<S: AsRef<str>>(entries: &[S]) -> Result<Self, String> {
+        entries
+            .iter()
+            .map(|e| {
+                let e = e.as_ref().trim();
+                e.parse::<ipnet::IpNet>()
+                    .or_else(|_| e.parse::<IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| {
+                        format!("trusted_proxies: {e:?} is not an IP address or CIDR block")
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Self)
+    }
+
+    fn trusts(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        self.0.iter().any(|n| n.contains(&ip))
+    }
+
+    /// The client address of a request from `peer` carrying these `X-Forwarded-For` values.
+    pub fn client<'a>(&self, peer: IpAddr, forwarded: impl Iterator<Item = &'a str>) -> IpAddr {
+        let peer = canonical(peer);
+        if !self.trusts(peer) {
+            return peer;
+        }
+        let hops: Vec<&str> = forwarded.flat_map(|v| v.split(',')).collect();
+        let mut client = peer;
+        for hop in hops.iter().rev() {
+            match hop.trim().parse::<IpAddr>() {
+                Ok(ip) => {
+                    client = canonical(ip);
+                    if !self.trusts(client) {
+                        return client;
+                    }
+                }
+                // A hop we cannot read: stop at the last address we could.
+                Err(_) => return client,
+            }
+        }
+        client
+    }
+}
+
+/// IPv4-mapped IPv6 addresses (a dual-stack listener's view of IPv4 peers) as IPv4.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        IpAddr::V4(_) => ip,
+    }
 }
 
 /// One log line per request: method, path (never the query, which may carry ids users typed),
@@ -196,15 +268,43 @@ impl Default for Limits {
     }
 }
 
-/// Serves `router` on `listener` (HTTP/1.1) within `limits` until `shutdown` completes, then
-/// stops accepting and lets open connections finish. Each request carries its source address
-/// as `ConnectInfo<SocketAddr>`.
+/// How a listener meets its clients: the connection limits, TLS, and the proxies it trusts.
+#[derive(Clone, Default)]
+pub struct Edge {
+    /// Connection-level limits.
+    pub limits: Limits,
+    /// HTTPS only when set ([`tls::from_config`]).
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: TrustedProxies,
+}
+
+impl std::fmt::Debug for Edge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Edge")
+            .field("limits", &self.limits)
+            .field("tls", &self.tls.is_some())
+            .field("trusted_proxies", &self.trusted_proxies)
+            .finish()
+    }
+}
+
+/// Serves `router` on `listener` (HTTP/1.1, over TLS when `edge.tls` is set) within
+/// `edge.limits` until `shutdown` completes, then stops accepting and lets open connections
+/// finish. Each request carries the peer's address as `ConnectInfo<SocketAddr>` and the client
+/// address as [`ClientIp`]. A TLS handshake must finish within the head read timeout.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
-    limits: Limits,
+    edge: Edge,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let Edge {
+        limits,
+        tls,
+        trusted_proxies,
+    } = edge;
+    let trusted_proxies = std::sync::Arc::new(trusted_proxies);
     use tower::ServiceExt as _;
     let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
@@ -235,18 +335,56 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let router = router.clone();
+        let proxies = trusted_proxies.clone();
         let service =
             hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                let client = proxies.client(
+                    addr.ip(),
+                    req.headers()
+                        .get_all("x-forwarded-for")
+                        .iter()
+                        .filter_map(|v| v.to_str().ok()),
+                );
                 req.extensions_mut()
                     .insert(axum::extract::ConnectInfo(addr));
+                req.extensions_mut().insert(ClientIp(client));
                 router.clone().oneshot(req.map(axum::body::Body::new))
             });
-        let conn =
-            graceful.watch(http.serve_connection(hyper_util::rt::TokioIo::new(stream), service));
-        tokio::spawn(async move {
-            let _ = conn.await;
-            drop(slot);
-        });
+        match &tls {
+            None => {
+                let conn = graceful
+                    .watch(http.serve_connection(hyper_util::rt::TokioIo::new(stream), service));
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                    drop(slot);
+                });
+            }
+            Some(acceptor) => {
+                // The handshake runs on the connection's task, so a slow client delays only
+                // itself; the watcher is registered once the stream is ready.
+                let handshake =
+                    tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream));
+                let watcher = graceful.watcher();
+                let http = http.clone();
+                tokio::spawn(async move {
+                    match handshake.await {
+                        Ok(Ok(stream)) => {
+                            let conn =
+                                watcher.watch(http.serve_connection(
+                                    hyper_util::rt::TokioIo::new(stream),
+                                    service,
+                                ));
+                            let _ = conn.await;
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(error = %e, peer = %addr, "TLS handshake failed")
+                        }
+                        Err(_) => tracing::debug!(peer = %addr, "TLS handshake timed out"),
+                    }
+                    drop(slot);
+                });
+            }
+        }
     }
     drop(listener);
     // Connections still busy after 30 s (a client that stopped reading) are abandoned.
@@ -277,6 +415,31 @@ mod tests {
         assert!(!l.blocked(ip, 180), "a new minute starts afresh");
         l.failed(ip, 180);
         assert!(!l.blocked(ip, 180));
+    }
+
+    #[test]
+    fn the_client_is_the_first_untrusted_hop_from_the_right() {
+        let t = TrustedProxies::parse(&["10.0.0.0/8", "192.0.2.7", "2001:db8::/32"]).unwrap();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let client = |peer: &str, xff: &[&str]| t.client(ip(peer), xff.iter().copied());
+        // An untrusted peer is the client, whatever it claims.
+        assert_eq!(client("203.0.113.5", &["1.1.1.1"]), ip("203.0.113.5"));
+        // A trusted peer: walk right to left past trusted hops.
+        assert_eq!(
+            client("10.0.0.1", &["1.1.1.1, 198.51.100.2", "192.0.2.7"]),
+            ip("198.51.100.2")
+        );
+        // Only trusted hops: the leftmost of them.
+        assert_eq!(client("10.0.0.1", &["10.9.9.9"]), ip("10.9.9.9"));
+        // No header: the proxy itself.
+        assert_eq!(client("10.0.0.1", &[]), ip("10.0.0.1"));
+        // An unreadable hop stops the walk at the last readable one.
+        assert_eq!(client("10.0.0.1", &["1.1.1.1, junk"]), ip("10.0.0.1"));
+        // IPv4-mapped peers count as IPv4.
+        assert_eq!(client("::ffff:10.0.0.1", &["1.2.3.4"]), ip("1.2.3.4"));
+        assert_eq!(client("2001:db8::1", &["1.2.3.4"]), ip("1.2.3.4"));
+        assert!(TrustedProxies::parse(&["10.0.0.0/33"]).is_err());
+        assert!(TrustedProxies::parse(&["proxy.example"]).is_err());
     }
 
     #[test]

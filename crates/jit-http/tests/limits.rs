@@ -23,7 +23,15 @@ async fn start(limits: jit_http::Limits) -> std::net::SocketAddr {
         );
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
-    tokio::spawn(jit_http::serve(l, router, limits, std::future::pending()));
+    tokio::spawn(jit_http::serve(
+        l,
+        router,
+        jit_http::Edge {
+            limits,
+            ..Default::default()
+        },
+        std::future::pending(),
+    ));
     addr
 }
 
@@ -142,7 +150,7 @@ async fn a_request_cut_off_by_the_time_limit_is_answered_counted_and_logged() {
     tokio::spawn(jit_http::serve(
         l,
         app,
-        jit_http::Limits::default(),
+        jit_http::Edge::default(),
         std::future::pending(),
     ));
     let mut c = TcpStream::connect(addr).await.unwrap();

@@ -322,17 +322,25 @@ impl Bridge {
 
     /// Serves the bridge on `listener` until `shutdown` completes, then lets open connections
     /// finish. Limits: `max_connections` connections, request heads of 16 KiB and 64 headers,
-    /// 10 s to send a head ([`jit_http::Limits`]).
+    /// 10 s to send a head ([`jit_http::Limits`]); HTTPS when `tls` is set (a pair that does not
+    /// load refuses to serve); `X-Forwarded-For` believed from `trusted_proxies` only.
     pub async fn serve(
         &self,
         listener: tokio::net::TcpListener,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let limits = jit_http::Limits {
-            max_connections: self.inner.cfg.max_connections,
-            ..jit_http::Limits::default()
+        let cfg = &self.inner.cfg;
+        let edge = jit_http::Edge {
+            limits: jit_http::Limits {
+                max_connections: cfg.max_connections,
+                ..jit_http::Limits::default()
+            },
+            tls: jit_http::tls::from_config(&cfg.tls, std::time::Duration::from_secs(2))
+                .map_err(std::io::Error::other)?,
+            trusted_proxies: jit_http::TrustedProxies::parse(&cfg.trusted_proxies)
+                .map_err(std::io::Error::other)?,
         };
-        jit_http::serve(listener, self.router(), limits, shutdown).await
+        jit_http::serve(listener, self.router(), edge, shutdown).await
     }
 
     /// The routes Mattermost and the backend call, with the body size limit, the time limit

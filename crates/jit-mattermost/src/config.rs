@@ -11,6 +11,11 @@ use zeroize::Zeroizing;
 pub struct BridgeConfig {
     /// Address to listen on.
     pub listen: String,
+    /// HTTPS on the listener: certificate and key files, reloaded when they change.
+    pub tls: jit_http::tls::TlsConfig,
+    /// Proxies (addresses or CIDR blocks) whose `X-Forwarded-For` is believed for the
+    /// per-source failure limit. Empty: the header is ignored.
+    pub trusted_proxies: Vec<String>,
     /// How Mattermost reaches the bridge (button and dialog URLs point here).
     pub public_url: String,
     /// The Mattermost server.
@@ -74,6 +79,8 @@ impl Default for BridgeConfig {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:8081".into(),
+            tls: jit_http::tls::TlsConfig::default(),
+            trusted_proxies: Vec::new(),
             public_url: "http://127.0.0.1:8081".into(),
             mattermost_url: "http://127.0.0.1:8065".into(),
             bot_token: String::new(),
@@ -151,6 +158,19 @@ impl BridgeConfig {
         if let Some(v) = env("JIT_MM_AWS_ENDPOINT_URL")? {
             c.aws_endpoint_url = Some(v).filter(|s| !s.is_empty());
         }
+        if let Some(v) = env("JIT_MM_TLS_CERT_FILE")? {
+            c.tls.cert_file = (!v.is_empty()).then(|| PathBuf::from(v));
+        }
+        if let Some(v) = env("JIT_MM_TLS_KEY_FILE")? {
+            c.tls.key_file = (!v.is_empty()).then(|| PathBuf::from(v));
+        }
+        if let Some(v) = env("JIT_MM_TRUSTED_PROXIES")? {
+            c.trusted_proxies = v
+                .split(',')
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect();
+        }
         if let Some(v) = env("JIT_MM_DATA_DIR")? {
             c.data_dir = PathBuf::from(v);
         }
@@ -178,6 +198,8 @@ impl BridgeConfig {
             self.listen.parse::<std::net::SocketAddr>().is_ok(),
             "listen must be IP:PORT"
         );
+        self.tls.paths().map_err(anyhow::Error::msg)?;
+        jit_http::TrustedProxies::parse(&self.trusted_proxies).map_err(anyhow::Error::msg)?;
         anyhow::ensure!(
             !self.bot_token.is_empty(),
             "bot_token is required (JIT_MM_BOT_TOKEN or JIT_MM_BOT_TOKEN_FILE)"

@@ -12,6 +12,11 @@ use std::path::{Path, PathBuf};
 pub struct Config {
     /// Address to listen on.
     pub listen: String,
+    /// HTTPS on the listener: certificate and key files, reloaded when they change.
+    pub tls: jit_http::tls::TlsConfig,
+    /// Proxies (addresses or CIDR blocks) whose `X-Forwarded-For` is believed for the
+    /// per-source failure limit. Empty: the header is ignored.
+    pub trusted_proxies: Vec<String>,
     /// Where the embedded default keeps its database and generated keys.
     pub data_dir: PathBuf,
     /// `sqlite://PATH` or `postgres://…`; default `sqlite://<data_dir>/jit.db`.
@@ -195,6 +200,8 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:8080".into(),
+            tls: jit_http::tls::TlsConfig::default(),
+            trusted_proxies: Vec::new(),
             data_dir: PathBuf::from("jit-data"),
             database_url: None,
             admins: Vec::new(),
@@ -341,6 +348,19 @@ impl Config {
             };
         }
         text!("JIT_LISTEN", self.listen);
+        if let Some(v) = env_value(env, "JIT_TLS_CERT_FILE")? {
+            self.tls.cert_file = (!v.is_empty()).then(|| PathBuf::from(v));
+        }
+        if let Some(v) = env_value(env, "JIT_TLS_KEY_FILE")? {
+            self.tls.key_file = (!v.is_empty()).then(|| PathBuf::from(v));
+        }
+        if let Some(v) = env_value(env, "JIT_TRUSTED_PROXIES")? {
+            self.trusted_proxies = v
+                .split(',')
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect();
+        }
         if let Some(v) = env_value(env, "JIT_DATA_DIR")? {
             self.data_dir = PathBuf::from(v);
         }
@@ -431,6 +451,8 @@ impl Config {
         if self.listen.parse::<std::net::SocketAddr>().is_err() {
             return bad(format!("listen must be IP:PORT, got {:?}", self.listen));
         }
+        self.tls.paths().map_err(ConfigError::Invalid)?;
+        jit_http::TrustedProxies::parse(&self.trusted_proxies).map_err(ConfigError::Invalid)?;
         if !(1..=86_400).contains(&self.keys.refresh_interval_secs) {
             return bad("keys.refresh_interval_secs must be 1 to 86400".into());
         }

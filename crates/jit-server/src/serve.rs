@@ -26,6 +26,8 @@ pub struct Server {
     /// The callback dispatcher, when a callback URL is configured.
     pub dispatcher: Option<Arc<crate::callbacks::Dispatcher>>,
     listener: tokio::net::TcpListener,
+    /// TLS, trusted proxies and connection limits of the listener.
+    edge: jit_http::Edge,
     config: Config,
     shutdown_tx: watch::Sender<bool>,
     workers: bool,
@@ -39,6 +41,45 @@ async fn key_source(spec: &str, config: &Config) -> anyhow::Result<Arc<dyn KeySo
         config.aws_endpoint_url.clone(),
     )
     .await)
+}
+
+/// The access provider `config.grants` names (without the metrics wrapper): what `jit server`
+/// runs and what `jit doctor` checks with [`jit_grants::AccessProvider::check`].
+pub async fn build_provider(
+    config: &Config,
+) -> anyhow::Result<Arc<dyn jit_grants::AccessProvider>> {
+    Ok(match config.grants.provider.as_str() {
+        "command" => {
+            let mut parts = config.grants.command.iter();
+            let program = parts.next().context("grants.command is empty")?;
+            Arc::new(jit_grants::CommandProvider::new(
+                program,
+                parts.cloned().collect(),
+                Duration::from_secs(config.grants.command_timeout_secs),
+            ))
+        }
+        "aws-identity-center" => {
+            let sdk = jit_keys::aws_sdk_config(
+                config.aws_region.clone(),
+                config.aws_endpoint_url.clone(),
+            )
+            .await;
+            let instance = config
+                .grants
+                .instance_arn
+                .clone()
+                .zip(config.grants.identity_store_id.clone());
+            Arc::new(
+                jit_grants::IdentityCenterProvider::new(
+                    &sdk,
+                    instance,
+                    jit_grants::Polling::default(),
+                )
+                .with_default_permission_set(config.grants.default_permission_set_arn.clone()),
+            )
+        }
+        _ => Arc::new(jit_grants::DryRunProvider::new()),
+    })
 }
 
 impl Server {
@@ -198,40 +239,7 @@ impl Server {
         }
         let provider: Arc<dyn jit_grants::AccessProvider> = match provider {
             Some(p) => p,
-            None => match config.grants.provider.as_str() {
-                "command" => {
-                    let mut parts = config.grants.command.iter();
-                    let program = parts.next().context("grants.command is empty")?;
-                    Arc::new(jit_grants::CommandProvider::new(
-                        program,
-                        parts.cloned().collect(),
-                        Duration::from_secs(config.grants.command_timeout_secs),
-                    ))
-                }
-                "aws-identity-center" => {
-                    let sdk = jit_keys::aws_sdk_config(
-                        config.aws_region.clone(),
-                        config.aws_endpoint_url.clone(),
-                    )
-                    .await;
-                    let instance = config
-                        .grants
-                        .instance_arn
-                        .clone()
-                        .zip(config.grants.identity_store_id.clone());
-                    Arc::new(
-                        jit_grants::IdentityCenterProvider::new(
-                            &sdk,
-                            instance,
-                            jit_grants::Polling::default(),
-                        )
-                        .with_default_permission_set(
-                            config.grants.default_permission_set_arn.clone(),
-                        ),
-                    )
-                }
-                _ => Arc::new(jit_grants::DryRunProvider::new()),
-            },
+            None => build_provider(&config).await?,
         };
         tracing::info!(provider = provider.name(), "access provider");
         let provider: Arc<dyn jit_grants::AccessProvider> = Arc::new(crate::metrics::Metered::new(
@@ -293,6 +301,17 @@ impl Server {
                 )?)
             }
         };
+        let edge = jit_http::Edge {
+            limits: jit_http::Limits {
+                max_connections: config.max_connections,
+                ..jit_http::Limits::default()
+            },
+            tls: jit_http::tls::from_config(&config.tls, Duration::from_secs(2))
+                .map_err(anyhow::Error::msg)
+                .context("TLS")?,
+            trusted_proxies: jit_http::TrustedProxies::parse(&config.trusted_proxies)
+                .map_err(anyhow::Error::msg)?,
+        };
         let addr: SocketAddr = config.listen.parse().context("listen address")?;
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -303,6 +322,7 @@ impl Server {
             lifecycle,
             dispatcher,
             listener,
+            edge,
             config,
             shutdown_tx,
             workers: true,
@@ -332,6 +352,7 @@ impl Server {
             lifecycle,
             dispatcher,
             listener,
+            edge,
             config,
             shutdown_tx,
             workers,
@@ -370,12 +391,8 @@ impl Server {
             Duration::from_secs(config.request_timeout_secs),
             metrics,
         );
-        let limits = jit_http::Limits {
-            max_connections: config.max_connections,
-            ..jit_http::Limits::default()
-        };
         let mut rx = shutdown_tx.subscribe();
-        jit_http::serve(listener, app, limits, async move {
+        jit_http::serve(listener, app, edge, async move {
             let _ = rx.wait_for(|s| *s).await;
         })
         .await?;
@@ -468,7 +485,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tracing::info!("shutting down");
         let _ = stop.send(true);
     });
-    tracing::info!(%addr, "listening");
+    tracing::info!(%addr, tls = server.edge.tls.is_some(), "listening");
     server.serve().await
 }
 
