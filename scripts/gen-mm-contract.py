@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Derives fixtures/mattermost-contract.json from the Mattermost REST API v4 OpenAPI sources in
 ../shared/reference/mattermost-api-v4/: for each operation the bridge calls, the method, the
-path template and the request body schema (types and required fields only; descriptions and
-examples dropped, references inlined). The bridge's contract test checks every call the bridge
+path template, the query parameters (name and type) and the request body schema (types and
+required fields only; descriptions and examples dropped, references inlined). The bridge's contract test checks every call the bridge
 makes against it. Needs PyYAML (installed with moto in .venv)."""
 import glob, json, os, sys
 
@@ -33,6 +33,12 @@ USED = [
     ("get", "/api/v4/channels/{channel_id}/members/{user_id}"),
     ("post", "/api/v4/channels/direct"),
     ("post", "/api/v4/commands"),
+    # `jit mattermost setup`: find, update, re-token and try the slash command; check emails.
+    ("get", "/api/v4/commands"),
+    ("put", "/api/v4/commands/{command_id}"),
+    ("put", "/api/v4/commands/{command_id}/regen_token"),
+    ("post", "/api/v4/commands/execute"),
+    ("get", "/api/v4/users"),
 ]
 
 def clean(s, depth=0):
@@ -71,7 +77,10 @@ for method, path in USED:
     body = clean(body) if body else None
     for field, fix in ERRATA.get(name, {}).items():
         body.setdefault("properties", {})[field] = fix
-    contract[name] = {"body": body, "body_required": bool(op.get("requestBody", {}).get("required"))}
+    query = {p["name"]: p.get("schema", {}).get("type", "string")
+             for p in op.get("parameters", []) if p.get("in") == "query"}
+    contract[name] = {"body": body, "body_required": bool(op.get("requestBody", {}).get("required")),
+                      "query": query}
 print(json.dumps({"source": "derived by scripts/gen-mm-contract.py from the Mattermost API v4 OpenAPI files (mid-2023 snapshot)",
                   "errata": {k: sorted(v) for k, v in ERRATA.items()},
                   "operations": contract}, indent=1, sort_keys=True))

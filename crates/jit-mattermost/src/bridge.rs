@@ -28,7 +28,6 @@ use serde::Deserialize;
 use serde_json::Value;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
-use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 pub use axum::Router;
@@ -177,7 +176,8 @@ struct Inner {
     secret: BridgeSecret,
     clock: Arc<dyn Clock>,
     bot_id: tokio::sync::OnceCell<String>,
-    slash_tokens: Vec<Zeroizing<String>>,
+    /// Configured tokens and those in the slash tokens file, read again when it changes.
+    slash_tokens: crate::slash_tokens::SlashTokens,
     http: Arc<jit_http::metrics::HttpMetrics>,
     limiter: jit_http::FailureLimiter,
 }
@@ -239,11 +239,15 @@ impl Bridge {
         )?;
         let mm = MmClient::new(&cfg.mattermost_url, Zeroizing::new(cfg.bot_token.clone()))?;
         let secret = BridgeSecret::new(cfg.bridge_secret()?.to_vec());
-        let slash_tokens = cfg
-            .slash_tokens
-            .iter()
-            .map(|t| Zeroizing::new(t.clone()))
-            .collect();
+        let slash_tokens =
+            crate::slash_tokens::SlashTokens::open(&cfg.slash_tokens, cfg.slash_tokens_path())?;
+        if slash_tokens.count() == 0 {
+            tracing::warn!(
+                file = %slash_tokens.path().display(),
+                "no slash command token yet: slash commands are refused until `jit mattermost setup` \
+                 writes one into the slash tokens file (picked up within 2 s, no restart)"
+            );
+        }
         Ok(Self {
             inner: Arc::new(Inner {
                 mm,
@@ -287,8 +291,9 @@ impl Bridge {
         })
     }
 
-    /// Starts the key rings' reload loops and the once-a-minute report of which callback keys
-    /// verified callbacks here (the backend keeps it for `jit keys status`).
+    /// Starts the key rings' reload loops, the slash tokens file's (looked at every 2 s), and
+    /// the once-a-minute report of which callback keys verified callbacks here (the backend
+    /// keeps it for `jit keys status`).
     pub fn spawn_rings(
         &self,
         shutdown: tokio::sync::watch::Receiver<bool>,
@@ -308,10 +313,21 @@ impl Bridge {
                 }
             },
         );
+        let me = self.inner.clone();
+        let slash_tokens = jit_keys::every(
+            crate::slash_tokens::POLL_INTERVAL,
+            shutdown.clone(),
+            false,
+            move || {
+                me.slash_tokens.reload_if_changed();
+                std::future::ready(())
+            },
+        );
         vec![
             self.inner.backend_ring.spawn(shutdown.clone()),
             self.inner.callback_ring.spawn(shutdown),
             reporter,
+            slash_tokens,
         ]
     }
 
@@ -419,10 +435,8 @@ impl Inner {
     }
 
     fn slash_token_ok(&self, given: &str) -> bool {
-        // Compare against every configured token, in constant time each.
-        self.slash_tokens.iter().fold(false, |ok, t| {
-            ok | bool::from(t.as_bytes().ct_eq(given.as_bytes()))
-        })
+        // Compared against every accepted token, in constant time each.
+        self.slash_tokens.accepts(given)
     }
 
     /// The actor as the backend needs it: email and roles from Mattermost, never from the

@@ -1,6 +1,7 @@
 //! A small typed client of the Mattermost REST API v4: posts (create, update, patch,
-//! ephemeral), dialogs, users, channel members, direct channels, slash command registration.
-//! Timeouts on every call; 429 and 5xx are retried (three tries) honouring `Retry-After`.
+//! ephemeral), dialogs, users, channel members, direct channels, slash commands (list, create,
+//! update, new token, execute). Timeouts on every call; 429 and 5xx are retried (three tries)
+//! honouring `Retry-After`, except executing a command, which is tried once.
 
 use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::{Deserialize, Serialize};
@@ -191,6 +192,162 @@ struct OpenDialog<'a> {
     dialog: &'a Dialog,
 }
 
+/// What the bridge registers as its slash command, at creation and at every update: a POST to
+/// the bridge's command URL, with autocomplete.
+const COMMAND_METHOD: &str = "P";
+const COMMAND_DISPLAY_NAME: &str = "jit";
+const COMMAND_DESCRIPTION: &str = "Just-in-time privileged access";
+const COMMAND_AUTOCOMPLETE_DESC: &str = "Just-in-time access";
+const COMMAND_AUTOCOMPLETE_HINT: &str = "request | status | help";
+
+/// A slash command's token: Mattermost sends it with every command and the bridge checks it.
+/// A secret: `Debug` prints `***`, it is never serialised, and it is wiped when dropped.
+#[derive(Clone, Default)]
+pub struct CommandToken(zeroize::Zeroizing<String>);
+
+impl CommandToken {
+    /// Wraps a token.
+    pub fn new(token: String) -> Self {
+        Self(zeroize::Zeroizing::new(token))
+    }
+
+    /// The token itself, for the tokens file.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// True when Mattermost gave no token.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Constant-time equality (tokens are secrets, whatever compares them).
+    pub fn same_as(&self, other: &str) -> bool {
+        use subtle::ConstantTimeEq;
+        bool::from(self.0.as_bytes().ct_eq(other.as_bytes()))
+    }
+}
+
+impl std::fmt::Debug for CommandToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CommandToken(***)")
+    }
+}
+
+impl<'de> Deserialize<'de> for CommandToken {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Option::<String>::deserialize(d).map(|t| Self::new(t.unwrap_or_default()))
+    }
+}
+
+/// A custom slash command, as the API answers it (the spec's `Command`).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct SlashCommand {
+    /// Id.
+    #[serde(default)]
+    pub id: String,
+    /// The token Mattermost sends with the command.
+    #[serde(default)]
+    pub token: CommandToken,
+    /// Its team.
+    #[serde(default)]
+    pub team_id: String,
+    /// The trigger word, without the `/`.
+    #[serde(default)]
+    pub trigger: String,
+    /// `P` (POST) or `G` (GET).
+    #[serde(default)]
+    pub method: String,
+    /// Where Mattermost sends it.
+    #[serde(default)]
+    pub url: String,
+    /// The user who created it.
+    #[serde(default)]
+    pub creator_id: String,
+    /// Username shown on responses (kept as it is on update).
+    #[serde(default)]
+    pub username: String,
+    /// Icon shown on responses (kept as it is on update).
+    #[serde(default)]
+    pub icon_url: String,
+    /// Autocomplete on.
+    #[serde(default)]
+    pub auto_complete: bool,
+    /// Autocomplete description.
+    #[serde(default)]
+    pub auto_complete_desc: String,
+    /// Autocomplete hint.
+    #[serde(default)]
+    pub auto_complete_hint: String,
+    /// Display name.
+    #[serde(default)]
+    pub display_name: String,
+    /// Description.
+    #[serde(default)]
+    pub description: String,
+    /// Deletion time in milliseconds; 0 when not deleted.
+    #[serde(default)]
+    pub delete_at: i64,
+}
+
+impl SlashCommand {
+    /// True when the command already is what the bridge would register with this trigger
+    /// and URL (so an update would change nothing).
+    pub fn is_registered_as(&self, trigger: &str, url: &str) -> bool {
+        self.trigger == trigger
+            && self.url == url
+            && self.method == COMMAND_METHOD
+            && self.auto_complete
+            && self.auto_complete_desc == COMMAND_AUTOCOMPLETE_DESC
+            && self.auto_complete_hint == COMMAND_AUTOCOMPLETE_HINT
+            && self.display_name == COMMAND_DISPLAY_NAME
+            && self.description == COMMAND_DESCRIPTION
+    }
+}
+
+/// `PUT /commands/{command_id}`: the whole command (Mattermost replaces every field it takes
+/// from the body; `id` and `team_id` must be the command's own). The token is not sent.
+#[derive(Serialize)]
+struct CommandUpdate<'a> {
+    id: &'a str,
+    team_id: &'a str,
+    trigger: &'a str,
+    method: &'a str,
+    url: &'a str,
+    username: &'a str,
+    icon_url: &'a str,
+    auto_complete: bool,
+    auto_complete_desc: &'a str,
+    auto_complete_hint: &'a str,
+    display_name: &'a str,
+    description: &'a str,
+}
+
+#[derive(Deserialize)]
+struct RegeneratedToken {
+    #[serde(default)]
+    token: CommandToken,
+}
+
+#[derive(Serialize)]
+struct ExecuteCommand<'a> {
+    channel_id: &'a str,
+    command: &'a str,
+}
+
+/// Why Mattermost did not run a command: its HTTP status and its stable error id (for example
+/// `api.command.execute_command.failed.app_error` when it could not reach the command's URL).
+#[derive(Debug, thiserror::Error)]
+#[error("Mattermost answered {status} ({id}): {message}")]
+pub struct ExecuteError {
+    /// HTTP status (0 when Mattermost itself could not be reached).
+    pub status: u16,
+    /// Mattermost's error id (`api.command.…`), untranslated.
+    pub id: String,
+    /// Its message (in the bot's language).
+    pub message: String,
+}
+
 #[derive(Serialize)]
 struct NewCommand<'a> {
     team_id: &'a str,
@@ -211,15 +368,11 @@ struct Created {
     id: String,
 }
 
-#[derive(Deserialize)]
-struct CommandCreated {
-    #[serde(default)]
-    token: String,
-}
-
-/// Mattermost's error body (`message` is what we log).
+/// Mattermost's error body (`message` is what we log; `id` is stable across languages).
 #[derive(Deserialize)]
 struct MmErrorBody {
+    #[serde(default)]
+    id: Option<String>,
     #[serde(default)]
     message: Option<String>,
 }
@@ -297,6 +450,36 @@ impl MmClient {
         path: &str,
         body: Option<&B>,
     ) -> Result<T, MmError> {
+        let op = format!("{method} {template}");
+        let (status, text) = self.send(method, template, path, body, 3).await?;
+        if !(200..300).contains(&status) {
+            let message = serde_json::from_str::<MmErrorBody>(&text)
+                .ok()
+                .and_then(|e| e.message)
+                .unwrap_or_default();
+            return Err(MmError::Status { status, message });
+        }
+        let text = if text.trim().is_empty() {
+            "null"
+        } else {
+            &text
+        };
+        serde_json::from_str(text).map_err(|e| MmError::Status {
+            status,
+            message: format!("unexpected answer to {op}: {e}"),
+        })
+    }
+
+    /// Sends a call, up to `tries` times while Mattermost answers 429 or 5xx; returns the last
+    /// answer's status and body.
+    async fn send<B: Serialize + ?Sized>(
+        &self,
+        method: reqwest::Method,
+        template: &'static str,
+        path: &str,
+        body: Option<&B>,
+        tries: u32,
+    ) -> Result<(u16, String), MmError> {
         let url = format!("{}/api/v4{path}", self.base);
         let op = format!("{method} {template}");
         let mut attempt = 0;
@@ -320,13 +503,16 @@ impl MmClient {
                 .observe(&[&op], start.elapsed().as_secs_f64());
             let resp = sent?;
             let status = resp.status().as_u16();
-            if (status == 429 || status >= 500) && attempt < 3 {
+            if (status == 429 || status >= 500) && attempt < tries {
                 let wait = resp
                     .headers()
                     .get("retry-after")
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.parse::<u64>().ok())
-                    .map_or(Duration::from_millis(200 * attempt), Duration::from_secs)
+                    .map_or(
+                        Duration::from_millis(200 * u64::from(attempt)),
+                        Duration::from_secs,
+                    )
                     .min(Duration::from_secs(10));
                 tracing::warn!(
                     status,
@@ -337,23 +523,7 @@ impl MmClient {
                 tokio::time::sleep(wait).await;
                 continue;
             }
-            let text = resp.text().await?;
-            if !(200..300).contains(&status) {
-                let message = serde_json::from_str::<MmErrorBody>(&text)
-                    .ok()
-                    .and_then(|e| e.message)
-                    .unwrap_or_default();
-                return Err(MmError::Status { status, message });
-            }
-            let text = if text.trim().is_empty() {
-                "null"
-            } else {
-                &text
-            };
-            return serde_json::from_str(text).map_err(|e| MmError::Status {
-                status,
-                message: format!("unexpected answer to {op}: {e}"),
-            });
+            return Ok((status, resp.text().await?));
         }
     }
 
@@ -503,28 +673,138 @@ impl MmClient {
         Ok(created.id)
     }
 
-    /// `POST /commands`: registers the slash command; returns its token.
+    /// `POST /commands`: registers the bridge's slash command in a team; returns it, with
+    /// its token. Mattermost refuses a trigger already used in the team (400).
     pub async fn create_command(
         &self,
         team_id: &str,
         trigger: &str,
         url: &str,
-    ) -> Result<String, MmError> {
+    ) -> Result<SlashCommand, MmError> {
         let body = NewCommand {
             team_id,
-            method: "P",
+            method: COMMAND_METHOD,
             trigger,
             url,
             auto_complete: true,
-            auto_complete_desc: "Just-in-time access",
-            auto_complete_hint: "request | status | help",
-            display_name: "jit",
-            description: "Just-in-time privileged access",
+            auto_complete_desc: COMMAND_AUTOCOMPLETE_DESC,
+            auto_complete_hint: COMMAND_AUTOCOMPLETE_HINT,
+            display_name: COMMAND_DISPLAY_NAME,
+            description: COMMAND_DESCRIPTION,
         };
-        let created: CommandCreated = self
-            .call(reqwest::Method::POST, "/commands", "/commands", Some(&body))
+        self.call(reqwest::Method::POST, "/commands", "/commands", Some(&body))
+            .await
+    }
+
+    /// `GET /commands?team_id=…&custom_only=true`: the team's custom slash commands, with
+    /// their tokens (the caller needs `manage_slash_commands`; 501 when custom slash commands
+    /// are disabled).
+    pub async fn list_commands(&self, team_id: &str) -> Result<Vec<SlashCommand>, MmError> {
+        let team_id = path_id(team_id)?;
+        self.call::<Vec<SlashCommand>, ()>(
+            reqwest::Method::GET,
+            "/commands",
+            &format!("/commands?team_id={team_id}&custom_only=true"),
+            None,
+        )
+        .await
+    }
+
+    /// `PUT /commands/{command_id}`: makes `existing` the bridge's command with this trigger and
+    /// URL, keeping its id, team, token, username and icon.
+    pub async fn update_command(
+        &self,
+        existing: &SlashCommand,
+        trigger: &str,
+        url: &str,
+    ) -> Result<SlashCommand, MmError> {
+        let id = path_id(&existing.id)?;
+        let body = CommandUpdate {
+            id,
+            team_id: &existing.team_id,
+            trigger,
+            method: COMMAND_METHOD,
+            url,
+            username: &existing.username,
+            icon_url: &existing.icon_url,
+            auto_complete: true,
+            auto_complete_desc: COMMAND_AUTOCOMPLETE_DESC,
+            auto_complete_hint: COMMAND_AUTOCOMPLETE_HINT,
+            display_name: COMMAND_DISPLAY_NAME,
+            description: COMMAND_DESCRIPTION,
+        };
+        self.call(
+            reqwest::Method::PUT,
+            "/commands/{command_id}",
+            &format!("/commands/{id}"),
+            Some(&body),
+        )
+        .await
+    }
+
+    /// `PUT /commands/{command_id}/regen_token`: a new token for the command; the old one
+    /// stops working at once.
+    pub async fn regen_command_token(&self, command_id: &str) -> Result<CommandToken, MmError> {
+        let id = path_id(command_id)?;
+        let r: RegeneratedToken = self
+            .call::<RegeneratedToken, ()>(
+                reqwest::Method::PUT,
+                "/commands/{command_id}/regen_token",
+                &format!("/commands/{id}/regen_token"),
+                None,
+            )
             .await?;
-        Ok(created.token)
+        Ok(r.token)
+    }
+
+    /// `POST /commands/execute`: runs `command` (`/jit help`) as the bot in a channel, so
+    /// Mattermost calls the command's URL as it would for a user. Tried once: every try is a
+    /// call to the integration.
+    pub async fn execute_command(
+        &self,
+        channel_id: &str,
+        command: &str,
+    ) -> Result<(), ExecuteError> {
+        let body = ExecuteCommand {
+            channel_id,
+            command,
+        };
+        let (status, text) = self
+            .send(
+                reqwest::Method::POST,
+                "/commands/execute",
+                "/commands/execute",
+                Some(&body),
+                1,
+            )
+            .await
+            .map_err(|e| ExecuteError {
+                status: 0,
+                id: String::new(),
+                message: e.to_string(),
+            })?;
+        if (200..300).contains(&status) {
+            return Ok(());
+        }
+        let e = serde_json::from_str::<MmErrorBody>(&text).ok();
+        Err(ExecuteError {
+            status,
+            id: e.as_ref().and_then(|e| e.id.clone()).unwrap_or_default(),
+            message: e.and_then(|e| e.message).unwrap_or_default(),
+        })
+    }
+
+    /// `GET /users?in_team=…&per_page=…`: a page of the team's members, as the bot sees them
+    /// (emails blank where Mattermost hides them from the bot).
+    pub async fn team_members(&self, team_id: &str, per_page: u32) -> Result<Vec<User>, MmError> {
+        let team_id = path_id(team_id)?;
+        self.call::<Vec<User>, ()>(
+            reqwest::Method::GET,
+            "/users",
+            &format!("/users?in_team={team_id}&per_page={per_page}"),
+            None,
+        )
+        .await
     }
 }
 

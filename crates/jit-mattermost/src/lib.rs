@@ -15,6 +15,8 @@ pub mod commands;
 pub mod config;
 pub mod journal;
 pub mod replies;
+pub mod setup;
+pub mod slash_tokens;
 pub mod tokens;
 
 pub use bridge::Bridge;

@@ -1255,3 +1255,279 @@ async fn each_chat_effect_happens_once_whatever_is_resubmitted_or_redelivered() 
     assert_eq!(approved_dms, 1);
     assert!(w.double.lock().unwrap().violations.is_empty());
 }
+
+/// `jit mattermost setup`'s configuration for a bridge with no slash token configured: the
+/// token comes only from the slash tokens file in `dir` (the default, `<data_dir>/keys/`).
+fn setup_config(mm_url: &str, public_url: &str, dir: &std::path::Path) -> BridgeConfig {
+    let (backend, callback) = jit_server::embedded::key_paths(dir);
+    BridgeConfig {
+        listen: "127.0.0.1:0".into(),
+        public_url: public_url.into(),
+        mattermost_url: mm_url.into(),
+        bot_token: "bot-token".into(),
+        slash_tokens: vec![],
+        backend_url: "http://127.0.0.1:9".into(),
+        backend_keys: format!("file:{}", backend.display()),
+        callback_keys: format!("file:{}", callback.display()),
+        data_dir: dir.to_path_buf(),
+        ..BridgeConfig::default()
+    }
+}
+
+fn setup_options(
+    rotate_token: bool,
+    check_channel: Option<&str>,
+) -> jit_mattermost::setup::SetupOptions {
+    jit_mattermost::setup::SetupOptions {
+        team_id: "t1".into(),
+        trigger: "jit".into(),
+        rotate_token,
+        check_channel: check_channel.map(str::to_owned),
+    }
+}
+
+/// The slash command as the running bridge sees it from Mattermost.
+async fn slash_status(bridge: &str, token: &str) -> u16 {
+    reqwest::Client::new()
+        .post(format!("{bridge}/mattermost/command"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("authorization", format!("Token {token}"))
+        .body(form(&[
+            ("token", token),
+            ("user_id", "ualice"),
+            ("channel_id", "ch1"),
+            ("text", "help"),
+        ]))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// `jit mattermost setup` can be run again and again: the first run creates the command and
+/// writes its token into the slash tokens file, which the running bridge (started with no
+/// token at all) accepts without a restart; later runs leave exactly one command, repair one
+/// that points elsewhere, and `--rotate-token` replaces the token in the file, after which the
+/// bridge accepts the new token and refuses the old one. Mattermost itself runs `/jit help`
+/// through the bridge each time (`--check-channel`). Every call is checked against the spec.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn setup_registers_one_command_however_often_it_runs_and_the_bridge_follows_its_token() {
+    let (mm_url, double) = jit_testkit::mattermost::spawn().await;
+    let dir = tempfile::tempdir().unwrap();
+    jit_server::embedded::ensure_key_files(dir.path(), SystemClock.now()).unwrap();
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let bridge_url = format!("http://{}", l.local_addr().unwrap());
+    let cfg = setup_config(&mm_url, &bridge_url, dir.path());
+    cfg.validate().unwrap();
+    let bridge = Bridge::build(cfg.clone(), Arc::new(SystemClock))
+        .await
+        .unwrap();
+    let (_stop, stop_rx) = tokio::sync::watch::channel(false);
+    let _loops = bridge.spawn_rings(stop_rx);
+    tokio::spawn(async move { bridge.serve(l, std::future::pending()).await.unwrap() });
+    assert_eq!(
+        slash_status(&bridge_url, "tok-not-yet-0123456789abc").await,
+        401
+    );
+
+    let tokens_file = dir.path().join("keys/slash-tokens");
+    let registered = |d: &Double| d.commands.clone();
+    let opts = setup_options(false, Some("ch1"));
+
+    // First run: created, token written, Mattermost reaches the bridge with it.
+    let first = jit_mattermost::setup::run(&cfg, &opts).await.unwrap();
+    assert!(first.passed(), "{}", first.render());
+    for code in [
+        "bot_token_valid",
+        "emails_visible",
+        "command_created",
+        "token_file_written",
+        "bridge_answers",
+        "mattermost_reaches_bridge",
+    ] {
+        assert_eq!(
+            first.get(code).map(|c| c.status),
+            Some(jit_mattermost::setup::Status::Ok),
+            "{code}:\n{}",
+            first.render()
+        );
+    }
+    // Mattermost reached the bridge on its loopback address: it is allowed.
+    assert_eq!(
+        first.get("bridge_url_allowed").map(|c| c.status),
+        Some(jit_mattermost::setup::Status::Ok),
+        "{}",
+        first.render()
+    );
+    let commands = registered(&double.lock().unwrap());
+    assert_eq!(commands.len(), 1);
+    let token = commands[0]["token"].as_str().unwrap().to_owned();
+    assert_eq!(
+        commands[0]["url"],
+        format!("{bridge_url}/mattermost/command")
+    );
+    let text = std::fs::read_to_string(&tokens_file).unwrap();
+    assert_eq!(text, format!("{token} # team t1 /jit\n"));
+    assert!(
+        !first.render().contains(&token),
+        "the token is never printed"
+    );
+    assert_eq!(
+        slash_status(&bridge_url, &token).await,
+        200,
+        "accepted without a restart"
+    );
+
+    // Second run (without Mattermost calling the bridge): nothing to change, still one
+    // command; the bridge's loopback address is a warning naming the setting.
+    let second = jit_mattermost::setup::run(&cfg, &setup_options(false, None))
+        .await
+        .unwrap();
+    assert!(second.passed(), "{}", second.render());
+    assert!(
+        second.get("command_current").is_some() && second.get("token_file_current").is_some(),
+        "{}",
+        second.render()
+    );
+    assert_eq!(registered(&double.lock().unwrap()).len(), 1);
+    let internal = second.get("bridge_url_internal").unwrap();
+    assert_eq!(internal.status, jit_mattermost::setup::Status::Warn);
+    let hint = internal.hint.as_deref().unwrap();
+    assert!(
+        hint.contains(
+            "add 127.0.0.1 to System Console > Environment > Developer > Allow untrusted \
+             internal connections to (ServiceSettings.AllowedUntrustedInternalConnections)"
+        ),
+        "{hint}"
+    );
+
+    // A command pointing elsewhere (registered by hand, or an old public_url) is updated in
+    // place, keeping its id and token.
+    double.lock().unwrap().commands[0]["url"] =
+        json!("http://old-bridge.example.com/mattermost/command");
+    let third = jit_mattermost::setup::run(&cfg, &opts).await.unwrap();
+    assert!(third.passed(), "{}", third.render());
+    assert!(
+        third
+            .get("command_updated")
+            .unwrap()
+            .message
+            .contains("was http://old-bridge.example.com")
+    );
+    let commands = registered(&double.lock().unwrap());
+    assert_eq!(commands.len(), 1);
+    assert_eq!(
+        commands[0]["url"],
+        format!("{bridge_url}/mattermost/command")
+    );
+    assert_eq!(commands[0]["token"], token.as_str());
+    assert_eq!(std::fs::read_to_string(&tokens_file).unwrap(), text);
+
+    // --rotate-token: a new token in Mattermost and in the file; the bridge follows.
+    let rotated = jit_mattermost::setup::run(&cfg, &setup_options(true, Some("ch1")))
+        .await
+        .unwrap();
+    assert!(rotated.passed(), "{}", rotated.render());
+    assert!(
+        rotated.get("token_rotated").is_some()
+            && rotated.get("mattermost_reaches_bridge").is_some()
+    );
+    let commands = registered(&double.lock().unwrap());
+    assert_eq!(commands.len(), 1);
+    let new_token = commands[0]["token"].as_str().unwrap().to_owned();
+    assert_ne!(new_token, token);
+    assert_eq!(
+        std::fs::read_to_string(&tokens_file).unwrap(),
+        format!("{new_token} # team t1 /jit\n")
+    );
+    assert_eq!(slash_status(&bridge_url, &new_token).await, 200);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while slash_status(&bridge_url, &token).await != 401 {
+        assert!(Instant::now() < deadline, "the old token is still accepted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let d = double.lock().unwrap();
+    assert_eq!(
+        d.bodies("POST", "/api/v4/commands").len(),
+        1,
+        "created once"
+    );
+    assert_eq!(d.bodies("PUT", "/regen_token").len(), 1);
+    assert_eq!(d.bodies("POST", "/api/v4/commands/execute").len(), 3);
+    assert!(
+        d.violations.is_empty(),
+        "calls the Mattermost API does not allow:\n{}",
+        d.violations.join("\n")
+    );
+}
+
+/// Each check fails with its own code and names the setting to change: emails hidden from the
+/// bot, the bot's token refused (a user's token while personal access tokens are disabled),
+/// custom slash commands turned off, and a bridge Mattermost cannot reach.
+#[tokio::test]
+async fn setup_checks_fail_with_their_codes_and_name_the_setting() {
+    use jit_mattermost::setup::{Status, run};
+    let failed = |r: &jit_mattermost::setup::Report, code: &str| {
+        let c = r
+            .get(code)
+            .unwrap_or_else(|| panic!("no {code} in\n{}", r.render()));
+        assert_eq!(c.status, Status::Fail, "{}", r.render());
+        assert!(!r.passed());
+        c.hint.clone().unwrap()
+    };
+    // Nothing listens on port 9: the bridge cannot be reached, from here or from Mattermost.
+    let nowhere = "http://127.0.0.1:9";
+
+    let (mm_url, double) = jit_testkit::mattermost::spawn().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = setup_config(&mm_url, nowhere, dir.path());
+    double.lock().unwrap().emails_hidden = true;
+    let r = run(&cfg, &setup_options(false, Some("ch1"))).await.unwrap();
+    let hint = failed(&r, "emails_hidden");
+    assert!(
+        hint.contains("PrivacySettings.ShowEmailAddress") && hint.contains("Show Email Address"),
+        "{hint}"
+    );
+    assert_eq!(
+        r.get("command_created").map(|c| c.status),
+        Some(Status::Ok),
+        "the rest goes on"
+    );
+    assert_eq!(
+        r.get("bridge_not_answering").map(|c| c.status),
+        Some(Status::Warn)
+    );
+    let hint = failed(&r, "bridge_unreachable_from_mattermost");
+    assert!(hint.contains("add 127.0.0.1 to System Console > Environment > Developer > Allow untrusted internal connections to"), "{hint}");
+    assert!(double.lock().unwrap().violations.is_empty());
+
+    let (mm_url, double) = jit_testkit::mattermost::spawn().await;
+    let cfg = setup_config(&mm_url, nowhere, dir.path());
+    double.lock().unwrap().access_tokens_disabled = true;
+    let r = run(&cfg, &setup_options(false, None)).await.unwrap();
+    let hint = failed(&r, "mattermost_token_invalid");
+    assert!(
+        hint.contains("ServiceSettings.EnableUserAccessTokens")
+            && hint.contains("Enable Personal Access Tokens"),
+        "{hint}"
+    );
+    let calls = double.lock().unwrap().calls.clone();
+    assert_eq!(calls.len(), 1, "nothing else is tried: {calls:?}");
+
+    let (mm_url, double) = jit_testkit::mattermost::spawn().await;
+    let cfg = setup_config(&mm_url, nowhere, dir.path());
+    for _ in 0..3 {
+        double
+            .lock()
+            .unwrap()
+            .faults
+            .push(("GET".into(), "/api/v4/commands".into(), 501));
+    }
+    let r = run(&cfg, &setup_options(false, None)).await.unwrap();
+    let hint = failed(&r, "slash_commands_disabled");
+    assert!(hint.contains("ServiceSettings.EnableCommands"), "{hint}");
+    assert!(double.lock().unwrap().commands.is_empty());
+    assert!(double.lock().unwrap().violations.is_empty());
+}
