@@ -1,6 +1,7 @@
 //! `jit keys …`: generate, and on a ring kept in a file or in AWS Secrets Manager — status,
 //! rotate, retire, rollback, auto. Nothing restarts: every verifier reloads its ring by itself.
 
+use crate::error::CliError;
 use clap::{Args, Subcommand};
 use jit_keys::rotation::{self, EditError};
 use jit_proto::{Clock, SystemClock};
@@ -155,15 +156,9 @@ impl RingArgs {
         };
         let client = self.client(api).await?;
         let a = client.key_usage().await?;
-        let list = match a.outcome {
-            Ok(u) => u,
-            Err(e) => anyhow::bail!(
-                "GET /admin/keys/usage refused ({} {}): {}",
-                a.status,
-                e.code,
-                e.message
-            ),
-        };
+        let list = a
+            .outcome
+            .map_err(|e| CliError::refused(&e).within("GET /admin/keys/usage"))?;
         let mut keys: std::collections::BTreeMap<String, Vec<(String, i64)>> = Default::default();
         for u in list.usage.into_iter().filter(|u| u.ring == self.ring) {
             keys.entry(u.key_id)
@@ -278,10 +273,21 @@ impl RingDoc {
     async fn read(args: &RingArgs) -> anyhow::Result<Self> {
         match args.spec()? {
             jit_keys::SourceSpec::File(path) => {
-                let original = zeroize::Zeroizing::new(
-                    std::fs::read_to_string(&path)
-                        .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?,
-                );
+                let original =
+                    zeroize::Zeroizing::new(std::fs::read_to_string(&path).map_err(|e| {
+                        // A relative default names the directory the command runs in: say
+                        // which file that was.
+                        let shown = jit_keys::absolute_if_relative(&path).unwrap_or(path.clone());
+                        let code = if e.kind() == std::io::ErrorKind::NotFound {
+                            "key_file_missing"
+                        } else {
+                            "key_file_unreadable"
+                        };
+                        CliError::new(code, format!("reading {}: {e}", shown.display())).hint(
+                            "give the ring with --source file:/absolute/path (the default is \
+                             jit-data/keys/<ring>.json in the current directory)",
+                        )
+                    })?);
                 let doc = rotation::parse_doc(&original)?;
                 Ok(Self {
                     at: Where::File(path),
@@ -322,11 +328,17 @@ impl RingDoc {
         match &self.at {
             Where::File(path) => {
                 let now = std::fs::read_to_string(path).unwrap_or_default();
-                anyhow::ensure!(
-                    now.as_str() == self.original.as_str(),
-                    "{} was changed by someone else while this command ran; nothing written, run it again",
-                    path.display()
-                );
+                if now.as_str() != self.original.as_str() {
+                    return Err(CliError::new(
+                        "concurrent_edit",
+                        format!(
+                            "{} was changed by someone else while this command ran; nothing written",
+                            path.display()
+                        ),
+                    )
+                    .hint("run it again")
+                    .into());
+                }
                 jit_server::embedded::write_private(path, &text)?;
             }
             Where::SecretsManager {
@@ -335,10 +347,16 @@ impl RingDoc {
                 version,
             } => {
                 let (_, now) = sm_current(client, id).await?;
-                anyhow::ensure!(
-                    &now == version,
-                    "{id} got a new version from someone else while this command ran; nothing written, run it again"
-                );
+                if &now != version {
+                    return Err(CliError::new(
+                        "concurrent_edit",
+                        format!(
+                            "{id} got a new version from someone else while this command ran; nothing written"
+                        ),
+                    )
+                    .hint("run it again")
+                    .into());
+                }
                 let token = jit_proto::sign::new_nonce()
                     .map_err(|e| anyhow::anyhow!("random generator: {e}"))?;
                 client
@@ -486,22 +504,32 @@ pub async fn run(cmd: KeysCommand) -> anyhow::Result<()> {
                 );
             } else {
                 match verdict(usage.as_ref(), &id, signs, t, overlap_hours * 3600) {
-                    Verdict::Unknown(why) => anyhow::bail!(
-                        "cannot tell whether {id} is still in use: {why} (or --force to retire it anyway)"
-                    ),
+                    Verdict::Unknown(why) => {
+                        return Err(CliError::new(
+                            "key_use_unknown",
+                            format!("cannot tell whether {id} is still in use: {why}"),
+                        )
+                        .hint("or --force to retire it anyway")
+                        .into());
+                    }
                     Verdict::InUse { safe_from } => {
                         let (verifier, at) = usage
                             .as_ref()
                             .and_then(|u| u.keys.get(&id))
                             .and_then(|v| v.iter().max_by_key(|(_, at)| *at).cloned())
                             .unwrap_or_default();
-                        anyhow::bail!(
-                            "{id} is still in use: {verifier} used it {} s ago, within the {overlap_hours} h overlap \
-                             (+{} s recording margin); it can be retired from {}",
-                            t - at,
-                            jit_keys::USAGE_MARGIN_SECS,
-                            unix_text(safe_from)
+                        return Err(CliError::new(
+                            "key_in_use",
+                            format!(
+                                "{id} is still in use: {verifier} used it {} s ago, within the {overlap_hours} h overlap \
+                                 (+{} s recording margin); it can be retired from {}",
+                                t - at,
+                                jit_keys::USAGE_MARGIN_SECS,
+                                unix_text(safe_from)
+                            ),
                         )
+                        .hint("wait until then, or --force to retire it anyway (loudly)")
+                        .into());
                     }
                     Verdict::Signing | Verdict::Safe => {}
                 }
@@ -556,7 +584,7 @@ pub async fn run(cmd: KeysCommand) -> anyhow::Result<()> {
                     s.key_id,
                     s.previous.as_deref().unwrap_or("the ring's signing key")
                 ),
-                Err(e) => anyhow::bail!("refused ({} {}): {}", a.status, e.code, e.message),
+                Err(e) => return Err(CliError::refused(&e).into()),
             }
         }
         KeysCommand::Rollback(ring) => {

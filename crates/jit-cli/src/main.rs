@@ -1,5 +1,7 @@
 //! `jit`: one binary for the backend server, key tools and the signed API client.
 
+mod doctor;
+mod error;
 mod keys;
 mod ops;
 mod sign;
@@ -40,7 +42,7 @@ enum Command {
     /// Sign a request for the API and print its headers or a ready curl command.
     Sign(sign::SignArgs),
     /// Access requests through the signed API (list, show, create, approve, deny, revoke,
-    /// cancel, extend).
+    /// review, cancel, extend).
     Requests {
         #[command(flatten)]
         api: ops::Api,
@@ -54,6 +56,9 @@ enum Command {
         #[command(subcommand)]
         command: ops::ConfigCommand,
     },
+    /// Check a configuration end to end (key files, database, callbacks URL, provider,
+    /// Mattermost token, clocks) and say what to fix; exit status 1 when a check fails.
+    Doctor(doctor::DoctorArgs),
     /// Print the API's OpenAPI document (generated from the wire types; docs/openapi.json).
     Openapi,
     /// Print shell completions (bash, zsh, fish, …).
@@ -93,15 +98,26 @@ enum AdminCommand {
 
 #[derive(Debug, Subcommand)]
 enum MattermostCommand {
-    /// Register the `/jit` slash command through the REST API (the bot needs the permission to
-    /// manage slash commands) and print its token for `slash_tokens`.
+    /// Create the `/jit` slash command in a team, or update it in place; write its token into
+    /// the bridge's slash tokens file (a running bridge accepts it within 2 s, no restart);
+    /// and check what the bridge needs from Mattermost, each check with a code and the System
+    /// Console setting to change. Safe to run again. Exits 1 when a check failed.
     Setup {
-        /// The team the command belongs to.
+        /// The team's id (System Console > User Management > Teams, or the API).
         #[arg(long)]
         team_id: String,
-        /// The trigger word.
+        /// The trigger word, without the `/`.
         #[arg(long, default_value = "jit")]
         trigger: String,
+        /// Give the command a new token: Mattermost stops sending the old one at once, and the
+        /// file gets the new one in its place.
+        #[arg(long)]
+        rotate_token: bool,
+        /// The id of a channel the bot is a member of: Mattermost runs `/<trigger> help` there,
+        /// proving it can reach the bridge and the bridge accepts the token (only the bot sees
+        /// the answer).
+        #[arg(long, value_name = "CHANNEL_ID")]
+        check_channel: Option<String>,
     },
 }
 
@@ -255,12 +271,14 @@ async fn audit_export(x: AuditExport) -> anyhow::Result<()> {
             None => base.clone(),
         };
         let page = client.get_text(&pq).await?;
-        anyhow::ensure!(
-            page.status == 200,
-            "GET {pq}: {} {}",
-            page.status,
-            page.text
-        );
+        if page.status != 200 {
+            return Err(match serde_json::from_str(&page.text) {
+                Ok(body) => error::CliError::refused(&body),
+                Err(_) => error::CliError::new("api_error", format!("answered {}", page.status)),
+            }
+            .within(&format!("GET {pq}"))
+            .into());
+        }
         let mut text = page.text.as_str();
         if x.format == "csv" && !first {
             // Every page repeats the header; keep the first.
@@ -307,14 +325,17 @@ async fn run_bridge(cfg: jit_mattermost::BridgeConfig) -> anyhow::Result<()> {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
-    init_logging();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return error::usage(&e),
+    };
+    // The doctor reports every finding itself; log lines would only repeat them.
+    if !matches!(cli.command, Command::Doctor(_)) {
+        init_logging();
+    }
     match run(cli).await {
         Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
+        Err(e) => error::print(&error::CliError::from_anyhow(&e)),
     }
 }
 
@@ -328,18 +349,23 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Mattermost { config, command } => {
             let cfg = jit_mattermost::BridgeConfig::load(config.as_deref())?;
             match command {
-                Some(MattermostCommand::Setup { team_id, trigger }) => {
-                    let mm = jit_mattermost::client::MmClient::new(
-                        &cfg.mattermost_url,
-                        zeroize::Zeroizing::new(cfg.bot_token.clone()),
-                    )?;
-                    let url = format!(
-                        "{}/mattermost/command",
-                        cfg.public_url.trim_end_matches('/')
-                    );
-                    let token = mm.create_command(&team_id, &trigger, &url).await?;
-                    println!("registered /{trigger} -> {url}");
-                    println!("add this token to slash_tokens (JIT_MM_SLASH_TOKENS): {token}");
+                Some(MattermostCommand::Setup {
+                    team_id,
+                    trigger,
+                    rotate_token,
+                    check_channel,
+                }) => {
+                    let opts = jit_mattermost::setup::SetupOptions {
+                        team_id,
+                        trigger,
+                        rotate_token,
+                        check_channel,
+                    };
+                    let report = jit_mattermost::setup::run(&cfg, &opts).await?;
+                    print!("{}", report.render());
+                    if !report.passed() {
+                        return Ok(std::process::ExitCode::FAILURE);
+                    }
                 }
                 None => run_bridge(cfg).await?,
             }
@@ -347,6 +373,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Keys { command } => keys::run(command).await?,
         Command::Requests { api, command } => return ops::run(&api, command).await,
         Command::Config { api, command } => return ops::run_config(&api, command).await,
+        Command::Doctor(args) => return doctor::run(args, &jit_proto::SystemClock).await,
         Command::Openapi => {
             use std::io::Write;
             std::io::stdout().write_all(jit_server::openapi::json().as_bytes())?;
@@ -439,11 +466,50 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 ),
                 Ok(rep) => println!("audit chain intact: {} events", rep.head_seq),
                 Err(e) => {
-                    eprintln!("audit chain BROKEN: {e}");
-                    return Ok(std::process::ExitCode::from(2));
+                    return Err(error::CliError::new(
+                        "audit_chain_broken",
+                        format!("audit chain BROKEN: {e}"),
+                    )
+                    .hint("restore the database from a backup taken before the change (docs/runbooks/backup-and-upgrade.md)")
+                    .exit(2)
+                    .into());
                 }
             }
         }
     }
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use clap::CommandFactory;
+
+    /// Every subcommand and every argument of `jit` says what it is for.
+    #[test]
+    fn every_command_and_argument_has_help() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for a in cmd.get_arguments() {
+                let id = a.get_id().as_str();
+                if matches!(id, "help" | "version") {
+                    continue;
+                }
+                if a.get_help().is_none() && a.get_long_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                let p = format!("{path} {}", sub.get_name());
+                if sub.get_name() != "help" && sub.get_about().is_none() {
+                    missing.push(format!("{p} (the command)"));
+                }
+                walk(sub, &p, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        let cmd = Cli::command();
+        walk(&cmd, "jit", &mut missing);
+        assert!(missing.is_empty(), "without help text: {missing:#?}");
+        cmd.debug_assert();
+    }
 }

@@ -1,6 +1,7 @@
 //! The operator CLI: a signed client of the API. Human tables by default, `--json` for scripts.
 //! Break-glass revoke is one command with no hand-made signature.
 
+use crate::error::CliError;
 use clap::{Args, Subcommand};
 use jit_client::{Reply, RequestQuery};
 use jit_proto::wire::{
@@ -42,30 +43,45 @@ pub struct Api {
 pub enum RequestsCommand {
     /// Requests, newest first (all pages up to --max).
     List {
+        /// Only this channel's requests (Mattermost channel id).
         #[arg(long)]
         channel: Option<String>,
+        /// Only requests for this AWS account id.
         #[arg(long)]
         account: Option<String>,
         /// One or more statuses, comma-separated.
         #[arg(long)]
         status: Option<String>,
+        /// Only break-glass requests still waiting for an approver's review.
+        #[arg(long)]
+        review_pending: bool,
+        /// At most this many requests.
         #[arg(long, default_value_t = 50)]
         max: usize,
     },
     /// One request.
-    Show { id: String },
+    Show {
+        /// The request id (or its first 8 or more characters).
+        id: String,
+    },
     /// Ask for access.
     Create {
+        /// The Mattermost channel whose binding and approvers apply.
         #[arg(long)]
         channel: String,
+        /// The AWS account id (12 digits).
         #[arg(long)]
         account: String,
+        /// How long the access lasts once granted.
         #[arg(long)]
         minutes: u32,
+        /// The ticket (when the channel's policy asks for one).
         #[arg(long)]
         ticket: Option<String>,
+        /// Why the access is needed (kept in the audit trail).
         #[arg(long)]
         reason: String,
+        /// The permission set ARN (when the account has several bound).
         #[arg(long)]
         permission_set: Option<String>,
         /// Break-glass: self-granted, reviewed later (when the channel allows it).
@@ -73,67 +89,106 @@ pub enum RequestsCommand {
         break_glass: bool,
     },
     /// Approve.
-    Approve { id: String },
+    Approve {
+        /// The request id (or its first 8 or more characters).
+        id: String,
+    },
     /// Deny.
     Deny {
+        /// The request id (or its first 8 or more characters).
         id: String,
+        /// Why (shown to the requester and kept in the audit trail).
         #[arg(long)]
         reason: Option<String>,
     },
     /// End access now (break-glass revoke from a terminal).
     Revoke {
+        /// The request id (or its first 8 or more characters).
         id: String,
+        /// Why (kept in the audit trail).
         #[arg(long)]
         reason: Option<String>,
     },
+    /// Record an approver's review of a break-glass grant (`--as` an approver of the channel
+    /// other than the requester); the request stops being review pending.
+    Review {
+        /// The request id (or its first 8 or more characters).
+        id: String,
+        /// What the review found (kept in the audit trail).
+        #[arg(long)]
+        note: Option<String>,
+    },
     /// Withdraw a pending request.
-    Cancel { id: String },
+    Cancel {
+        /// The request id (or its first 8 or more characters).
+        id: String,
+    },
     /// Lengthen a grant.
-    Extend { id: String, minutes: u32 },
+    Extend {
+        /// The request id (or its first 8 or more characters).
+        id: String,
+        /// Minutes to add (within the channel's maximum).
+        minutes: u32,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
     /// A channel's bound accounts and policy.
-    Show { channel: String },
+    Show {
+        /// The Mattermost channel id.
+        channel: String,
+    },
     /// Bind an account (and optionally a permission set) to a channel.
     Bind {
+        /// The Mattermost channel id.
         channel: String,
+        /// The AWS account id (12 digits).
         account: String,
+        /// The permission set ARN granted for this account.
         #[arg(long)]
         permission_set: Option<String>,
     },
     /// Unbind an account from a channel.
-    Unbind { channel: String, account: String },
+    Unbind {
+        /// The Mattermost channel id.
+        channel: String,
+        /// The AWS account id.
+        account: String,
+    },
     /// Set a channel's approvers (Mattermost user ids) and how many must approve.
     Approvers {
+        /// The Mattermost channel id.
         channel: String,
+        /// The approvers' Mattermost user ids.
         #[arg(required = true)]
         approvers: Vec<String>,
+        /// How many of them must approve (N of N-of-M).
         #[arg(long)]
         required: Option<u32>,
     },
-    /// Change policy fields: `max_request_hours=4 allow_self_approval=false pending_timeout_minutes=480
-    /// require_ticket=true break_glass_enabled=false break_glass_max_minutes=60 required_approvals=1`.
+    /// Change policy settings, the same words as `/jit policy` in chat: `max-hours=4
+    /// self-approval=off pending-timeout=480 require-ticket=on ticket-or-reason=off
+    /// break-glass=on break-glass-max=60 required=2`. The API's field names
+    /// (`max_request_hours=4`, …) are accepted too.
     Policy {
+        /// The Mattermost channel id.
         channel: String,
+        /// `name=value` settings.
         #[arg(required = true)]
         changes: Vec<String>,
     },
 }
 
-/// Prints a refusal (exit 1) or, with `--json`, the answer (exit 0); `None` when the caller
-/// prints its table.
+/// A refusal is an error (its code and message; exit 1); with `--json` the answer is printed
+/// (exit 0); `None` when the caller prints its table.
 #[allow(clippy::print_stdout)]
 fn refused_or_json<T: serde::Serialize>(
     api: &Api,
     answer: &Reply<T>,
 ) -> anyhow::Result<Option<std::process::ExitCode>> {
     match &answer.outcome {
-        Err(e) => {
-            eprintln!("refused ({} {}): {}", answer.status, e.code, e.message);
-            Ok(Some(std::process::ExitCode::from(1)))
-        }
+        Err(e) => Err(CliError::refused(e).into()),
         Ok(v) if api.json => {
             println!("{}", serde_json::to_string(v)?);
             Ok(Some(std::process::ExitCode::SUCCESS))
@@ -142,34 +197,15 @@ fn refused_or_json<T: serde::Serialize>(
     }
 }
 
-/// One `name=value` policy change into the body.
+/// One `name=value` policy change into the body, in the vocabulary chat uses
+/// ([`jit_proto::wire::POLICY_SETTINGS`]; the API's field names are aliases).
 fn policy_change(b: &mut PolicyBody, change: &str) -> anyhow::Result<()> {
-    let (k, v) = change
-        .split_once('=')
-        .ok_or_else(|| anyhow::anyhow!("`{change}` should be name=value"))?;
-    let n = || -> anyhow::Result<Option<u32>> {
-        Ok(Some(v.parse().map_err(|_| {
-            anyhow::anyhow!("{k} needs a whole number, not `{v}`")
-        })?))
-    };
-    let flag = || -> anyhow::Result<Option<bool>> {
-        match v {
-            "true" | "on" | "yes" => Ok(Some(true)),
-            "false" | "off" | "no" => Ok(Some(false)),
-            _ => anyhow::bail!("{k} needs true or false, not `{v}`"),
-        }
-    };
-    match k {
-        "required_approvals" => b.required_approvals = n()?,
-        "allow_self_approval" => b.allow_self_approval = flag()?,
-        "max_request_hours" => b.max_request_hours = n()?,
-        "pending_timeout_minutes" => b.pending_timeout_minutes = n()?,
-        "require_ticket" => b.require_ticket = flag()?,
-        "require_ticket_or_reason" => b.require_ticket_or_reason = flag()?,
-        "break_glass_enabled" => b.break_glass_enabled = flag()?,
-        "break_glass_max_minutes" => b.break_glass_max_minutes = n()?,
-        _ => anyhow::bail!("unknown policy field `{k}`"),
-    }
+    b.apply_setting(change).map_err(|e| {
+        CliError::new("invalid_policy_setting", e.0).hint(
+            "settings are name=value, e.g. max-hours=4 self-approval=off break-glass=on \
+             (docs/mattermost.md lists them all)",
+        )
+    })?;
     Ok(())
 }
 
@@ -184,6 +220,13 @@ fn print_accounts(accounts: &[AccountConfig]) {
             "account    {}  channel {}  permission sets {:?}",
             a.account_id, a.channel_id, a.permission_set_arns
         );
+        // What a revoke leaves running: open sessions keep their credentials this long.
+        for d in a.role_session_durations.iter().flatten() {
+            println!(
+                "  sessions {}  last {} (a revoke does not end open sessions)",
+                d.permission_set_arn, d.session_duration
+            );
+        }
     }
     if let Some(a) = accounts.first() {
         let p = &a.policy;
@@ -284,7 +327,8 @@ impl Api {
 
     fn actor(&self) -> anyhow::Result<ActorBody> {
         let id = self.actor.clone().ok_or_else(|| {
-            anyhow::anyhow!("say who acts: --as <mattermost-user-id> (or JIT_ACTOR)")
+            CliError::new("actor_missing", "this command needs to know who acts")
+                .hint("--as <mattermost-user-id> (or JIT_ACTOR); it is recorded in the audit trail")
         })?;
         Ok(ActorBody {
             user_id: id,
@@ -327,6 +371,7 @@ pub async fn run(api: &Api, cmd: RequestsCommand) -> anyhow::Result<std::process
             channel,
             account,
             status,
+            review_pending,
             max,
         } => {
             let mut items = Vec::new();
@@ -339,11 +384,12 @@ pub async fn run(api: &Api, cmd: RequestsCommand) -> anyhow::Result<std::process
             };
             loop {
                 let a = c.list_requests(&q).await?;
-                let page = match a.outcome {
-                    Ok(p) => p,
-                    Err(e) => anyhow::bail!("refused ({} {}): {}", a.status, e.code, e.message),
-                };
-                items.extend(page.items);
+                let page = a.outcome.map_err(|e| CliError::refused(&e))?;
+                items.extend(
+                    page.items
+                        .into_iter()
+                        .filter(|r| !review_pending || r.review_pending),
+                );
                 q.next_token = page.next_token;
                 if q.next_token.is_none() || items.len() >= max {
                     break;
@@ -399,6 +445,16 @@ pub async fn run(api: &Api, cmd: RequestsCommand) -> anyhow::Result<std::process
                 &DecisionBody {
                     who: who()?,
                     reason,
+                },
+            )
+            .await?
+        }
+        RequestsCommand::Review { id, note } => {
+            c.review(
+                &id,
+                &DecisionBody {
+                    who: who()?,
+                    reason: note,
                 },
             )
             .await?

@@ -783,3 +783,499 @@ async fn audit_export_of_100k_events_keeps_memory_flat() {
     );
     drop(server);
 }
+
+/// A ring file with one key, with `mode` (Unix).
+fn write_ring(path: &std::path::Path, id: &str, mode: u32) {
+    std::fs::write(
+        path,
+        format!(r#"{{"{id}":"0123456789abcdef0123456789abcdef-{id}"}}"#),
+    )
+    .unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    #[cfg(not(unix))]
+    let _ = mode;
+}
+
+/// A server configuration in `dir`: private rings, a SQLite database that does not exist yet,
+/// `extra` TOML appended.
+fn doctor_config(dir: &std::path::Path, extra: &str) -> std::path::PathBuf {
+    write_ring(&dir.join("backend.json"), "key-a", 0o600);
+    write_ring(&dir.join("callback.json"), "cb-a", 0o600);
+    let port = jit_testkit::free_port().unwrap();
+    let path = dir.join("jit.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "listen = \"127.0.0.1:{port}\"\ndata_dir = \"{d}\"\n{extra}\n[keys]\nbackend = \"file:{d}/backend.json\"\ncallback = \"file:{d}/callback.json\"\n",
+            d = dir.display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// `jit doctor --json` with `args`: its exit status and its report.
+fn doctor(args: &[&str]) -> (Option<i32>, serde_json::Value) {
+    let out = jit()
+        .arg("doctor")
+        .arg("--json")
+        .args(args)
+        .env_remove("JIT_CONFIG")
+        .env_remove("JIT_MM_CONFIG")
+        .env_remove("JIT_API_URL")
+        .output()
+        .unwrap();
+    let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code(), report)
+}
+
+/// The findings of a report with this code.
+fn with_code<'a>(report: &'a serde_json::Value, code: &str) -> Vec<&'a serde_json::Value> {
+    report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["code"] == code)
+        .collect()
+}
+
+#[test]
+fn doctor_finds_a_key_file_others_can_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = doctor_config(dir.path(), "");
+    let cfg = cfg.to_str().unwrap();
+    let (code, report) = doctor(&["--config", cfg]);
+    assert_eq!(code, Some(0), "warnings only: {report:#}");
+    assert!(with_code(&report, "key_file_mode").is_empty());
+    // What a fresh configuration is told, as warnings.
+    for expected in [
+        "database_missing",
+        "callbacks_url_unset",
+        "provider_dry_run",
+    ] {
+        assert_eq!(
+            with_code(&report, expected).len(),
+            1,
+            "{expected}: {report:#}"
+        );
+    }
+
+    #[cfg(unix)]
+    {
+        write_ring(&dir.path().join("backend.json"), "key-a", 0o644);
+        let (code, report) = doctor(&["--config", cfg]);
+        assert_eq!(code, Some(1), "{report:#}");
+        assert_eq!(report["ok"], false);
+        let f = with_code(&report, "key_file_mode");
+        assert_eq!(f.len(), 1, "{report:#}");
+        assert_eq!(f[0]["status"], "fail");
+        assert_eq!(f[0]["check"], "keys");
+        assert!(
+            f[0]["message"].as_str().unwrap().contains("mode 644"),
+            "{report:#}"
+        );
+        assert!(f[0]["hint"].as_str().unwrap().starts_with("chmod 600 "));
+        // The same for people.
+        let human = jit()
+            .args(["doctor", "--config", cfg])
+            .env_remove("JIT_MM_CONFIG")
+            .env_remove("JIT_API_URL")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&human.stdout);
+        assert!(
+            text.contains("FAIL  keys        key_file_mode: keys.backend:")
+                && text.contains("hint: chmod 600")
+                && text.contains("1 check failed"),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn doctor_finds_an_unreachable_database() {
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing listens on this port.
+    let port = jit_testkit::free_port().unwrap();
+    let cfg = doctor_config(
+        dir.path(),
+        &format!("database_url = \"postgres://jit:s3cret-pw@127.0.0.1:{port}/jit\""),
+    );
+    let (code, report) = doctor(&["--config", cfg.to_str().unwrap()]);
+    assert_eq!(code, Some(1), "{report:#}");
+    let f = with_code(&report, "database_unreachable");
+    assert_eq!(f.len(), 1, "{report:#}");
+    assert_eq!(f[0]["check"], "database");
+    assert!(
+        !report.to_string().contains("s3cret-pw"),
+        "the password is masked: {report:#}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_finds_a_bad_bot_token() {
+    let (mm, double) = jit_testkit::mattermost::spawn().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = doctor_config(dir.path(), "");
+    let bridge = |token: &str| {
+        let path = dir.path().join(format!("mm-{}.toml", token.len()));
+        std::fs::write(
+            &path,
+            format!(
+                "mattermost_url = \"{mm}\"\nbot_token = \"{token}\"\nslash_tokens = [\"abcdefghijklmnopqrstuvwxyz\"]\ndata_dir = \"{d}\"\nbackend_keys = \"file:{d}/backend.json\"\ncallback_keys = \"file:{d}/callback.json\"\n",
+                d = dir.path().display()
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let run = |mm_cfg: std::path::PathBuf| {
+        let cfg = cfg.clone();
+        tokio::task::spawn_blocking(move || {
+            doctor(&[
+                "--config",
+                cfg.to_str().unwrap(),
+                "--mattermost-config",
+                mm_cfg.to_str().unwrap(),
+            ])
+        })
+    };
+    let (code, report) = run(bridge("not-the-bot-token")).await.unwrap();
+    assert_eq!(code, Some(1), "{report:#}");
+    let f = with_code(&report, "mattermost_token_invalid");
+    assert_eq!(f.len(), 1, "{report:#}");
+    assert!(
+        f[0]["message"].as_str().unwrap().contains("401"),
+        "{report:#}"
+    );
+    assert!(
+        !report.to_string().contains("not-the-bot-token"),
+        "the token is never shown"
+    );
+
+    let (code, report) = run(bridge("bot-token")).await.unwrap();
+    assert_eq!(code, Some(0), "{report:#}");
+    let mm_findings: Vec<_> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["check"] == "mattermost")
+        .collect();
+    assert_eq!(mm_findings.len(), 1, "{report:#}");
+    assert_eq!(mm_findings[0]["status"], "ok");
+    assert!(
+        mm_findings[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("@jitbot")
+    );
+    // Mattermost's clock (the double's: this machine's) is compared too.
+    assert!(
+        report["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["check"] == "clock"
+                && f["status"] == "ok"
+                && f["message"].as_str().unwrap().contains("Mattermost")),
+        "{report:#}"
+    );
+    let d = double.lock().unwrap();
+    assert_eq!(d.bodies("GET", "/api/v4/users/me").len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_finds_clock_skew() {
+    // A backend whose clock is an hour ahead: its Date header says so.
+    let ahead = SystemClock.now() + time::Duration::hours(1);
+    let fmt = time::macros::format_description!(
+        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+    );
+    let date = ahead.format(&fmt).unwrap();
+    let app = axum::Router::new().route(
+        "/healthz",
+        axum::routing::get(move || {
+            let date = date.clone();
+            async move { ([("date", date)], "{\"status\":\"ok\"}") }
+        }),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api = format!("http://{}", l.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = doctor_config(dir.path(), "");
+    let (code, report) = tokio::task::spawn_blocking(move || {
+        doctor(&["--config", cfg.to_str().unwrap(), "--api", &api])
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, Some(1), "{report:#}");
+    let f = with_code(&report, "clock_skew");
+    assert_eq!(f.len(), 1, "{report:#}");
+    let m = f[0]["message"].as_str().unwrap();
+    assert!(m.contains("ahead of") && m.contains("300 s"), "{m}");
+}
+
+/// The embedded default, running: nothing fails; the clock is compared with the server's.
+#[test]
+fn doctor_passes_a_running_embedded_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = spawn_server(dir.path(), &[]);
+    let listen = server.api.trim_start_matches("http://").to_owned();
+    let out = jit()
+        .args(["doctor", "--json"])
+        .env_remove("JIT_CONFIG")
+        .env_remove("JIT_MM_CONFIG")
+        .env_remove("JIT_API_URL")
+        .env("JIT_DATA_DIR", dir.path())
+        .env("JIT_LISTEN", &listen)
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{report:#}");
+    assert_eq!(report["failed"], 0);
+    for check in ["keys", "database", "clock"] {
+        assert!(
+            report["findings"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|f| f["check"] == check && f["status"] == "ok"),
+            "{check}: {report:#}"
+        );
+    }
+    drop(server);
+}
+
+/// A relative default key path that is not there: the error says the absolute path it read.
+#[test]
+fn a_missing_relative_key_file_names_the_absolute_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = jit()
+        .args(["requests", "list"])
+        .env_remove("JIT_CLIENT_KEYS")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let abs = dir
+        .path()
+        .canonicalize()
+        .unwrap()
+        .join("jit-data/keys/backend.json");
+    assert!(
+        stderr.starts_with("error[key_file_missing]: ")
+            && stderr.contains(&abs.display().to_string())
+            && stderr.contains("\nhint: "),
+        "{stderr}"
+    );
+}
+
+/// Errors in one style: `error[CODE]: message`, a hint where one helps, an API refusal as its
+/// code and message (no JSON), each cause once.
+#[test]
+fn errors_have_one_style() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nope.toml");
+    let out = jit()
+        .args(["server", "--config", missing.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.starts_with("error[config_invalid]: "), "{stderr}");
+    assert_eq!(
+        stderr.matches("No such file").count(),
+        1,
+        "the cause once: {stderr}"
+    );
+    let out = jit().args(["requests", "--frobnicate"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr.starts_with("error[usage]: unexpected argument '--frobnicate'")
+            && stderr.contains("\nhint: "),
+        "{stderr}"
+    );
+}
+
+/// Break-glass from the terminal: the policy set with chat's words (and an API alias), a
+/// self-granted request, the requester's own review refused, another approver's accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn break_glass_review_from_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = spawn_server(dir.path(), &[("JIT_ADMINS", "admin1")]);
+    let api = server.api.clone();
+    let keys = format!("file:{}", dir.path().join("keys/backend.json").display());
+    let run = |cmd: &str, args: &[&str]| {
+        let mut a = vec![cmd, "--api", &api, "--keys", &keys];
+        a.extend_from_slice(args);
+        jit().args(&a).output().unwrap()
+    };
+    assert!(
+        run("config", &["--as", "admin1", "bind", "ch1", "123456789012"])
+            .status
+            .success()
+    );
+    assert!(
+        run(
+            "config",
+            &["--as", "admin1", "approvers", "ch1", "alice", "bob"]
+        )
+        .status
+        .success()
+    );
+    let bad = run(
+        "config",
+        &["--as", "admin1", "policy", "ch1", "break-glass=maybe"],
+    );
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        stderr
+            .starts_with("error[invalid_policy_setting]: break-glass: `maybe` should be on or off"),
+        "{stderr}"
+    );
+    let set = run(
+        "config",
+        &[
+            "--as",
+            "admin1",
+            "policy",
+            "ch1",
+            "break-glass=on",
+            "break_glass_max_minutes=60",
+        ],
+    );
+    assert!(
+        set.status.success(),
+        "{}",
+        String::from_utf8_lossy(&set.stderr)
+    );
+    let out = run(
+        "requests",
+        &[
+            "--as",
+            "alice",
+            "--actor-email",
+            "alice@example.com",
+            "--json",
+            "create",
+            "--channel",
+            "ch1",
+            "--account",
+            "123456789012",
+            "--minutes",
+            "30",
+            "--ticket",
+            "INC-1",
+            "--reason",
+            "prod down",
+            "--break-glass",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let created: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = created["request_id"].as_str().unwrap().to_owned();
+    assert_eq!(created["review_pending"], true);
+    let pending = run("requests", &["--json", "list", "--review-pending"]);
+    let listed: serde_json::Value = serde_json::from_slice(&pending.stdout).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+
+    let stranger = run("requests", &["--as", "mallory", "review", &id]);
+    assert!(
+        String::from_utf8_lossy(&stranger.stderr).starts_with("error[not_an_approver]: "),
+        "{}",
+        String::from_utf8_lossy(&stranger.stderr)
+    );
+    let own = run("requests", &["--as", "alice", "review", &id]);
+    let stderr = String::from_utf8_lossy(&own.stderr);
+    assert_eq!(own.status.code(), Some(1));
+    assert!(
+        stderr.starts_with("error[self_review_forbidden]: ") && !stderr.contains('{'),
+        "{stderr}"
+    );
+    let out = run(
+        "requests",
+        &[
+            "--as",
+            "bob",
+            "--json",
+            "review",
+            &id[..8],
+            "--note",
+            "checked the session log",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let reviewed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(reviewed["review_pending"], false);
+    let pending = run("requests", &["--json", "list", "--review-pending"]);
+    let listed: serde_json::Value = serde_json::from_slice(&pending.stdout).unwrap();
+    assert!(listed.as_array().unwrap().is_empty());
+    drop(server);
+}
+
+/// Pending migrations are a warning (the server applies them at start); migrations this build
+/// does not know fail (a newer jit used the database).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_reports_the_schema_against_this_build() {
+    use jit_store::SqlStore;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("jit.db");
+    let store = SqlStore::open(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    let cfg = doctor_config(
+        dir.path(),
+        &format!("database_url = \"sqlite://{}\"", db.display()),
+    );
+    let run = || {
+        let cfg = cfg.clone();
+        tokio::task::spawn_blocking(move || doctor(&["--config", cfg.to_str().unwrap()]))
+    };
+    let (_, report) = run().await.unwrap();
+    assert!(
+        report["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["check"] == "database" && f["status"] == "ok"),
+        "{report:#}"
+    );
+    store
+        .raw_execute("DELETE FROM schema_migrations WHERE version = 6")
+        .await
+        .unwrap();
+    let (code, report) = run().await.unwrap();
+    assert_eq!(code, Some(0), "{report:#}");
+    let f = with_code(&report, "database_pending_migrations");
+    assert!(
+        f.len() == 1 && f[0]["message"].as_str().unwrap().contains("migrations 6 "),
+        "{report:#}"
+    );
+    store
+        .raw_execute("INSERT INTO schema_migrations (version, applied_at) VALUES (99, 0)")
+        .await
+        .unwrap();
+    let (code, report) = run().await.unwrap();
+    assert_eq!(code, Some(1), "{report:#}");
+    assert_eq!(with_code(&report, "database_newer_than_binary").len(), 1);
+}

@@ -17,5 +17,5 @@ pub use ring::{
 };
 pub use source::{
     EnvSource, FileSource, KeySource, LoadError, SecretsManagerSource, SourceFuture, SourceSpec,
-    aws_sdk_config, open_source,
+    absolute_if_relative, aws_sdk_config, open_source, unsafe_key_file_mode,
 };

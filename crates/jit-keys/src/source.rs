@@ -184,6 +184,42 @@ impl FileSource {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// [`KeySource::describe`], and for a relative path also the absolute path it names, so
+    /// a missing default (`file:jit-data/keys/backend.json`) says where it was looked for.
+    fn describe_where(&self) -> String {
+        match absolute_if_relative(&self.path) {
+            Some(abs) => format!("{} (looked at {})", self.describe(), abs.display()),
+            None => self.describe(),
+        }
+    }
+}
+
+/// The absolute path a relative `path` names from the current directory; `None` when `path`
+/// is already absolute (or the current directory is unknown).
+pub fn absolute_if_relative(path: &Path) -> Option<PathBuf> {
+    if path.is_absolute() {
+        return None;
+    }
+    std::path::absolute(path).ok()
+}
+
+/// The mode of a key file when it lets its group or others read or write it (`Some(0o644)`),
+/// `None` when it is private. The one rule for key-file modes: the file source warns with it
+/// on load and `jit doctor` reports it. Always `None` off Unix.
+pub fn unsafe_key_file_mode(path: &Path) -> std::io::Result<Option<u32>> {
+    let m = std::fs::metadata(path)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = m.permissions().mode() & 0o777;
+        Ok((mode & 0o077 != 0).then_some(mode))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = m;
+        Ok(None)
+    }
 }
 
 impl KeySource for FileSource {
@@ -203,23 +239,21 @@ impl KeySource for FileSource {
                 .await
                 .map(zeroize::Zeroizing::new)
                 .map_err(|error| LoadError::Io {
-                    source_name: self.describe(),
+                    source_name: self.describe_where(),
                     error,
                 })?;
-            #[cfg(unix)]
-            if let Ok(m) = std::fs::metadata(&self.path) {
-                use std::os::unix::fs::PermissionsExt;
-                let mode = m.permissions().mode() & 0o777;
-                let unsafe_mode = (mode & 0o077 != 0).then_some(mode);
+            if let Ok(unsafe_mode) = unsafe_key_file_mode(&self.path) {
                 let new = self
                     .mode_warned
                     .lock()
                     .map(|mut w| std::mem::replace(&mut *w, unsafe_mode) != unsafe_mode)
                     .unwrap_or(true);
-                if unsafe_mode.is_some() && new {
+                if let Some(mode) = unsafe_mode
+                    && new
+                {
                     tracing::warn!(
                         source = %self.describe(),
-                        mode = format!("{:o}", m.permissions().mode() & 0o777),
+                        mode = format!("{mode:o}"),
                         "key file is readable by group or others; chmod 600 it"
                     );
                 }

@@ -71,14 +71,6 @@ pub fn request_id(v: &str) -> Result<String, ParseError> {
     }
 }
 
-fn on_off(v: &str) -> Result<bool, ParseError> {
-    match v.to_ascii_lowercase().as_str() {
-        "on" | "true" | "yes" => Ok(true),
-        "off" | "false" | "no" => Ok(false),
-        _ => Err(ParseError(format!("`{v}` should be on or off"))),
-    }
-}
-
 fn number(name: &str, v: &str) -> Result<u32, ParseError> {
     v.parse()
         .map_err(|_| ParseError(format!("{name} needs a whole number, not `{v}`")))
@@ -153,23 +145,11 @@ pub fn parse(text: &str) -> Result<Command, ParseError> {
         }
         "policy" => {
             need(1, "name=value …")?;
+            // The vocabulary shared with `jit config policy` (the API's field names are
+            // aliases): jit_proto::wire::POLICY_SETTINGS.
             let mut changes = jit_proto::wire::PolicyBody::default();
             for w in rest {
-                let (k, v) = w
-                    .split_once('=')
-                    .ok_or_else(|| ParseError(format!("`{w}` should be name=value")))?;
-                let c = &mut changes;
-                match k.to_ascii_lowercase().as_str() {
-                    "max-hours" => c.max_request_hours = Some(number(k, v)?),
-                    "self-approval" => c.allow_self_approval = Some(on_off(v)?),
-                    "pending-timeout" => c.pending_timeout_minutes = Some(number(k, v)?),
-                    "require-ticket" => c.require_ticket = Some(on_off(v)?),
-                    "ticket-or-reason" => c.require_ticket_or_reason = Some(on_off(v)?),
-                    "break-glass" => c.break_glass_enabled = Some(on_off(v)?),
-                    "break-glass-max" => c.break_glass_max_minutes = Some(number(k, v)?),
-                    "required" => c.required_approvals = Some(number(k, v)?),
-                    _ => return Err(ParseError(format!("unknown policy setting `{k}`"))),
-                }
+                changes.apply_setting(w).map_err(|e| ParseError(e.0))?;
             }
             Ok(Command::Policy {
                 changes: Box::new(changes),
@@ -226,6 +206,11 @@ mod tests {
                 usernames: vec!["alice".into(), "bob".into()],
                 required: Some(2)
             })
+        );
+        assert_eq!(
+            parse("policy max_request_hours=2 allow_self_approval=false"),
+            parse("policy max-hours=2 self-approval=off"),
+            "the API's field names are aliases"
         );
         assert_eq!(
             parse("policy max-hours=2 self-approval=off"),

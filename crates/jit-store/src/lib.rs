@@ -13,7 +13,7 @@ mod rows;
 mod sql;
 
 pub use rows::ms as unix_ms;
-pub use sql::{DatabaseUrl, Dialect, QueryPlan, SqlStore};
+pub use sql::{DatabaseUrl, Dialect, QueryPlan, SchemaStatus, SqlStore};
 
 use async_trait::async_trait;
 use jit_core::audit::{AuditDraft, AuditEvent, ChainError};

@@ -180,6 +180,15 @@ fn bind_request_row<'q>(q: AnyQuery<'q>, r: RequestRow, with_id_first: bool) -> 
     if with_id_first { q } else { q.bind(r.id) }
 }
 
+/// A database's schema against this build's migrations ([`SqlStore::schema_status`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SchemaStatus {
+    /// Migrations of this build not applied yet (`jit server` applies them at start).
+    pub pending: Vec<i64>,
+    /// Applied migrations this build does not know: the database was used by a newer version.
+    pub unknown: Vec<i64>,
+}
+
 /// Where a store lives, parsed from its URL. Only `sqlite://PATH`, `postgres://…` and
 /// `postgresql://…` are accepted: a mistyped URL (`postgres//host`, `mysql://…`, a bare path)
 /// is refused rather than quietly becoming a SQLite file named after it.
@@ -381,6 +390,37 @@ impl SqlStore {
             return Err(e.into());
         }
         Ok(std::fs::metadata(dest).map(|m| m.len()).unwrap_or(0))
+    }
+
+    /// How this database's schema compares with this build's migrations, read without
+    /// changing anything (`jit doctor` on a read-only store).
+    pub async fn schema_status(&self) -> Result<SchemaStatus, StoreError> {
+        let known: Vec<i64> = match self.dialect {
+            Dialect::Sqlite => SQLITE_MIGRATIONS,
+            Dialect::Postgres => POSTGRES_MIGRATIONS,
+        }
+        .iter()
+        .map(|(v, _)| *v)
+        .collect();
+        let rows = sqlx::query("SELECT version FROM schema_migrations ORDER BY version")
+            .fetch_all(&self.read)
+            .await?;
+        let applied: Vec<i64> = rows
+            .iter()
+            .map(|r| r.try_get::<i64, _>(0))
+            .collect::<Result<_, _>>()?;
+        Ok(SchemaStatus {
+            pending: known
+                .iter()
+                .copied()
+                .filter(|v| !applied.contains(v))
+                .collect(),
+            unknown: applied
+                .iter()
+                .copied()
+                .filter(|v| !known.contains(v))
+                .collect(),
+        })
     }
 
     /// Which database this is.
