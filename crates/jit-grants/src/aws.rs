@@ -4,14 +4,40 @@
 //! is polled with backoff up to a deadline. "Already exists" and "already gone" are success; an
 //! assignment the user held before the grant is reported as pre-existing so the lifecycle never
 //! removes it.
+//!
+//! Opt-in ([`IdentityCenterProvider::with_active_session_revocation`]): after an early revoke,
+//! the user's open sessions are denied through the permission set's inline policy, which is then
+//! provisioned to the account (see [`crate::sessions`]).
 
-use crate::{AccessProvider, Assigned, ProviderError, Target};
+use crate::{AccessProvider, Assigned, ProviderError, SessionDuration, Target, sessions};
 use async_trait::async_trait;
 use aws_sdk_identitystore::types::{AlternateIdentifier, UniqueAttribute};
-use aws_sdk_ssoadmin::types::{PrincipalType, StatusValues, TargetType};
+use aws_sdk_ssoadmin::types::{PrincipalType, ProvisionTargetType, StatusValues, TargetType};
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+/// How long a permission set's session duration is kept: it is configuration, read on every
+/// `GET /config/accounts` and early revoke, and changes rarely.
+const DURATION_TTL: Duration = Duration::from_secs(300);
+
+/// An asynchronous Identity Center operation whose status is polled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Creation,
+    Deletion,
+    Provisioning,
+}
+
+impl Op {
+    fn what(self) -> &'static str {
+        match self {
+            Op::Creation => "assignment creation",
+            Op::Deletion => "assignment deletion",
+            Op::Provisioning => "permission set provisioning",
+        }
+    }
+}
 
 /// How status is polled.
 #[derive(Debug, Clone, Copy)]
@@ -41,8 +67,15 @@ pub struct IdentityCenterProvider {
     ids: aws_sdk_identitystore::Client,
     instance: Mutex<Option<(String, String)>>,
     users: Mutex<HashMap<String, String>>,
+    /// Identity Store user id → user name (the role session name Identity Center gives).
+    user_names: Mutex<HashMap<String, String>>,
+    /// Permission set → (when read, its `SessionDuration`).
+    durations: Mutex<HashMap<String, (tokio::time::Instant, Option<String>)>>,
+    /// One inline-policy edit at a time per permission set in this process.
+    policy_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     polling: Polling,
     default_permission_set: Option<String>,
+    revoke_active_sessions: bool,
 }
 
 fn sdk_err<E: std::error::Error + 'static>(what: &str, e: &E) -> String {
@@ -86,9 +119,22 @@ impl IdentityCenterProvider {
             ids: aws_sdk_identitystore::Client::new(config),
             instance: Mutex::new(instance),
             users: Mutex::new(HashMap::new()),
+            user_names: Mutex::new(HashMap::new()),
+            durations: Mutex::new(HashMap::new()),
+            policy_locks: Mutex::new(HashMap::new()),
             polling,
             default_permission_set: None,
+            revoke_active_sessions: false,
         }
+    }
+
+    /// Opt-in (`grants.revoke_active_sessions`): on an early revoke, also deny the user's
+    /// sessions opened before it through the permission set's inline policy and provision it to
+    /// the account ([`AccessProvider::revoke_active_sessions`]). Off, the inline policy is never
+    /// read or written.
+    pub fn with_active_session_revocation(mut self, on: bool) -> Self {
+        self.revoke_active_sessions = on;
+        self
     }
 
     /// The permission set of grants whose binding names none (the old backend's single
@@ -241,16 +287,15 @@ impl IdentityCenterProvider {
             .contains(&user))
     }
 
-    async fn wait(
+    /// The status of an asynchronous operation: (status, failure reason).
+    async fn status(
         &self,
         instance: &str,
         request_id: &str,
-        creation: bool,
-    ) -> Result<(), ProviderError> {
-        let start = tokio::time::Instant::now();
-        let mut delay = self.polling.initial;
-        loop {
-            let (status, reason) = if creation {
+        op: Op,
+    ) -> Result<(Option<StatusValues>, Option<String>), ProviderError> {
+        Ok(match op {
+            Op::Creation => {
                 let out = self
                     .sso
                     .describe_account_assignment_creation_status()
@@ -264,7 +309,8 @@ impl IdentityCenterProvider {
                     s.and_then(|s| s.status().cloned()),
                     s.and_then(|s| s.failure_reason().map(str::to_owned)),
                 )
-            } else {
+            }
+            Op::Deletion => {
                 let out = self
                     .sso
                     .describe_account_assignment_deletion_status()
@@ -278,28 +324,69 @@ impl IdentityCenterProvider {
                     s.and_then(|s| s.status().cloned()),
                     s.and_then(|s| s.failure_reason().map(str::to_owned)),
                 )
-            };
-            match status {
-                Some(StatusValues::Succeeded) => return Ok(()),
-                Some(StatusValues::Failed) => {
-                    let reason = reason.unwrap_or_default();
-                    let lower = reason.to_ascii_lowercase();
-                    if lower.contains("already exists")
+            }
+            Op::Provisioning => {
+                let out = self
+                    .sso
+                    .describe_permission_set_provisioning_status()
+                    .instance_arn(instance)
+                    .provision_permission_set_request_id(request_id)
+                    .send()
+                    .await
+                    .map_err(|e| classify("DescribePermissionSetProvisioningStatus", &e))?;
+                let s = out.permission_set_provisioning_status();
+                (
+                    s.and_then(|s| s.status().cloned()),
+                    s.and_then(|s| s.failure_reason().map(str::to_owned)),
+                )
+            }
+        })
+    }
+
+    /// `Some(result)` once `status` is final. For assignments, "already exists" and "not found"
+    /// failures are success (idempotence); a failed provisioning is worth retrying.
+    fn settled(
+        op: Op,
+        status: Option<&StatusValues>,
+        reason: Option<String>,
+    ) -> Option<Result<(), ProviderError>> {
+        match status {
+            Some(StatusValues::Succeeded) => Some(Ok(())),
+            Some(StatusValues::Failed) => {
+                let reason = reason.unwrap_or_default();
+                let lower = reason.to_ascii_lowercase();
+                if op != Op::Provisioning
+                    && (lower.contains("already exists")
                         || lower.contains("not found")
-                        || lower.contains("does not exist")
-                    {
-                        return Ok(());
-                    }
-                    return Err(ProviderError::Retry(format!(
-                        "assignment {} failed: {reason}",
-                        if creation { "creation" } else { "deletion" }
-                    )));
+                        || lower.contains("does not exist"))
+                {
+                    return Some(Ok(()));
                 }
-                _ => {}
+                Some(Err(ProviderError::Retry(format!(
+                    "{} failed: {reason}",
+                    op.what()
+                ))))
+            }
+            _ => None,
+        }
+    }
+
+    async fn wait(&self, instance: &str, request_id: &str, op: Op) -> Result<(), ProviderError> {
+        let start = tokio::time::Instant::now();
+        let mut delay = self.polling.initial;
+        loop {
+            let (status, reason) = self.status(instance, request_id, op).await?;
+            if let Some(done) = Self::settled(op, status.as_ref(), reason) {
+                return done;
             }
             if start.elapsed() + delay > self.polling.deadline {
                 return Err(ProviderError::Retry(format!(
-                    "assignment still in progress after {:?}",
+                    "{} still in progress after {:?}",
+                    if op == Op::Provisioning {
+                        op.what()
+                    } else {
+                        "assignment"
+                    },
                     self.polling.deadline
                 )));
             }
@@ -343,6 +430,159 @@ impl IdentityCenterProvider {
             m.insert(e.clone(), user_id.to_owned());
         }
         Ok(email)
+    }
+
+    /// The user name of an Identity Store user, cached: Identity Center names the user's role
+    /// sessions after it, so `aws:userid` of their sessions ends in `:<user name>`.
+    async fn user_name_of(&self, user_id: &str) -> Result<String, ProviderError> {
+        if let Some(name) = self
+            .user_names
+            .lock()
+            .ok()
+            .and_then(|m| m.get(user_id).cloned())
+        {
+            return Ok(name);
+        }
+        let (_, store) = self.instance().await?;
+        let out = self
+            .ids
+            .describe_user()
+            .identity_store_id(&store)
+            .user_id(user_id)
+            .send()
+            .await
+            .map_err(|e| ProviderError::Retry(sdk_err("DescribeUser", &e)))?;
+        let name = out
+            .user_name()
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| {
+                ProviderError::Permanent(format!("Identity Store user {user_id} has no user name"))
+            })?
+            .to_owned();
+        if let Ok(mut m) = self.user_names.lock() {
+            m.insert(user_id.to_owned(), name.clone());
+        }
+        Ok(name)
+    }
+
+    /// `DescribePermissionSet`'s `SessionDuration`, kept for [`DURATION_TTL`].
+    async fn described_session_duration(
+        &self,
+        instance: &str,
+        permission_set_arn: &str,
+    ) -> Result<Option<String>, ProviderError> {
+        let cached = self.durations.lock().ok().and_then(|m| {
+            m.get(permission_set_arn)
+                .filter(|(at, _)| at.elapsed() < DURATION_TTL)
+                .map(|(_, d)| d.clone())
+        });
+        if let Some(d) = cached {
+            return Ok(d);
+        }
+        let out = self
+            .sso
+            .describe_permission_set()
+            .instance_arn(instance)
+            .permission_set_arn(permission_set_arn)
+            .send()
+            .await
+            .map_err(|e| classify("DescribePermissionSet", &e))?;
+        let d = out
+            .permission_set()
+            .and_then(|p| p.session_duration())
+            .map(str::to_owned);
+        if let Ok(mut m) = self.durations.lock() {
+            m.insert(
+                permission_set_arn.to_owned(),
+                (tokio::time::Instant::now(), d.clone()),
+            );
+        }
+        Ok(d)
+    }
+
+    fn policy_lock(&self, permission_set_arn: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut map = match self.policy_locks.lock() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        map.retain(|_, l| Arc::strong_count(l) > 1);
+        map.entry(permission_set_arn.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    /// Whether the permission set is provisioned to `account_id` now. Removing the last
+    /// assignment of a permission set from an account removes its role there (and with it every
+    /// session): provisioning it again would only bring back an empty role.
+    async fn provisioned_to(
+        &self,
+        instance: &str,
+        permission_set_arn: &str,
+        account_id: &str,
+    ) -> Result<bool, ProviderError> {
+        let mut token = None;
+        loop {
+            let out = self
+                .sso
+                .list_accounts_for_provisioned_permission_set()
+                .instance_arn(instance)
+                .permission_set_arn(permission_set_arn)
+                .set_next_token(token)
+                .send()
+                .await
+                .map_err(|e| classify("ListAccountsForProvisionedPermissionSet", &e))?;
+            if out.account_ids().iter().any(|a| a == account_id) {
+                return Ok(true);
+            }
+            match out.next_token() {
+                Some(t) => token = Some(t.to_owned()),
+                None => return Ok(false),
+            }
+        }
+    }
+
+    /// Pushes the permission set's current policies to the role in `account_id` and waits
+    /// until that is done.
+    async fn provision(
+        &self,
+        instance: &str,
+        permission_set_arn: &str,
+        account_id: &str,
+    ) -> Result<(), ProviderError> {
+        let out = self
+            .sso
+            .provision_permission_set()
+            .instance_arn(instance)
+            .permission_set_arn(permission_set_arn)
+            .target_type(ProvisionTargetType::AwsAccount)
+            .target_id(account_id)
+            .send()
+            .await;
+        let out = match out {
+            Ok(o) => o,
+            // Another provisioning of this permission set is under way: try again later.
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_conflict_exception()) =>
+            {
+                return Err(ProviderError::Retry(sdk_err("ProvisionPermissionSet", &e)));
+            }
+            Err(e) => return Err(classify("ProvisionPermissionSet", &e)),
+        };
+        let Some(status) = out.permission_set_provisioning_status() else {
+            return Ok(());
+        };
+        if let Some(done) = Self::settled(
+            Op::Provisioning,
+            status.status(),
+            status.failure_reason().map(str::to_owned),
+        ) {
+            return done;
+        }
+        match status.request_id() {
+            Some(id) => self.wait(instance, id, Op::Provisioning).await,
+            None => Ok(()),
+        }
     }
 }
 
@@ -424,7 +664,7 @@ impl AccessProvider for IdentityCenterProvider {
             .account_assignment_creation_status()
             .and_then(|s| s.request_id())
         {
-            self.wait(&instance, id, true).await?;
+            self.wait(&instance, id, Op::Creation).await?;
         }
         Ok(Assigned {
             pre_existing: false,
@@ -460,8 +700,89 @@ impl AccessProvider for IdentityCenterProvider {
             .account_assignment_deletion_status()
             .and_then(|s| s.request_id())
         {
-            self.wait(&instance, id, false).await?;
+            self.wait(&instance, id, Op::Deletion).await?;
         }
+        Ok(())
+    }
+
+    /// `DescribePermissionSet`'s `SessionDuration` (cached for five minutes).
+    async fn session_duration(
+        &self,
+        permission_set_arn: Option<&str>,
+    ) -> Result<Option<SessionDuration>, ProviderError> {
+        let Some(ps) = permission_set_arn.or(self.default_permission_set.as_deref()) else {
+            return Ok(None);
+        };
+        let (instance, _) = self.instance().await?;
+        Ok(self
+            .described_session_duration(&instance, ps)
+            .await?
+            .map(|duration| SessionDuration {
+                permission_set_arn: ps.to_owned(),
+                duration,
+            }))
+    }
+
+    fn revokes_active_sessions(&self) -> bool {
+        self.revoke_active_sessions
+    }
+
+    /// Reads the permission set's inline policy, puts in it a deny of the user's sessions in the
+    /// account issued before `revoked_at` ([`sessions::with_revocation`]), writes it back when
+    /// it changed, and provisions the permission set to the account (when it is still
+    /// provisioned there) so the role carries it. Every step is idempotent; a failure anywhere
+    /// is retried from the start by the revoke job.
+    async fn revoke_active_sessions(
+        &self,
+        t: &Target,
+        revoked_at: time::OffsetDateTime,
+    ) -> Result<(), ProviderError> {
+        if !self.revoke_active_sessions {
+            return Ok(());
+        }
+        let (instance, _) = self.instance().await?;
+        let ps = self.permission_set(t)?.to_owned();
+        let user = self.user_id(&t.user_email).await?;
+        let user_name = self.user_name_of(&user).await?;
+        let lock = self.policy_lock(&ps);
+        let _one_edit = lock.lock().await;
+        let session = self
+            .described_session_duration(&instance, &ps)
+            .await?
+            .as_deref()
+            .and_then(sessions::parse_session_duration)
+            .unwrap_or(sessions::LONGEST_SESSION);
+        let current = self
+            .sso
+            .get_inline_policy_for_permission_set()
+            .instance_arn(&instance)
+            .permission_set_arn(&ps)
+            .send()
+            .await
+            .map_err(|e| classify("GetInlinePolicyForPermissionSet", &e))?
+            .inline_policy()
+            .unwrap_or_default()
+            .to_owned();
+        let next =
+            sessions::with_revocation(&current, &user_name, &t.account_id, revoked_at, session)
+                .map_err(ProviderError::Permanent)?;
+        if next != current {
+            self.sso
+                .put_inline_policy_to_permission_set()
+                .instance_arn(&instance)
+                .permission_set_arn(&ps)
+                .inline_policy(next)
+                .send()
+                .await
+                .map_err(|e| classify("PutInlinePolicyToPermissionSet", &e))?;
+        }
+        // Provisioned even when the policy was already in place: an earlier attempt may have
+        // written it and failed before provisioning.
+        if self.provisioned_to(&instance, &ps, &t.account_id).await? {
+            self.provision(&instance, &ps, &t.account_id).await?;
+        }
+        tracing::info!(request_id = %t.request_id, account_id = %t.account_id, permission_set = %ps,
+            "sessions opened before the revoke are denied through the permission set's inline policy");
         Ok(())
     }
 

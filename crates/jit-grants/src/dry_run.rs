@@ -1,7 +1,7 @@
 //! The embedded default: records what it would do and keeps the resulting assignments in
 //! memory, so the whole lifecycle runs without a cloud account.
 
-use crate::{AccessProvider, Assigned, ProviderError, Target};
+use crate::{AccessProvider, Assigned, ProviderError, SessionDuration, Target};
 use async_trait::async_trait;
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::Mutex;
@@ -13,12 +13,16 @@ pub enum DryRunCall {
     Grant(String),
     /// A revoke.
     Revoke(String),
+    /// Open sessions of a principal revoked (only with [`DryRunProvider::with_sessions`]).
+    RevokeSessions(String),
 }
 
 /// Records calls; optionally fails the next calls (for tests of retries).
 #[derive(Debug, Default)]
 pub struct DryRunProvider {
     inner: Mutex<Inner>,
+    /// The session duration it pretends permission sets have, when it plays sessions.
+    sessions: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -33,6 +37,15 @@ impl DryRunProvider {
     /// An empty provider.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Plays a provider whose access lives on in role sessions (for tests of what surrounds
+    /// them): every permission set's session lasts `duration` (ISO 8601; the default one is
+    /// called `default`), and revoking active sessions is on and recorded as
+    /// [`DryRunCall::RevokeSessions`].
+    pub fn with_sessions(mut self, duration: &str) -> Self {
+        self.sessions = Some(duration.to_owned());
+        self
     }
 
     /// Marks a principal as already assigned (a standing assignment made outside this system).
@@ -113,6 +126,40 @@ impl AccessProvider for DryRunProvider {
 
     async fn revoke(&self, target: &Target) -> Result<(), ProviderError> {
         self.call(target, false).map(|_| ())
+    }
+
+    async fn session_duration(
+        &self,
+        permission_set_arn: Option<&str>,
+    ) -> Result<Option<SessionDuration>, ProviderError> {
+        Ok(self.sessions.as_ref().map(|d| SessionDuration {
+            permission_set_arn: permission_set_arn.unwrap_or("default").to_owned(),
+            duration: d.clone(),
+        }))
+    }
+
+    fn revokes_active_sessions(&self) -> bool {
+        self.sessions.is_some()
+    }
+
+    async fn revoke_active_sessions(
+        &self,
+        target: &Target,
+        _revoked_at: time::OffsetDateTime,
+    ) -> Result<(), ProviderError> {
+        if self.sessions.is_none() {
+            return Ok(());
+        }
+        let mut i = self
+            .inner
+            .lock()
+            .map_err(|_| ProviderError::Retry("lock poisoned".into()))?;
+        if let Some(e) = i.failures.pop_front() {
+            return Err(e);
+        }
+        i.calls.push(DryRunCall::RevokeSessions(target.principal()));
+        tracing::info!(request_id = %target.request_id, account_id = %target.account_id, "dry-run: would revoke open sessions");
+        Ok(())
     }
 
     async fn assigned_users(

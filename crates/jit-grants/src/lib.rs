@@ -4,11 +4,13 @@
 //!
 //! - [`DryRunProvider`]: records what it would do (the embedded default).
 //! - [`CommandProvider`]: any executable, with the target as JSON on stdin.
-//! - [`IdentityCenterProvider`]: AWS IAM Identity Center account assignments.
+//! - [`IdentityCenterProvider`]: AWS IAM Identity Center account assignments (and, opt-in,
+//!   ending the sessions an early revoke leaves open: [`sessions`]).
 
 mod aws;
 mod command;
 mod dry_run;
+pub mod sessions;
 
 pub use aws::{IdentityCenterProvider, Polling};
 pub use command::CommandProvider;
@@ -49,6 +51,16 @@ pub struct Assigned {
     pub pre_existing: bool,
 }
 
+/// How long a role session opened through a permission set lasts: what access outlives a
+/// revoke by, since removing an assignment does not end sessions already open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionDuration {
+    /// The permission set (the provider's default when the binding names none).
+    pub permission_set_arn: String,
+    /// ISO 8601, as IAM Identity Center writes it (`PT1H` by default, at most `PT12H`).
+    pub duration: String,
+}
+
 /// A provider failure.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProviderError {
@@ -86,5 +98,33 @@ pub trait AccessProvider: Send + Sync + std::fmt::Debug {
         _permission_set_arn: Option<&str>,
     ) -> Result<Option<Vec<String>>, ProviderError> {
         Ok(None)
+    }
+
+    /// How long a role session of `permission_set_arn` (or of the provider's default) lasts,
+    /// for operators to see what a revoke leaves running; `None` when the provider has no such
+    /// notion.
+    async fn session_duration(
+        &self,
+        _permission_set_arn: Option<&str>,
+    ) -> Result<Option<SessionDuration>, ProviderError> {
+        Ok(None)
+    }
+
+    /// Whether [`AccessProvider::revoke_active_sessions`] does anything (it is opt-in); the
+    /// lifecycle then runs those calls one at a time per permission set.
+    fn revokes_active_sessions(&self) -> bool {
+        false
+    }
+
+    /// After an early revoke removed `target`'s assignment: makes the user's sessions opened
+    /// before `revoked_at` useless, since removing the assignment leaves them running until
+    /// their session duration ends. Idempotent (a retried revoke calls it again). The default
+    /// does nothing.
+    async fn revoke_active_sessions(
+        &self,
+        _target: &Target,
+        _revoked_at: time::OffsetDateTime,
+    ) -> Result<(), ProviderError> {
+        Ok(())
     }
 }

@@ -53,6 +53,12 @@ impl ProviderHealth {
         reason
     }
 
+    /// The access provider, once the server has built it (handlers ask it for configuration it
+    /// reports, such as session durations).
+    pub fn provider(&self) -> Option<Arc<dyn AccessProvider>> {
+        self.provider.get().cloned()
+    }
+
     /// The provider's readiness; a failing provider is checked again when its last check is
     /// older than [`RECHECK_MS`].
     pub async fn readiness(&self, now_ms: i64) -> ProviderReadiness {

@@ -170,6 +170,29 @@ impl AccessProvider for Metered {
         r
     }
 
+    async fn session_duration(
+        &self,
+        permission_set_arn: Option<&str>,
+    ) -> Result<Option<jit_grants::SessionDuration>, ProviderError> {
+        self.inner.session_duration(permission_set_arn).await
+    }
+
+    fn revokes_active_sessions(&self) -> bool {
+        self.inner.revokes_active_sessions()
+    }
+
+    async fn revoke_active_sessions(
+        &self,
+        target: &Target,
+        revoked_at: time::OffsetDateTime,
+    ) -> Result<(), ProviderError> {
+        let start = std::time::Instant::now();
+        let r = self.inner.revoke_active_sessions(target, revoked_at).await;
+        self.metrics
+            .provider_call(self.name(), "revoke_sessions", start, &r);
+        r
+    }
+
     async fn assigned_users(
         &self,
         account_id: &str,

@@ -75,7 +75,8 @@ pub async fn build_provider(
                     instance,
                     jit_grants::Polling::default(),
                 )
-                .with_default_permission_set(config.grants.default_permission_set_arn.clone()),
+                .with_default_permission_set(config.grants.default_permission_set_arn.clone())
+                .with_active_session_revocation(config.grants.revoke_active_sessions),
             )
         }
         _ => Arc::new(jit_grants::DryRunProvider::new()),

@@ -132,6 +132,8 @@ pub fn account(b: &Binding, account: &AccountId) -> AccountConfig {
             .unwrap_or_default(),
         policy: policy(p),
         version: b.version,
+        // Filled by `GET /config/accounts` from the provider.
+        role_session_durations: None,
     }
 }
 

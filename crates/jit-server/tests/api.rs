@@ -1096,6 +1096,10 @@ mod lifecycle {
     }
 
     async fn spawn(pg: bool, callback_url: Option<String>) -> LApp {
+        spawn_with(pg, callback_url, DryRunProvider::new()).await
+    }
+
+    async fn spawn_with(pg: bool, callback_url: Option<String>, provider: DryRunProvider) -> LApp {
         let dir = tempfile::tempdir().unwrap();
         let db_url = if pg {
             jit_testkit::fresh_pg_database().unwrap()
@@ -1111,7 +1115,7 @@ mod lifecycle {
         };
         config.callbacks.url = callback_url;
         let clock = ManualClock::at(1_764_072_000);
-        let provider = Arc::new(DryRunProvider::new());
+        let provider = Arc::new(provider);
         let server = Server::build_with(config, Arc::new(clock.clone()), Some(provider.clone()))
             .await
             .unwrap()
@@ -1349,6 +1353,96 @@ mod lifecycle {
         l.advance(1);
         l.step().await;
         assert_eq!(l.status(&id).await["status"], "TIMED_OUT");
+    }
+
+    /// With a provider that revokes active sessions (here the dry run playing one; the
+    /// Identity Center side is `jit-grants/tests/aws.rs` against moto): only an early revoke that
+    /// really removed the assignment asks for it; an expiry, or a revoke while another grant
+    /// still gives the same access, does not. `GET /config/accounts` shows the session duration.
+    async fn an_early_revoke_revokes_active_sessions_and_nothing_else_does(pg: bool) {
+        let l = spawn_with(pg, None, DryRunProvider::new().with_sessions("PT1H")).await;
+        let revoked_sessions = || {
+            l.provider
+                .calls()
+                .iter()
+                .filter(|c| matches!(c, DryRunCall::RevokeSessions(_)))
+                .count()
+        };
+        let accounts = l.app.get("/config/accounts?channel_id=ch1").await;
+        assert_eq!(
+            accounts.body[0]["role_session_durations"],
+            json!([{"permission_set_arn": "default", "session_duration": "PT1H"}])
+        );
+
+        let a = l.request(60).await;
+        l.approve(&a).await;
+        l.step().await;
+        let r = l
+            .app
+            .post(
+                &format!("/requests/{a}/revoke"),
+                json!({"actor": actor("alice")}),
+            )
+            .await;
+        assert_eq!(r.body["status"], "REVOKED");
+        l.step().await;
+        assert!(!l.provider.is_assigned(PRINCIPAL));
+        assert_eq!(
+            l.provider.calls().last(),
+            Some(&DryRunCall::RevokeSessions(PRINCIPAL.into())),
+            "after the assignment is gone"
+        );
+        let ev = l
+            .app
+            .get(&format!(
+                "/audit?request_id={a}&type=request.access_removed"
+            ))
+            .await;
+        assert_eq!(
+            ev.body["events"][0]["data"]["active_sessions_revoked"],
+            true
+        );
+
+        // An expiry ends on time by design: nothing more.
+        let b = l.request(60).await;
+        l.approve(&b).await;
+        l.step().await;
+        l.advance(3600);
+        l.step().await;
+        assert_eq!(l.status(&b).await["status"], "EXPIRED");
+        assert_eq!(revoked_sessions(), 1);
+
+        // Revoking one of two overlapping grants keeps the assignment, and so the sessions.
+        let c = l.request(60).await;
+        let d = l.request(120).await;
+        l.approve(&c).await;
+        l.approve(&d).await;
+        l.step().await;
+        l.app
+            .post(
+                &format!("/requests/{c}/revoke"),
+                json!({"actor": actor("alice")}),
+            )
+            .await;
+        l.step().await;
+        assert!(l.provider.is_assigned(PRINCIPAL));
+        assert_eq!(revoked_sessions(), 1);
+        let ev = l
+            .app
+            .get(&format!(
+                "/audit?request_id={c}&type=request.access_removed"
+            ))
+            .await;
+        assert_eq!(
+            ev.body["events"][0]["data"]["active_sessions_revoked"],
+            false
+        );
+
+        // A provider without sessions shows none: the existing plugin's shape is unchanged.
+        let plain = spawn(pg, None).await;
+        let accounts = plain.app.get("/config/accounts?channel_id=ch1").await;
+        assert!(accounts.body[0].get("role_session_durations").is_none());
+        assert!(accounts.body[0].get("account_id").is_some());
     }
 
     async fn revoke_removes_access_at_once_and_extend_moves_the_end(pg: bool) {
@@ -2097,6 +2191,7 @@ mod lifecycle {
         a_failing_revoke_is_retried_for_an_hour_and_then_succeeds,
         a_pending_request_times_out,
         revoke_removes_access_at_once_and_extend_moves_the_end,
+        an_early_revoke_revokes_active_sessions_and_nothing_else_does,
         a_permanent_grant_failure_needs_a_human,
         the_reconciler_recreates_a_lost_job,
         callbacks_arrive_signed_in_order_and_dead_letters_can_be_resent,

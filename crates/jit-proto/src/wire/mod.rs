@@ -10,8 +10,10 @@
 //! Timestamps are RFC 3339 strings in UTC with millisecond precision everywhere ([`timestamp`]).
 
 mod error;
+mod policy;
 
 pub use error::{ErrorBody, ErrorCode};
+pub use policy::{POLICY_SETTINGS, PolicySetting, PolicySettingError};
 
 use serde::{Deserialize, Deserializer, Serialize};
 use std::collections::BTreeMap;
@@ -495,6 +497,22 @@ pub struct AccountConfig {
     pub policy: PolicyView,
     /// The binding's version.
     pub version: i64,
+    /// How long a role session of each bound permission set (or of the provider's default)
+    /// lasts, as the access provider reports it: removing an assignment does not end sessions
+    /// already open, so this is how long access can outlive a revoke. Absent when the provider
+    /// cannot tell (dry-run, command) or did not answer, and in answers other than
+    /// `GET /config/accounts`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role_session_durations: Option<Vec<RoleSessionDuration>>,
+}
+
+/// A permission set's role session duration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RoleSessionDuration {
+    /// The permission set.
+    pub permission_set_arn: String,
+    /// ISO 8601, as IAM Identity Center gives it: `PT1H` by default, at most `PT12H`.
+    pub session_duration: String,
 }
 
 /// An audit event.

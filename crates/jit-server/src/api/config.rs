@@ -17,7 +17,8 @@ use jit_core::authz;
 use jit_core::policy::{Binding, Policy, PolicyPatch};
 use jit_core::types::{AccountId, ChannelId, PermissionSetArn, UserId};
 use jit_proto::wire::{
-    AccountConfig, ActorFields, ApproversBody, BindBody, ErrorCode, PolicyBody, UnbindBody,
+    AccountConfig, ActorFields, ApproversBody, BindBody, ErrorCode, PolicyBody,
+    RoleSessionDuration, UnbindBody,
 };
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -281,5 +282,64 @@ pub async fn get_accounts(
         .transpose()?
         .ok_or_else(|| ApiError::bad(ErrorCode::MissingParameter, "channel_id is required"))?;
     let b = st.store.get_binding(&channel).await?;
-    Ok(Json(views::accounts(b.as_ref())))
+    let mut accounts = views::accounts(b.as_ref());
+    add_session_durations(&st, &mut accounts).await;
+    Ok(Json(accounts))
+}
+
+/// Longest wait for the provider's session durations in `GET /config/accounts`, which the
+/// existing plugin calls on every click: past it the answer goes without them.
+const SESSION_DURATIONS_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Fills `role_session_durations` from the provider (which caches them): one question per
+/// distinct permission set, the provider's default standing for accounts that name none. A
+/// provider that cannot tell, fails or is slow leaves the field out; the answer never fails for
+/// it.
+async fn add_session_durations(st: &AppState, accounts: &mut [AccountConfig]) {
+    let Some(provider) = st.provider_health.provider() else {
+        return;
+    };
+    let mut asked: BTreeMap<Option<String>, Option<RoleSessionDuration>> = BTreeMap::new();
+    for a in accounts.iter() {
+        let sets: Vec<Option<String>> = if a.permission_set_arns.is_empty() {
+            vec![None]
+        } else {
+            a.permission_set_arns.iter().cloned().map(Some).collect()
+        };
+        for ps in sets {
+            asked.entry(ps).or_default();
+        }
+    }
+    let lookups = async {
+        for (ps, answer) in asked.iter_mut() {
+            match provider.session_duration(ps.as_deref()).await {
+                Ok(d) => {
+                    *answer = d.map(|d| RoleSessionDuration {
+                        permission_set_arn: d.permission_set_arn,
+                        session_duration: d.duration,
+                    })
+                }
+                Err(e) => {
+                    tracing::debug!(permission_set = ?ps, error = %e, "no session duration from the provider");
+                }
+            }
+        }
+    };
+    if tokio::time::timeout(SESSION_DURATIONS_WAIT, lookups)
+        .await
+        .is_err()
+    {
+        tracing::debug!("the provider's session durations took too long; answered without them");
+    }
+    for a in accounts.iter_mut() {
+        let found: Vec<RoleSessionDuration> = if a.permission_set_arns.is_empty() {
+            asked.get(&None).cloned().flatten().into_iter().collect()
+        } else {
+            a.permission_set_arns
+                .iter()
+                .filter_map(|ps| asked.get(&Some(ps.clone())).cloned().flatten())
+                .collect()
+        };
+        a.role_session_durations = (!found.is_empty()).then_some(found);
+    }
 }

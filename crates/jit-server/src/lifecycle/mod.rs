@@ -537,6 +537,25 @@ impl Lifecycle {
             self.provider.revoke(&t).await.map_err(JobError::Provider)?;
             ops.push(AssignmentOp::Remove { principal });
         }
+        // Removing the assignment leaves sessions already open running until their session
+        // duration ends. On an early end, and only when the assignment really went (no other
+        // grant or standing assignment gives the user this access still), the provider may
+        // revoke them (opt-in, `grants.revoke_active_sessions`): it edits the permission set's
+        // inline policy, so such edits run one at a time per permission set, across servers.
+        // A retry runs it again with a later time, which is safe: nothing of ours gives the user
+        // this access any more (`covered` is checked on every attempt).
+        let sessions_revoked = ended_early && removed && self.provider.revokes_active_sessions();
+        if sessions_revoked {
+            let policy = format!(
+                "inline-policy|{}",
+                t.permission_set_arn.as_deref().unwrap_or("")
+            );
+            let _one_edit = self.hold_principal(&policy, r.id.as_str()).await?;
+            self.provider
+                .revoke_active_sessions(&t, self.st.clock.now())
+                .await
+                .map_err(JobError::Provider)?;
+        }
         // Lateness runs to the moment the access is gone (after the provider call): from the
         // grant's end, or for a revocation from the moment it was revoked.
         let removed_at = ms(self.st.clock.now());
@@ -556,7 +575,8 @@ impl Lifecycle {
             let d = system_draft(
                 "request.access_removed",
                 &r,
-                json!({"assignment_removed": removed, "kept_for_other_grant": covered, "standing_assignment": standing}),
+                json!({"assignment_removed": removed, "kept_for_other_grant": covered, "standing_assignment": standing,
+                       "active_sessions_revoked": sessions_revoked}),
             );
             let mut ctx = WriteCtx::with_audit(vec![d], now);
             ctx.jobs.push(JobOp::Remove {
