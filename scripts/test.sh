@@ -74,3 +74,13 @@ cargo test --workspace --all-targets --no-fail-fast "$@"
 # crates/jit-fuzzing). Builds with cargo-fuzz into fuzz/target: about 9 minutes cold, seconds warm.
 say "fuzz: 10 s per target (scripts/fuzz.sh)"
 JIT_FUZZ_SCRATCH=1 scripts/fuzz.sh "${JIT_FUZZ_SECONDS:-10}"
+
+# The Debian package end to end: build (release), dpkg -i, systemd-analyze verify, the installed
+# server as the jit user over TLS answering a signed call, purge keeping the data. Needs root;
+# JIT_PACKAGE_TEST=0 skips it (it installs and removes the package on this machine).
+if [ "${JIT_PACKAGE_TEST:-1}" != 0 ] && [ "$(id -u)" = 0 ] && command -v dpkg >/dev/null; then
+  say "package: build, install, run, remove (scripts/package-test.sh)"
+  scripts/package-test.sh
+else
+  say "package test skipped (needs root and dpkg; JIT_PACKAGE_TEST=${JIT_PACKAGE_TEST:-1})"
+fi

@@ -22,8 +22,12 @@ pub struct BridgeConfig {
     pub mattermost_url: String,
     /// The bot account's access token (secret).
     pub bot_token: String,
-    /// Slash command tokens accepted (several, for rotation; secret).
+    /// Slash command tokens accepted (several, for rotation; secret), besides those in the
+    /// slash tokens file.
     pub slash_tokens: Vec<String>,
+    /// The file `jit mattermost setup` writes the command's token to, read again whenever it
+    /// changes; `<data_dir>/keys/slash-tokens` when unset ([`Self::slash_tokens_path`]).
+    pub slash_tokens_file: Option<PathBuf>,
     /// The backend API.
     pub backend_url: String,
     /// Bridge-to-backend ring (the bridge signs with its newest key).
@@ -67,6 +71,7 @@ impl std::fmt::Debug for BridgeConfig {
                 "slash_tokens",
                 &format!("{} × ***", self.slash_tokens.len()),
             )
+            .field("slash_tokens_file", &self.slash_tokens_path())
             .field("backend_url", &self.backend_url)
             .field("backend_keys", &self.backend_keys)
             .field("callback_keys", &self.callback_keys)
@@ -85,6 +90,7 @@ impl Default for BridgeConfig {
             mattermost_url: "http://127.0.0.1:8065".into(),
             bot_token: String::new(),
             slash_tokens: Vec::new(),
+            slash_tokens_file: None,
             backend_url: "http://127.0.0.1:8080".into(),
             backend_keys: "file:jit-data/keys/backend.json".into(),
             backend_signing_key_id: None,
@@ -142,12 +148,17 @@ impl BridgeConfig {
         set(&mut c.backend_keys, "JIT_MM_BACKEND_KEYS")?;
         set(&mut c.callback_keys, "JIT_MM_CALLBACK_KEYS")?;
         set(&mut c.bridge_secret, "JIT_MM_BRIDGE_SECRET")?;
-        if let Some(v) = env("JIT_MM_SLASH_TOKENS")? {
+        // `JIT_MM_SLASH_TOKENS_FILE` names the slash tokens file, which the bridge reads again
+        // when it changes (and which accepts the comma-separated list it used to hold).
+        if let Ok(v) = std::env::var("JIT_MM_SLASH_TOKENS") {
             c.slash_tokens = v
                 .split(',')
                 .map(|s| s.trim().to_owned())
                 .filter(|s| !s.is_empty())
                 .collect();
+        }
+        if let Ok(v) = std::env::var("JIT_MM_SLASH_TOKENS_FILE") {
+            c.slash_tokens_file = (!v.is_empty()).then(|| PathBuf::from(v));
         }
         if let Some(v) = env("JIT_MM_BACKEND_SIGNING_KEY_ID")? {
             c.backend_signing_key_id = Some(v).filter(|s| !s.is_empty());
@@ -204,13 +215,13 @@ impl BridgeConfig {
             !self.bot_token.is_empty(),
             "bot_token is required (JIT_MM_BOT_TOKEN or JIT_MM_BOT_TOKEN_FILE)"
         );
-        anyhow::ensure!(
-            !self.slash_tokens.is_empty(),
-            "at least one slash command token is required (JIT_MM_SLASH_TOKENS)"
-        );
+        // No token is required here: `jit mattermost setup` writes the command's token into
+        // the slash tokens file, which a running bridge picks up.
         // Mattermost's tokens are 26 characters; a short one is guessable, or a typo.
         anyhow::ensure!(
-            self.slash_tokens.iter().all(|t| t.len() >= 16),
+            self.slash_tokens
+                .iter()
+                .all(|t| t.len() >= crate::slash_tokens::MIN_TOKEN_LEN),
             "slash command tokens must be at least 16 characters (Mattermost's are 26)"
         );
         for u in [&self.public_url, &self.mattermost_url, &self.backend_url] {
@@ -242,6 +253,13 @@ impl BridgeConfig {
             "auth_failure_burst must be at least 1"
         );
         Ok(())
+    }
+
+    /// The slash tokens file: `slash_tokens_file`, or `<data_dir>/keys/slash-tokens`.
+    pub fn slash_tokens_path(&self) -> PathBuf {
+        self.slash_tokens_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("keys/slash-tokens"))
     }
 
     /// The bridge secret, generating and keeping one (mode 0600) when none is configured.
@@ -283,6 +301,82 @@ mod tests {
             slash_tokens: vec!["abcdefghijklmnopqrstuvwxyz".into()],
             ..BridgeConfig::default()
         }
+    }
+
+    #[test]
+    fn every_commented_setting_in_the_packaged_config_is_real_and_at_its_default() {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/debian/mattermost.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        fn setting(l: &str) -> Option<&str> {
+            l.strip_prefix("# ").filter(|rest| {
+                rest.split_once(" = ").is_some_and(|(k, _)| {
+                    !k.is_empty()
+                        && k.chars()
+                            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+                })
+            })
+        }
+        // As shipped: only the data directory and the rings in it differ from the defaults.
+        let shipped: BridgeConfig = jit_http::config_file::parse(&path, &text).unwrap();
+        let expected = BridgeConfig {
+            data_dir: PathBuf::from("/var/lib/jit"),
+            backend_keys: "file:/var/lib/jit/keys/backend.json".into(),
+            callback_keys: "file:/var/lib/jit/keys/callback.json".into(),
+            ..BridgeConfig::default()
+        };
+        assert_eq!(format!("{shipped:?}"), format!("{expected:?}"));
+        assert_eq!(shipped.action_ttl_secs, expected.action_ttl_secs);
+        // Uncommented, every `# key = value` line is a real key at its default (settings with
+        // no default show an example, reset here).
+        let uncommented: String = text
+            .lines()
+            .map(|l| setting(l).unwrap_or(l))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let mut c: BridgeConfig = jit_http::config_file::parse(&path, &uncommented).unwrap();
+        c.slash_tokens_file = None;
+        c.backend_signing_key_id = None;
+        c.aws_region = None;
+        c.aws_endpoint_url = None;
+        c.ticket_url_template = None;
+        c.tls = jit_http::tls::TlsConfig::default();
+        let d = BridgeConfig::default();
+        let expected = BridgeConfig {
+            data_dir: PathBuf::from("/var/lib/jit"),
+            backend_keys: "file:/var/lib/jit/keys/backend.json".into(),
+            callback_keys: "file:/var/lib/jit/keys/callback.json".into(),
+            ..BridgeConfig::default()
+        };
+        assert_eq!(format!("{c:?}"), format!("{expected:?}"));
+        for (a, b) in [
+            (c.action_ttl_secs, d.action_ttl_secs),
+            (
+                c.refresh_interval_secs as i64,
+                d.refresh_interval_secs as i64,
+            ),
+            (c.request_timeout_secs as i64, d.request_timeout_secs as i64),
+            (c.max_connections as i64, d.max_connections as i64),
+            (
+                i64::from(c.auth_failure_burst),
+                i64::from(d.auth_failure_burst),
+            ),
+        ] {
+            assert_eq!(a, b);
+        }
+        assert_eq!(
+            (
+                c.bot_token.as_str(),
+                c.bridge_secret.as_str(),
+                c.public_url.as_str()
+            ),
+            ("", "", d.public_url.as_str())
+        );
+        assert_eq!((c.slash_tokens.len(), c.trusted_proxies.len()), (0, 0));
+        assert_eq!(
+            (c.mattermost_url, c.backend_url),
+            (d.mattermost_url, d.backend_url)
+        );
     }
 
     #[test]

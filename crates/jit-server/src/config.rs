@@ -120,6 +120,10 @@ pub struct GrantsConfig {
     /// For `aws-identity-center`: the permission set of grants whose binding names none (the
     /// old backend's `PERMISSION_SET_ARN`).
     pub default_permission_set_arn: Option<String>,
+    /// For `aws-identity-center`, opt-in: on an early revoke, also deny the user's sessions
+    /// opened before it through the permission set's inline policy (removing the assignment
+    /// leaves them running until their session duration ends).
+    pub revoke_active_sessions: bool,
 }
 
 impl Default for GrantsConfig {
@@ -131,6 +135,7 @@ impl Default for GrantsConfig {
             instance_arn: None,
             identity_store_id: None,
             default_permission_set_arn: None,
+            revoke_active_sessions: false,
         }
     }
 }
@@ -415,6 +420,10 @@ impl Config {
             "JIT_GRANTS_DEFAULT_PERMISSION_SET_ARN",
             self.grants.default_permission_set_arn
         );
+        if let Some(v) = env_value(env, "JIT_GRANTS_REVOKE_ACTIVE_SESSIONS")? {
+            self.grants.revoke_active_sessions =
+                parse_bool("JIT_GRANTS_REVOKE_ACTIVE_SESSIONS", &v)?;
+        }
         opt!("JIT_CALLBACKS_URL", self.callbacks.url);
         if let Some(v) = env_value(env, "JIT_DRIFT_ENABLED")? {
             self.drift.enabled = parse_bool("JIT_DRIFT_ENABLED", &v)?;
@@ -488,6 +497,13 @@ impl Config {
         {
             return bad(format!(
                 "existing_plugin.callback_signed_path must start with /, got {p:?}"
+            ));
+        }
+        if self.grants.revoke_active_sessions && self.grants.provider != "aws-identity-center" {
+            return bad(format!(
+                "grants.revoke_active_sessions needs grants.provider = \"aws-identity-center\" \
+                 (the {:?} provider has no sessions to revoke)",
+                self.grants.provider
             ));
         }
         if let Some(arn) = &self.grants.default_permission_set_arn
@@ -605,6 +621,107 @@ mod tests {
             .collect()
     }
 
+    /// The packaged `/etc/jit/server.toml` (deploy/debian/server.toml).
+    fn packaged() -> (PathBuf, String) {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/debian/server.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        (path, text)
+    }
+
+    #[test]
+    fn the_packaged_config_loads_as_shipped_with_only_data_dir_changed() {
+        let (path, _) = packaged();
+        let c = Config::load(Some(&path), &env(&[])).unwrap();
+        let expected = Config {
+            data_dir: PathBuf::from("/var/lib/jit"),
+            ..Config::default()
+        };
+        assert_eq!(c, expected);
+    }
+
+    #[test]
+    fn every_commented_setting_in_the_packaged_config_is_real_and_at_its_default() {
+        let (path, text) = packaged();
+        // `# key = value` lines are settings; everything else is prose.
+        fn setting(l: &str) -> Option<&str> {
+            l.strip_prefix("# ").filter(|rest| {
+                rest.split_once(" = ").is_some_and(|(k, _)| {
+                    !k.is_empty()
+                        && k.chars()
+                            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+                })
+            })
+        }
+        let uncommented: String = text
+            .lines()
+            .map(|l| setting(l).unwrap_or(l))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let mut c: Config = jit_http::config_file::parse(&path, &uncommented).unwrap();
+        // Settings with no default are shown with an example value; the rest must be the
+        // default, so the file never lies about what an unset key means.
+        c.data_dir = Config::default().data_dir;
+        c.database_url = None;
+        c.nonce_store = None;
+        c.aws_region = None;
+        c.aws_endpoint_url = None;
+        c.tls = jit_http::tls::TlsConfig::default();
+        c.keys.backend = None;
+        c.keys.callback = None;
+        c.keys.callback_signing_key_id = None;
+        c.grants.instance_arn = None;
+        c.grants.identity_store_id = None;
+        c.grants.default_permission_set_arn = None;
+        c.callbacks.url = None;
+        c.existing_plugin.callback_signed_path = None;
+        assert_eq!(c, Config::default());
+        // And every documented key of the file is one of its lines.
+        for key in [
+            "listen",
+            "database_url",
+            "admins",
+            "nonce_store",
+            "aws_region",
+            "aws_endpoint_url",
+            "request_timeout_secs",
+            "max_connections",
+            "reconcile_interval_secs",
+            "auth_failure_burst",
+            "trusted_proxies",
+            "cert_file",
+            "key_file",
+            "backend",
+            "callback",
+            "callback_signing_key_id",
+            "refresh_interval_secs",
+            "max_skew_secs",
+            "require_v2",
+            "provider",
+            "command",
+            "command_timeout_secs",
+            "instance_arn",
+            "identity_store_id",
+            "default_permission_set_arn",
+            "url",
+            "signature_version",
+            "max_age_hours",
+            "retention_days",
+            "dangerous_allow_link_local_callbacks",
+            "enabled",
+            "interval_secs",
+            "remove",
+            "callback_signed_path",
+            "revoke_active_sessions",
+            "unmarked_keys_are_the_plugins",
+        ] {
+            assert!(
+                text.lines()
+                    .any(|l| setting(l).is_some_and(|s| s.starts_with(&format!("{key} = ")))),
+                "{key} is missing from the packaged config"
+            );
+        }
+    }
+
     #[test]
     fn defaults_are_the_embedded_setup() {
         let c = Config::load(None, &env(&[])).unwrap();
@@ -651,6 +768,30 @@ mod tests {
         assert!(Config::load(None, &env(&[("JIT_KEYS_REQUIRE_V2", "maybe")])).is_err());
         assert!(Config::load(None, &env(&[("JIT_NONCE_STORE", "redis")])).is_err());
         assert!(Config::load(None, &env(&[("JIT_KEYS_BACKEND", "env:")])).is_err());
+    }
+
+    #[test]
+    fn revoking_active_sessions_is_opt_in_and_only_for_identity_center() {
+        assert!(
+            !Config::load(None, &env(&[]))
+                .unwrap()
+                .grants
+                .revoke_active_sessions
+        );
+        let on = Config::load(
+            None,
+            &env(&[
+                ("JIT_GRANTS_PROVIDER", "aws-identity-center"),
+                ("JIT_GRANTS_REVOKE_ACTIVE_SESSIONS", "true"),
+            ]),
+        )
+        .unwrap();
+        assert!(on.grants.revoke_active_sessions);
+        // A setting that would silently do nothing is refused.
+        let e = Config::load(None, &env(&[("JIT_GRANTS_REVOKE_ACTIVE_SESSIONS", "true")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("grants.revoke_active_sessions"), "{e}");
     }
 
     #[test]
