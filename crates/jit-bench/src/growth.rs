@@ -57,8 +57,9 @@ async fn create(c: &Client, user: &str, minutes: u32) -> anyhow::Result<String> 
     if a.status != 201 {
         bail!("create: {} {}", a.status, a.body);
     }
-    a.body["request_id"]
-        .as_str()
+    a.body
+        .get("request_id")
+        .and_then(Value::as_str)
         .map(str::to_owned)
         .context("create: no request_id")
 }
@@ -75,7 +76,7 @@ async fn decide(c: &Client, id: &str, what: &str) -> anyhow::Result<()> {
             .await?;
         match a.status {
             200 => return Ok(()),
-            409 if a.body["code"] == "conflict" => continue,
+            409 if a.body.get("code").and_then(Value::as_str) == Some("conflict") => continue,
             _ => bail!("{what} {id}: {} {}", a.status, a.body),
         }
     }
@@ -129,7 +130,7 @@ where
         v.push(t.elapsed().as_secs_f64() * 1000.0);
     }
     v.sort_by(f64::total_cmp);
-    Ok(v[v.len() / 2])
+    v.get(v.len() / 2).copied().context("no runs")
 }
 
 async fn get_ok(c: &Client, path: &str) -> anyhow::Result<Value> {
@@ -142,18 +143,25 @@ async fn get_ok(c: &Client, path: &str) -> anyhow::Result<Value> {
 
 /// Runs a verification to its end (following the 202 with `?job=`); returns the events.
 async fn verify(c: &Client, query: &str) -> anyhow::Result<u64> {
-    let mut a = c.get(&format!("/audit/verify?{query}wait=20")).await?;
+    // Each wait stays well inside the client's 10 s timeout: a long run answers 202 and is
+    // followed by its job id.
+    let mut a = c.get(&format!("/audit/verify?{query}wait=5")).await?;
     while a.status == 202 {
-        let job = a.body["job"]
-            .as_str()
+        let job = a
+            .body
+            .get("job")
+            .and_then(Value::as_str)
             .context("202 without a job")?
             .to_owned();
-        a = c.get(&format!("/audit/verify?job={job}&wait=20")).await?;
+        a = c.get(&format!("/audit/verify?job={job}&wait=5")).await?;
     }
     if a.status != 200 {
         bail!("verify: {} {}", a.status, a.body);
     }
-    Ok(a.body["events"].as_u64().unwrap_or_default())
+    Ok(a.body
+        .get("events")
+        .and_then(Value::as_u64)
+        .unwrap_or_default())
 }
 
 fn reconciles(metrics: &str) -> u64 {
@@ -226,7 +234,11 @@ async fn measure(
         "/audit".into(),
     ];
     for path in &ops {
-        values.push(median_ms(repeat, || async { get_ok(c, path).await.map(|_| ()) }).await?);
+        let v = median_ms(repeat, || async { get_ok(c, path).await.map(|_| ()) })
+            .await
+            .with_context(|| format!("GET {path} at {requests} requests"))?;
+        eprintln!("  {requests} requests: GET {path}: {v:.2} ms");
+        values.push(v);
     }
     values.push(
         median_ms(repeat, || async {
@@ -238,10 +250,21 @@ async fn measure(
         .await?,
     );
     let cb = "/callbacks?status=PENDING".to_owned();
-    values.push(median_ms(repeat, || async { get_ok(c, &cb).await.map(|_| ()) }).await?);
+    values.push(
+        median_ms(repeat, || async { get_ok(c, &cb).await.map(|_| ()) })
+            .await
+            .context("GET /callbacks?status=PENDING")?,
+    );
+    eprintln!("  {requests} requests: metrics and callbacks measured; verifying");
     // The first routine run records a checkpoint; the repeats then check what was added since.
-    verify(c, "").await?;
-    values.push(median_ms(repeat, || async { verify(c, "").await.map(|_| ()) }).await?);
+    verify(c, "")
+        .await
+        .context("the first routine verification")?;
+    values.push(
+        median_ms(repeat, || async { verify(c, "").await.map(|_| ()) })
+            .await
+            .context("routine verification")?,
+    );
     let events = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let full = median_ms(3, || {
         let events = events.clone();
@@ -250,8 +273,10 @@ async fn measure(
             Ok(())
         }
     })
-    .await?;
+    .await
+    .context("full verification")?;
     let events = events.load(Ordering::Relaxed);
+    eprintln!("  {requests} requests: full verification of {events} events: {full:.0} ms");
     values.push(full);
     let verify_rate = events as f64 / (full / 1000.0);
     let trail_page = get_ok(c, "/audit?limit=1000").await?;
@@ -358,7 +383,8 @@ pub async fn run(
     );
     println!("|---|---|---|---|");
     for (i, name) in OPS.iter().enumerate() {
-        let (a, b) = (first.values[i], last.values[i]);
+        let value = |s: &Size| s.values.get(i).copied().unwrap_or(f64::NAN);
+        let (a, b) = (value(first), value(last));
         println!("| {name} | {a:.2} | {b:.2} | {:.2}× |", b / a.max(1e-9));
     }
     for s in &results {
@@ -371,11 +397,15 @@ pub async fn run(
         );
     }
     let hb = OPS.len() - 1;
+    let (hb_first, hb_last) = (
+        first.values.get(hb).copied().unwrap_or(f64::NAN),
+        last.values.get(hb).copied().unwrap_or(f64::NAN),
+    );
     println!(
         "baseline drift: /healthz {:.3} ms → {:.3} ms ({:.2}×)",
-        first.values[hb],
-        last.values[hb],
-        last.values[hb] / first.values[hb].max(1e-9)
+        hb_first,
+        hb_last,
+        hb_last / hb_first.max(1e-9)
     );
     Ok(())
 }
