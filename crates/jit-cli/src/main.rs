@@ -184,13 +184,22 @@ enum AuditCommand {
     },
 }
 
-fn init_logging() {
+/// Logging for the services (`server`, `mattermost`): `info`, JSON when stderr is not a
+/// terminal. One-shot commands report their failures as `error[CODE]` themselves, so they log
+/// only warnings, as text, and never the TLS verifier's own error line (the error chain the
+/// command prints already says why a certificate was refused).
+fn init_logging(service: bool) {
+    let default = if service {
+        "info"
+    } else {
+        "warn,rustls_platform_verifier=off"
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_env("JIT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let json = match std::env::var("JIT_LOG_FORMAT").as_deref() {
         Ok("json") => true,
         Ok("text") => false,
-        _ => !std::io::stderr().is_terminal(),
+        _ => service && !std::io::stderr().is_terminal(),
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -331,7 +340,11 @@ async fn main() -> std::process::ExitCode {
     };
     // The doctor reports every finding itself; log lines would only repeat them.
     if !matches!(cli.command, Command::Doctor(_)) {
-        init_logging();
+        let service = matches!(
+            cli.command,
+            Command::Server { .. } | Command::Mattermost { command: None, .. }
+        );
+        init_logging(service);
     }
     match run(cli).await {
         Ok(code) => code,
