@@ -340,11 +340,23 @@ async fn measure(
     })
 }
 
+/// The running server and how to start it again on the same store.
+type Restart<'a> = (
+    &'a mut Option<crate::ServerProc>,
+    &'a mut dyn FnMut() -> anyhow::Result<crate::ServerProc>,
+);
+
 /// The growth run: set-up is done (channel bound, bob approves).
+///
+/// After each fill the server is stopped (SIGTERM) and started again on the same store, and
+/// only then measured: a year-old store is met by a server that has been running on it, not
+/// by one that has just taken a burst of writes far above any real rate (its allocator's high
+/// water mark, a write-ahead log grown under the load, a full replay window of nonces), which
+/// would differ between the sizes for reasons other than the size.
 pub async fn run(
     c: &Client,
     base: &str,
-    pid: u32,
+    (server, start): Restart<'_>,
     db: &str,
     sizes: &[usize],
     clients: usize,
@@ -371,6 +383,13 @@ pub async fn run(
             t.elapsed().as_secs_f64()
         );
         done = size.max(done);
+        if let Some(old) = server.take() {
+            old.stop()?;
+        }
+        let fresh = start()?;
+        let pid = fresh.0.id();
+        *server = Some(fresh);
+        crate::wait_ready(base).await?;
         results.push(measure(c, base, pid, size, repeat).await?);
     }
     let (Some(first), Some(last)) = (results.first(), results.last()) else {

@@ -73,6 +73,26 @@ impl Drop for ServerProc {
     }
 }
 
+impl ServerProc {
+    /// Stops the server as systemd would (SIGTERM) and waits for it to exit, so SQLite
+    /// checkpoints and closes its write-ahead log.
+    fn stop(mut self) -> anyhow::Result<()> {
+        Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status()
+            .context("kill -TERM")?;
+        let t = Instant::now();
+        while self.0.try_wait()?.is_none() {
+            anyhow::ensure!(
+                t.elapsed() < Duration::from_secs(60),
+                "the server did not stop within 60 s of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Default)]
 struct Stats {
     latencies_us: Vec<u64>,
@@ -173,24 +193,22 @@ async fn main() -> anyhow::Result<()> {
         // Reconciles often, so "idle RSS after 3 reconciles" is quick to reach.
         cmd.env("JIT_RECONCILE_INTERVAL_SECS", "2");
     }
-    let child = cmd
-        .arg("server")
+    cmd.arg("server")
         .env("JIT_LISTEN", format!("127.0.0.1:{port}"))
         .env("JIT_DATA_DIR", dir.path())
         .env("JIT_DATABASE_URL", &db_url)
         .env("JIT_ADMINS", "admin1")
         .env("JIT_LOG", "warn")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .with_context(|| {
-            format!(
-                "starting {} (cargo build --release first)",
-                args.server_bin.display()
-            )
-        })?;
-    let pid = child.id();
-    let _server = ServerProc(child);
+        .stderr(Stdio::null());
+    let bin = args.server_bin.clone();
+    let mut start = move || -> anyhow::Result<ServerProc> {
+        cmd.spawn().map(ServerProc).with_context(|| {
+            format!("starting {} (cargo build --release first)", bin.display())
+        })
+    };
+    let mut server = Some(start()?);
+    let pid = server.as_ref().map_or(0, |s| s.0.id());
     let base = format!("http://127.0.0.1:{port}");
     wait_ready(&base).await?;
     let ready_ms = spawned.elapsed().as_secs_f64() * 1000.0;
@@ -219,7 +237,7 @@ async fn main() -> anyhow::Result<()> {
         return growth::run(
             &client,
             &base,
-            pid,
+            (&mut server, &mut start),
             &args.db,
             &args.sizes,
             args.clients,
