@@ -33,7 +33,13 @@ if ! command -v cargo-deb >/dev/null; then
 fi
 
 say "building the package (release build)"
-deb=$(cargo deb -p jit-cli --quiet 2>/dev/null | tail -n 1)
+deb_log=$(mktemp)
+if ! cargo deb -p jit-cli >"$deb_log" 2>&1; then
+  cat "$deb_log" >&2
+  fail "cargo deb failed"
+fi
+deb=$(tail -n 1 "$deb_log")
+rm -f "$deb_log"
 [ -f "$deb" ] || fail "cargo deb produced no package"
 say "built $deb ($(stat -c %s "$deb") bytes; /usr/bin/jit is $(stat -c %s target/release/jit) bytes)"
 
