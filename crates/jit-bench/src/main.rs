@@ -203,9 +203,9 @@ async fn main() -> anyhow::Result<()> {
         .stderr(Stdio::null());
     let bin = args.server_bin.clone();
     let mut start = move || -> anyhow::Result<ServerProc> {
-        cmd.spawn().map(ServerProc).with_context(|| {
-            format!("starting {} (cargo build --release first)", bin.display())
-        })
+        cmd.spawn()
+            .map(ServerProc)
+            .with_context(|| format!("starting {} (cargo build --release first)", bin.display()))
     };
     let mut server = Some(start()?);
     let pid = server.as_ref().map_or(0, |s| s.0.id());
