@@ -12,6 +12,27 @@ pub fn parse<T: DeserializeOwned>(path: &std::path::Path, text: &str) -> Result<
     toml::from_str(text).map_err(|e| describe(path, text, &e))
 }
 
+/// A packaged configuration file (`deploy/debian/*.toml`) lists every setting commented out at
+/// its default as `# key = value`. This is that file with those lines uncommented (prose
+/// comments stay), so its tests can parse it and hold each value to the built-in default.
+pub fn uncomment_settings(text: &str) -> String {
+    text.lines()
+        .map(|l| commented_setting(l).unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// `key = value` when `line` is `# key = value` with a lowercase key.
+pub fn commented_setting(line: &str) -> Option<&str> {
+    line.strip_prefix("# ").filter(|rest| {
+        rest.split_once(" = ").is_some_and(|(k, _)| {
+            !k.is_empty()
+                && k.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        })
+    })
+}
+
 fn describe(path: &std::path::Path, text: &str, e: &toml::de::Error) -> String {
     let what = sanitise(e.message());
     let Some(span) = e.span() else {
@@ -89,6 +110,17 @@ fn drop_quoted(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_commented_settings_are_uncommented() {
+        let text = "# The listener.\n# listen = \"127.0.0.1:8080\"\n# require_v2 = false\n\
+                    # Database: sqlite://PATH = x\ndata_dir = \"/var/lib/jit\"";
+        assert_eq!(
+            uncomment_settings(text),
+            "# The listener.\nlisten = \"127.0.0.1:8080\"\nrequire_v2 = false\n\
+             # Database: sqlite://PATH = x\ndata_dir = \"/var/lib/jit\""
+        );
+    }
 
     #[derive(Debug, serde::Deserialize)]
     #[serde(deny_unknown_fields)]

@@ -308,15 +308,6 @@ mod tests {
         let path =
             Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/debian/mattermost.toml");
         let text = std::fs::read_to_string(&path).unwrap();
-        fn setting(l: &str) -> Option<&str> {
-            l.strip_prefix("# ").filter(|rest| {
-                rest.split_once(" = ").is_some_and(|(k, _)| {
-                    !k.is_empty()
-                        && k.chars()
-                            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-                })
-            })
-        }
         // As shipped: only the data directory and the rings in it differ from the defaults.
         let shipped: BridgeConfig = jit_http::config_file::parse(&path, &text).unwrap();
         let expected = BridgeConfig {
@@ -329,11 +320,7 @@ mod tests {
         assert_eq!(shipped.action_ttl_secs, expected.action_ttl_secs);
         // Uncommented, every `# key = value` line is a real key at its default (settings with
         // no default show an example, reset here).
-        let uncommented: String = text
-            .lines()
-            .map(|l| setting(l).unwrap_or(l))
-            .collect::<Vec<_>>()
-            .join("\n");
+        let uncommented = jit_http::config_file::uncomment_settings(&text);
         let mut c: BridgeConfig = jit_http::config_file::parse(&path, &uncommented).unwrap();
         c.slash_tokens_file = None;
         c.backend_signing_key_id = None;

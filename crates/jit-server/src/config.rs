@@ -643,20 +643,8 @@ mod tests {
     fn every_commented_setting_in_the_packaged_config_is_real_and_at_its_default() {
         let (path, text) = packaged();
         // `# key = value` lines are settings; everything else is prose.
-        fn setting(l: &str) -> Option<&str> {
-            l.strip_prefix("# ").filter(|rest| {
-                rest.split_once(" = ").is_some_and(|(k, _)| {
-                    !k.is_empty()
-                        && k.chars()
-                            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-                })
-            })
-        }
-        let uncommented: String = text
-            .lines()
-            .map(|l| setting(l).unwrap_or(l))
-            .collect::<Vec<_>>()
-            .join("\n");
+        use jit_http::config_file::commented_setting as setting;
+        let uncommented = jit_http::config_file::uncomment_settings(&text);
         let mut c: Config = jit_http::config_file::parse(&path, &uncommented).unwrap();
         // Settings with no default are shown with an example value; the rest must be the
         // default, so the file never lies about what an unset key means.
