@@ -86,14 +86,21 @@ impl DryRunProvider {
             .unwrap_or_default()
     }
 
-    fn call(&self, target: &Target, grant: bool) -> Result<bool, ProviderError> {
+    /// The state, for one provider call: an injected failure, when one is queued, is that
+    /// call's answer.
+    fn next_call(&self) -> Result<std::sync::MutexGuard<'_, Inner>, ProviderError> {
         let mut i = self
             .inner
             .lock()
             .map_err(|_| ProviderError::Retry("lock poisoned".into()))?;
-        if let Some(e) = i.failures.pop_front() {
-            return Err(e);
+        match i.failures.pop_front() {
+            Some(e) => Err(e),
+            None => Ok(i),
         }
+    }
+
+    fn call(&self, target: &Target, grant: bool) -> Result<bool, ProviderError> {
+        let mut i = self.next_call()?;
         let p = target.principal();
         let out = if grant {
             i.calls.push(DryRunCall::Grant(p.clone()));
@@ -150,13 +157,7 @@ impl AccessProvider for DryRunProvider {
         if self.sessions.is_none() {
             return Ok(());
         }
-        let mut i = self
-            .inner
-            .lock()
-            .map_err(|_| ProviderError::Retry("lock poisoned".into()))?;
-        if let Some(e) = i.failures.pop_front() {
-            return Err(e);
-        }
+        let mut i = self.next_call()?;
         i.calls.push(DryRunCall::RevokeSessions(target.principal()));
         tracing::info!(request_id = %target.request_id, account_id = %target.account_id, "dry-run: would revoke open sessions");
         Ok(())
