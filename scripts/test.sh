@@ -22,6 +22,11 @@ if [ ! -x .venv/bin/moto_server ] || [ ! -x .venv/bin/aws ]; then
   python3 -m venv .venv
   .venv/bin/pip install -q 'moto[server]' awscli
 fi
+# cfn-lint, for the CloudFormation template of the Lambda deployment (deploy/aws/template.yaml).
+if [ ! -x .venv/bin/cfn-lint ]; then
+  say "installing cfn-lint into .venv"
+  .venv/bin/pip install -q cfn-lint
+fi
 export JIT_MOTO_SERVER="$PWD/.venv/bin/moto_server"
 export JIT_AWS_CLI="$PWD/.venv/bin/aws"
 # Dummy credentials for the SDK's default chain in tests that build their own AWS clients the way
@@ -66,6 +71,11 @@ fi
 say "promtool test rules deploy/prometheus/alerts_test.yml"
 promtool check rules deploy/prometheus/alerts.yml
 promtool test rules deploy/prometheus/alerts_test.yml
+
+# The Lambda deployment's template: no finding at all, warnings included (a warning that must
+# stay is suppressed in the template's Metadata, with the reason).
+say "cfn-lint deploy/aws/template.yaml"
+.venv/bin/cfn-lint deploy/aws/template.yaml
 
 say "cargo test --workspace"
 cargo test --workspace --all-targets --no-fail-fast "$@"
