@@ -445,7 +445,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                     since_checkpoint,
                 },
         } => {
-            use jit_store::Store;
+            use jit_store::prelude::*;
             // Read-only: verifying must never create, migrate or change what it checks.
             let store = jit_store::SqlStore::open_read_only(&database_url).await?;
             let opts = jit_store::VerifyOptions {

@@ -152,7 +152,8 @@ async fn sign_prints_headers_that_verify() {
 #[tokio::test]
 async fn audit_verify_fails_on_an_edited_and_on_a_deleted_row() {
     use jit_core::audit::AuditDraft;
-    use jit_store::{SqlStore, Store, WriteCtx};
+    use jit_store::prelude::*;
+    use jit_store::{SqlStore, WriteCtx};
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("jit.db").display());
     let store = SqlStore::open(&url).await.unwrap();
@@ -210,7 +211,8 @@ async fn audit_verify_fails_on_an_edited_and_on_a_deleted_row() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backup_taken_while_writing_restores_and_verifies() {
     use jit_core::audit::AuditDraft;
-    use jit_store::{SqlStore, Store, WriteCtx};
+    use jit_store::prelude::*;
+    use jit_store::{SqlStore, WriteCtx};
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("jit.db").display());
     let store = Arc::new(SqlStore::open(&url).await.unwrap());
@@ -713,7 +715,8 @@ async fn operator_cli_drives_a_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_export_of_100k_events_keeps_memory_flat() {
     use jit_core::audit::AuditDraft;
-    use jit_store::{SqlStore, Store, WriteCtx};
+    use jit_store::prelude::*;
+    use jit_store::{SqlStore, WriteCtx};
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", dir.path().join("jit.db").display());
     {

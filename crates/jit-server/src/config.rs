@@ -565,7 +565,8 @@ impl Config {
         match self.nonce_store.as_deref() {
             Some("database") => true,
             Some(_) => false,
-            None => self.database_url().starts_with("postgres"),
+            // Several processes share these databases: a nonce seen by one is a replay at all.
+            None => !self.database_url().starts_with("sqlite:"),
         }
     }
 }

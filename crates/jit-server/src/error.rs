@@ -7,6 +7,8 @@ use axum::response::{IntoResponse, Response};
 use jit_core::{DomainError, ErrorKind};
 use jit_proto::wire::{ErrorBody, ErrorCode};
 use jit_store::StoreError;
+#[allow(unused_imports)]
+use jit_store::prelude::*;
 
 /// An error answered to an API caller.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,6 +7,8 @@ use axum::body::Bytes;
 use axum::http::{HeaderMap, Method, Uri};
 use jit_proto::wire::ErrorCode;
 use jit_store::IdemRecord;
+#[allow(unused_imports)]
+use jit_store::prelude::*;
 use sha2::{Digest, Sha256};
 
 /// The header name.

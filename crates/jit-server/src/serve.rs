@@ -10,7 +10,8 @@ use jit_proto::keyring::KeyId;
 use jit_proto::nonce::{MemoryNonceStore, NonceStore};
 use jit_proto::sign::{Audience, Verifier, VerifierConfig};
 use jit_proto::{Clock, SystemClock};
-use jit_store::SqlStore;
+#[allow(unused_imports)]
+use jit_store::prelude::*;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -131,7 +132,11 @@ impl Server {
                 "configure both keys.backend and keys.callback, or neither (embedded default)"
             ),
         };
-        let store = SqlStore::open(&config.database_url())
+        let aws = jit_store::AwsOptions {
+            region: config.aws_region.clone(),
+            endpoint_url: config.aws_endpoint_url.clone(),
+        };
+        let store = jit_store::open(&config.database_url(), &aws)
             .await
             .with_context(|| format!("opening the database {}", config.database_url_redacted()))?;
         let mut bcfg = RingConfig::new("backend");
@@ -180,7 +185,6 @@ impl Server {
         let mut vcfg = VerifierConfig::new(Audience::Backend);
         vcfg.max_skew_secs = config.keys.max_skew_secs;
         vcfg.require_v2 = config.keys.require_v2;
-        let store = Arc::new(store);
         let nonces: Arc<dyn NonceStore> = if config.durable_nonces() {
             store.clone()
         } else {

@@ -6,6 +6,8 @@ use jit_proto::Clock;
 use jit_proto::nonce::NonceStore;
 use jit_proto::sign::Verifier;
 use jit_store::Store;
+#[allow(unused_imports)]
+use jit_store::prelude::*;
 use std::sync::Arc;
 
 /// Everything a handler needs; cheap to clone.

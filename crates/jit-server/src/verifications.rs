@@ -5,6 +5,8 @@
 //! trail is long. The last [`KEPT`] runs are remembered.
 
 use jit_store::{Store, VerifyOptions, VerifyProgress, VerifyReport};
+#[allow(unused_imports)]
+use jit_store::prelude::*;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};

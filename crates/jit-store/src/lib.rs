@@ -8,11 +8,13 @@
 //!   the same transition (the loser gets [`StoreError::Conflict`]);
 //! - an `Idempotency-Key` record is written in the same transaction as the change it answers.
 
+pub mod dynamo;
 mod queries;
 mod rows;
 mod sql;
 
 pub use rows::ms as unix_ms;
+pub use dynamo::DynamoStore;
 pub use sql::{DatabaseUrl, Dialect, QueryPlan, SchemaStatus, SqlStore};
 
 use async_trait::async_trait;
@@ -20,7 +22,85 @@ use jit_core::audit::{AuditDraft, AuditEvent, ChainError};
 use jit_core::policy::Binding;
 use jit_core::request::{Request, Status};
 use jit_core::types::{ChannelId, RequestId};
+use jit_proto::nonce::NonceStore;
 use time::OffsetDateTime;
+
+/// Every store trait, for `use jit_store::prelude::*` where a `dyn Store` is called.
+pub mod prelude {
+    pub use crate::{
+        AuditStore, BindingStore, JobStore, OpsStore, OutboxStore, PrincipalStore, RequestStore,
+        Store,
+    };
+    pub use jit_proto::nonce::NonceStore;
+}
+
+/// Where a paged list of requests resumes: opaque to callers, who hand back what a page gave
+/// them (the API passes it out and in as `next_token`). Every backend pages requests by
+/// `(created_at, id)`, so the token is that position; its text form is the one earlier
+/// versions issued, so a token survives an upgrade.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Cursor {
+    at_ms: i64,
+    id: RequestId,
+}
+
+/// A token that no store issued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("not a cursor this store issued")]
+pub struct InvalidCursor;
+
+impl Cursor {
+    /// The position just after `req` in a newest-first (or oldest-first) walk.
+    pub fn after(req: &Request) -> Self {
+        Self {
+            at_ms: rows::ms(req.created_at),
+            id: req.id.clone(),
+        }
+    }
+
+    /// Parses a token from [`Cursor::token`].
+    pub fn parse(token: &str) -> Result<Self, InvalidCursor> {
+        let (ms, id) = token.split_once('_').ok_or(InvalidCursor)?;
+        Ok(Self {
+            at_ms: ms.parse().map_err(|_| InvalidCursor)?,
+            id: RequestId::parse(id).map_err(|_| InvalidCursor)?,
+        })
+    }
+
+    /// The text a client hands back.
+    pub fn token(&self) -> String {
+        format!("{}_{}", self.at_ms, self.id.as_str())
+    }
+
+    /// `(created_at ms, id)`: for backends.
+    pub(crate) fn position(&self) -> (i64, &str) {
+        (self.at_ms, self.id.as_str())
+    }
+}
+
+/// Where the AWS SDK looks, for a `dynamodb://` store (the server's `aws_region` and
+/// `aws_endpoint_url`). Other stores never build an SDK client.
+#[derive(Debug, Clone, Default)]
+pub struct AwsOptions {
+    /// Region (else the SDK's chain: `AWS_REGION`, the profile).
+    pub region: Option<String>,
+    /// Endpoint override (a VPC endpoint; moto or DynamoDB Local in tests).
+    pub endpoint_url: Option<String>,
+}
+
+/// Opens the store a database URL names, by its scheme: `sqlite://PATH`, `postgres://…` or
+/// `postgresql://…` ([`SqlStore`], migrations applied), or
+/// `dynamodb://STATE_TABLE?nonces=NONCES_TABLE` ([`DynamoStore`], tables made by
+/// `deploy/aws/template.yaml`). Any other URL is refused, naming only its scheme.
+pub async fn open(url: &str, aws: &AwsOptions) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+    if url.starts_with("dynamodb://") {
+        dynamo::parse_url(url)?;
+        let sdk = jit_keys::aws_sdk_config(aws.region.clone(), aws.endpoint_url.clone())
+            .await;
+        return Ok(std::sync::Arc::new(DynamoStore::open(url, &sdk).await?));
+    }
+    Ok(std::sync::Arc::new(SqlStore::open(url).await?))
+}
 
 /// Storage failures. `Conflict` and `NotFound` are expected outcomes; `Backend` is not.
 #[derive(Debug, thiserror::Error)]
@@ -284,8 +364,8 @@ pub struct RequestFilter {
     pub end_ms: Option<i64>,
     /// Page size (1-200).
     pub limit: u32,
-    /// Resume after this position (from a previous page's `next_token`).
-    pub after: Option<(i64, String)>,
+    /// Resume after this position (from a previous page).
+    pub after: Option<Cursor>,
 }
 
 /// Filters for exporting audit events.
@@ -364,17 +444,11 @@ pub enum VerifyError {
     Store(#[from] StoreError),
 }
 
-/// Everything the backend persists.
+/// Liveness, key-use records, idempotency answers, nonce purge and the counts behind `/metrics`.
 #[async_trait]
-pub trait Store: Send + Sync + std::fmt::Debug {
+pub trait OpsStore: Send + Sync {
     /// Cheap liveness check for `/readyz`.
     async fn ping(&self) -> Result<(), StoreError>;
-
-    /// A channel's binding.
-    async fn get_binding(&self, channel: &ChannelId) -> Result<Option<Binding>, StoreError>;
-
-    /// Records the approval card's post id (not a state change: no version bump, no event).
-    async fn set_post_id(&self, id: &RequestId, post_id: &str) -> Result<(), StoreError>;
 
     /// Records when keys last verified a request at a verifier (newer times win).
     async fn record_key_usage(
@@ -387,21 +461,30 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Every recorded key use.
     async fn key_usage(&self) -> Result<Vec<KeyUsage>, StoreError>;
 
-    /// Commits only what `ctx` carries (audit events, jobs, assignment records, callbacks).
-    async fn record(&self, ctx: WriteCtx) -> Result<(), StoreError>;
+    /// Counts for `/metrics`: requests by status, the outbox, and late jobs: due before
+    /// `late_before_ms` or failed at least once (a revoke job that is late is an overdue
+    /// revocation).
+    async fn gauges(&self, late_before_ms: i64) -> Result<Gauges, StoreError>;
+
+    /// The stored answer for an idempotency key.
+    async fn idempotency_get(
+        &self,
+        scope: &str,
+        key: &str,
+    ) -> Result<Option<IdemRecord>, StoreError>;
+
+    /// Deletes expired nonces; returns how many.
+    async fn purge_nonces(&self, now_unix: i64) -> Result<u64, StoreError>;
+}
+
+/// Channel bindings (compare-and-set on `version`).
+#[async_trait]
+pub trait BindingStore: Send + Sync {
+    /// A channel's binding.
+    async fn get_binding(&self, channel: &ChannelId) -> Result<Option<Binding>, StoreError>;
 
     /// Every binding (for the drift check).
     async fn list_bindings(&self) -> Result<Vec<Binding>, StoreError>;
-
-    /// What our records say about one user's access to one account and permission set, for
-    /// the drift check: whether we ever granted it, and whether a grant is being applied now.
-    /// Costs one indexed lookup of that user's requests on that account.
-    async fn grant_history(
-        &self,
-        requester_email: &str,
-        account_id: &str,
-        permission_set: Option<&str>,
-    ) -> Result<GrantHistory, StoreError>;
 
     /// Creates (`expected_version` = 0) or updates (compare-and-set) a binding. Returns the
     /// stored binding with its new version.
@@ -419,6 +502,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         expected_version: i64,
         ctx: WriteCtx,
     ) -> Result<(), StoreError>;
+}
+
+/// Access requests: one row per request, compare-and-set on `version`, paged newest first.
+#[async_trait]
+pub trait RequestStore: Send + Sync {
+    /// Records the approval card's post id (not a state change: no version bump, no event).
+    async fn set_post_id(&self, id: &RequestId, post_id: &str) -> Result<(), StoreError>;
 
     /// Inserts a new request.
     async fn create_request(&self, req: &Request, ctx: WriteCtx) -> Result<(), StoreError>;
@@ -448,14 +538,44 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn list_requests(
         &self,
         filter: &RequestFilter,
-    ) -> Result<(Vec<Request>, Option<(i64, String)>), StoreError>;
+    ) -> Result<(Vec<Request>, Option<Cursor>), StoreError>;
 
-    /// The stored answer for an idempotency key.
-    async fn idempotency_get(
+    /// What our records say about one user's access to one account and permission set, for
+    /// the drift check: whether we ever granted it, and whether a grant is being applied now.
+    /// Costs one indexed lookup of that user's requests on that account.
+    async fn grant_history(
         &self,
-        scope: &str,
-        key: &str,
-    ) -> Result<Option<IdemRecord>, StoreError>;
+        requester_email: &str,
+        account_id: &str,
+        permission_set: Option<&str>,
+    ) -> Result<GrantHistory, StoreError>;
+
+    /// Requests that hold access to the same principal (GRANTED), other than `except`.
+    async fn active_grants_for(
+        &self,
+        requester_email: &str,
+        account_id: &str,
+        permission_set: Option<&str>,
+        except: &str,
+    ) -> Result<Vec<Request>, StoreError>;
+
+    /// Requests in `status` that have no job of `kind`, oldest first, a page of at most
+    /// `limit` after `after`, with the cursor of the next page (none after the last). The
+    /// reconciler walks every page, so no live request goes unseen however many there are.
+    async fn requests_missing_job(
+        &self,
+        status: Status,
+        kind: JobKind,
+        after: Option<Cursor>,
+        limit: u32,
+    ) -> Result<(Vec<Request>, Option<Cursor>), StoreError>;
+}
+
+/// The hash-chained audit trail: appended only with a change (or through [`AuditStore::record`]), read in sequence order, verified in pages.
+#[async_trait]
+pub trait AuditStore: Send + Sync {
+    /// Commits only what `ctx` carries (audit events, jobs, assignment records, callbacks).
+    async fn record(&self, ctx: WriteCtx) -> Result<(), StoreError>;
 
     /// Audit events in sequence order.
     async fn list_audit(
@@ -482,15 +602,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         opts: VerifyOptions,
         progress: &(dyn Fn(VerifyProgress) + Send + Sync),
     ) -> Result<VerifyReport, VerifyError>;
+}
 
-    /// Deletes delivered and dead callback rows created before `before_ms` (and, with
-    /// `undelivered`, pending ones too: for a deployment with no callback URL); returns how
-    /// many. The audit trail is never pruned here.
-    async fn prune_callbacks(&self, before_ms: i64, undelivered: bool) -> Result<u64, StoreError>;
-
-    /// Deletes expired nonces; returns how many.
-    async fn purge_nonces(&self, now_unix: i64) -> Result<u64, StoreError>;
-
+/// Scheduled work (grant, revoke, timeout), leased to one worker at a time.
+#[async_trait]
+pub trait JobStore: Send + Sync {
     /// Leases up to `limit` jobs due at `now_ms` to `owner` for `lease_ms` (a job leased by
     /// another live server is skipped: `FOR UPDATE SKIP LOCKED` on PostgreSQL). Each claim
     /// counts as an attempt, so a job re-run after a crash knows it ran before.
@@ -528,11 +644,6 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// The earliest due time of any job (arms the in-process timer).
     async fn next_job_due(&self) -> Result<Option<i64>, StoreError>;
 
-    /// Counts for `/metrics`: requests by status, the outbox, and late jobs: due before
-    /// `late_before_ms` or failed at least once (a revoke job that is late is an overdue
-    /// revocation).
-    async fn gauges(&self, late_before_ms: i64) -> Result<Gauges, StoreError>;
-
     /// All jobs of a kind (or all), earliest first. For tests and tools: the periodic tasks
     /// use the indexed reads below.
     async fn list_jobs(&self, kind: Option<JobKind>) -> Result<Vec<Job>, StoreError>;
@@ -541,44 +652,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// (a retry moves the due time on), each with its request. One indexed query: the cost is
     /// in the number overdue, not in the number of live grants.
     async fn overdue_revokes(&self, now_ms: i64) -> Result<Vec<(Job, Request)>, StoreError>;
+}
 
+/// Per-principal records: the assignments we hold and the lock that runs one principal's jobs one at a time across servers.
+#[async_trait]
+pub trait PrincipalStore: Send + Sync {
     /// Whether the assignment record exists, and whether it is standing.
     async fn get_assignment(&self, principal: &str) -> Result<Option<bool>, StoreError>;
-
-    /// Requests that hold access to the same principal (GRANTED), other than `except`.
-    async fn active_grants_for(
-        &self,
-        requester_email: &str,
-        account_id: &str,
-        permission_set: Option<&str>,
-        except: &str,
-    ) -> Result<Vec<Request>, StoreError>;
-
-    /// Requests in `status` that have no job of `kind`, oldest first, a page of at most
-    /// `limit` after the `after` position (`(created_at ms, id)` of the last one seen). The
-    /// reconciler walks every page, so no live request goes unseen however many there are.
-    async fn requests_missing_job(
-        &self,
-        status: Status,
-        kind: JobKind,
-        after: Option<(i64, String)>,
-        limit: u32,
-    ) -> Result<Vec<Request>, StoreError>;
-
-    /// The next deliverable callback of each request whose retry time has come (at most
-    /// `limit`), in order per request.
-    async fn due_callbacks(&self, now_ms: i64, limit: u32) -> Result<Vec<OutboxEvent>, StoreError>;
-
-    /// Leases a due callback to `owner` until `until_ms`, so no other dispatcher delivers it at
-    /// the same time; false when another holds an unexpired lease (or it is no longer pending).
-    /// Delivered and failed clear the lease.
-    async fn claim_callback(
-        &self,
-        event_id: &str,
-        owner: &str,
-        until_ms: i64,
-        now_ms: i64,
-    ) -> Result<bool, StoreError>;
 
     /// Takes the lock of one principal (user, account, permission set) for `owner` until
     /// `until_ms`: false while another owner holds an unexpired one. Across every server on the
@@ -601,6 +681,25 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Releases `owner`'s lock.
     async fn unlock_principal(&self, principal: &str, owner: &str) -> Result<(), StoreError>;
+}
+
+/// Callback events queued with the change that caused them, delivered in order per request.
+#[async_trait]
+pub trait OutboxStore: Send + Sync {
+    /// The next deliverable callback of each request whose retry time has come (at most
+    /// `limit`), in order per request.
+    async fn due_callbacks(&self, now_ms: i64, limit: u32) -> Result<Vec<OutboxEvent>, StoreError>;
+
+    /// Leases a due callback to `owner` until `until_ms`, so no other dispatcher delivers it at
+    /// the same time; false when another holds an unexpired lease (or it is no longer pending).
+    /// Delivered and failed clear the lease.
+    async fn claim_callback(
+        &self,
+        event_id: &str,
+        owner: &str,
+        until_ms: i64,
+        now_ms: i64,
+    ) -> Result<bool, StoreError>;
 
     /// Marks a callback delivered.
     async fn callback_delivered(&self, event_id: &str, now_ms: i64) -> Result<(), StoreError>;
@@ -623,4 +722,33 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Puts a dead callback back in the queue, due at `now_ms`.
     async fn resend_callback(&self, event_id: &str, now_ms: i64) -> Result<(), StoreError>;
+
+    /// Deletes delivered and dead callback rows created before `before_ms` (and, with
+    /// `undelivered`, pending ones too: for a deployment with no callback URL); returns how
+    /// many. The audit trail is never pruned here.
+    async fn prune_callbacks(&self, before_ms: i64, undelivered: bool) -> Result<u64, StoreError>;
+}
+
+/// Everything the backend persists: every focused trait, and durable nonces. Implemented by
+/// [`SqlStore`] (SQLite, PostgreSQL) and, with the `dynamodb` feature, `DynamoStore`;
+/// [`open`] picks one from the database URL's scheme.
+pub trait Store: OpsStore + BindingStore + RequestStore + AuditStore + JobStore + PrincipalStore + OutboxStore + NonceStore + std::fmt::Debug {}
+
+impl<T: OpsStore + BindingStore + RequestStore + AuditStore + JobStore + PrincipalStore + OutboxStore + NonceStore + std::fmt::Debug> Store for T {}
+
+/// Each committed audit event, once, on its own log target (`jit_audit`), so a log pipeline can
+/// route the trail apart from operational noise. The database stays the record; this is a copy.
+pub(crate) fn log_audit(drafts: &[AuditDraft]) {
+    for d in drafts {
+        tracing::info!(
+            target: "jit_audit",
+            kind = %d.kind,
+            actor_id = d.actor_id.as_deref().unwrap_or(""),
+            request_id = d.request_id.as_deref().unwrap_or(""),
+            channel_id = d.channel_id.as_deref().unwrap_or(""),
+            account_id = d.account_id.as_deref().unwrap_or(""),
+            data = %d.data,
+            "audit"
+        );
+    }
 }

@@ -123,9 +123,10 @@ pub(crate) fn requests_query(f: &RequestFilter, limit: u32) -> (String, Vec<Bind
     if let Some(v) = f.end_ms {
         conds.push(format!("created_at < {}", b.push(Bind::Int(v))));
     }
-    if let Some((at, id)) = &f.after {
-        let a = b.push(Bind::Int(*at));
-        let i = b.push(Bind::Text(id.clone()));
+    if let Some(c) = &f.after {
+        let (at, id) = c.position();
+        let a = b.push(Bind::Int(at));
+        let i = b.push(Bind::Text(id.to_owned()));
         // The first conjunct bounds the index range on both databases; the second only sorts
         // out the rows that share the cursor's created_at.
         conds.push(format!(
@@ -297,7 +298,7 @@ pub(crate) fn planned() -> Vec<Planned> {
         };
     // A merge of page-sized branches may sort at most (branches × page) rows.
     const MERGE: &[&str] = &["USE TEMP B-TREE FOR ORDER BY", "Sort"];
-    let after = Some((1_700_000_000_000, "r".to_owned()));
+    let after = crate::Cursor::parse("1700000000000_a1b2c3d4-e5f6-7890-abcd-ef1234567890").ok();
     vec![
         // The newest page with no filter walks the (created_at, id) index backwards, cut by LIMIT.
         req(

@@ -131,7 +131,9 @@ pub(crate) fn binding_from_parts(
     })
 }
 
-/// The columns of a request row, in the order of [`REQUEST_COLUMNS`].
+/// The columns of a request row, in the order of [`REQUEST_COLUMNS`]; also the document a
+/// DynamoDB request item carries.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct RequestRow {
     pub id: String,
     pub channel_id: String,
@@ -142,7 +144,7 @@ pub(crate) struct RequestRow {
     pub ticket: Option<String>,
     pub reason: Option<String>,
     pub duration_minutes: i64,
-    pub status: &'static str,
+    pub status: String,
     pub created_at: i64,
     pub updated_at: i64,
     pub pending_deadline: i64,
@@ -205,7 +207,7 @@ pub(crate) fn request_to_row(r: &Request, now: OffsetDateTime) -> RequestRow {
         ticket: r.ticket.as_ref().map(|t| t.as_str().to_owned()),
         reason: r.reason.as_ref().map(|t| t.as_str().to_owned()),
         duration_minutes: i64::from(r.duration.get()),
-        status: r.status().as_str(),
+        status: r.status().as_str().to_owned(),
         created_at: ms(r.created_at),
         updated_at: ms(now),
         pending_deadline: ms(r.pending_deadline),
@@ -226,31 +228,60 @@ pub(crate) fn request_to_row(r: &Request, now: OffsetDateTime) -> RequestRow {
 }
 
 pub(crate) fn request_from_row(row: &AnyRow) -> Result<Request, StoreError> {
-    let opt_ms = |name: &str| -> Result<Option<OffsetDateTime>, StoreError> {
-        row.try_get::<Option<i64>, _>(name)?
-            .map(from_ms)
-            .transpose()
-    };
+    request_from_parts(RequestRow {
+        id: row.try_get("id")?,
+        channel_id: row.try_get("channel_id")?,
+        account_id: row.try_get("account_id")?,
+        permission_set_arn: row.try_get("permission_set_arn")?,
+        requester_id: row.try_get("requester_id")?,
+        requester_email: row.try_get("requester_email")?,
+        ticket: row.try_get("ticket")?,
+        reason: row.try_get("reason")?,
+        duration_minutes: row.try_get("duration_minutes")?,
+        status: row.try_get("status")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+        pending_deadline: row.try_get("pending_deadline")?,
+        required_approvals: row.try_get("required_approvals")?,
+        approvals: row.try_get("approvals")?,
+        break_glass: row.try_get("break_glass")?,
+        review_pending: row.try_get("review_pending")?,
+        approved_at: row.try_get("approved_at")?,
+        granted_at: row.try_get("granted_at")?,
+        ends_at: row.try_get("ends_at")?,
+        closed_at: row.try_get("closed_at")?,
+        closed_by: row.try_get("closed_by")?,
+        close_reason: row.try_get("close_reason")?,
+        error_message: row.try_get("error_message")?,
+        post_id: row.try_get("post_id")?,
+        version: row.try_get("version")?,
+    })
+}
+
+/// A request from its stored fields (either backend), checking every field parses.
+pub(crate) fn request_from_parts(row: RequestRow) -> Result<Request, StoreError> {
     let need = |name: &str, v: Option<OffsetDateTime>| {
         v.ok_or_else(|| StoreError::Corrupt(format!("request row lacks {name}")))
     };
-    let status: String = row.try_get("status")?;
-    let status = Status::parse(&status).map_err(corrupt("status"))?;
-    let approved_at = opt_ms("approved_at")?;
-    let granted_at = opt_ms("granted_at")?;
-    let ends_at = opt_ms("ends_at")?;
-    let closed_at = opt_ms("closed_at")?;
+    let opt_ms = |v: Option<i64>| v.map(from_ms).transpose();
+    let status = Status::parse(&row.status).map_err(corrupt("status"))?;
+    let approved_at = opt_ms(row.approved_at)?;
+    let granted_at = opt_ms(row.granted_at)?;
+    let ends_at = opt_ms(row.ends_at)?;
+    let closed_at = opt_ms(row.closed_at)?;
     let granted = granted_at.zip(ends_at);
     let closed = || -> Result<Closed, StoreError> {
         Ok(Closed {
             at: need("closed_at", closed_at)?,
             by: row
-                .try_get::<Option<String>, _>("closed_by")?
-                .map(|u| UserId::parse(&u).map_err(corrupt("closed_by")))
+                .closed_by
+                .as_deref()
+                .map(|u| UserId::parse(u).map_err(corrupt("closed_by")))
                 .transpose()?,
             reason: row
-                .try_get::<Option<String>, _>("close_reason")?
-                .map(|r| Reason::parse(&r).map_err(corrupt("close_reason")))
+                .close_reason
+                .as_deref()
+                .map(|r| Reason::parse(r).map_err(corrupt("close_reason")))
                 .transpose()?
                 .flatten(),
             granted,
@@ -273,14 +304,11 @@ pub(crate) fn request_from_row(row: &AnyRow) -> Result<Request, StoreError> {
         Status::TimedOut => State::TimedOut(closed()?),
         Status::Error => State::Error {
             at: need("closed_at", closed_at)?,
-            message: row
-                .try_get::<Option<String>, _>("error_message")?
-                .unwrap_or_default(),
+            message: row.error_message.clone().unwrap_or_default(),
             granted,
         },
     };
-    let approvals: String = row.try_get("approvals")?;
-    let approvals: Vec<ApprovalRow> = serde_json::from_str(&approvals)
+    let approvals: Vec<ApprovalRow> = serde_json::from_str(&row.approvals)
         .map_err(|e| StoreError::Corrupt(format!("approvals: {e}")))?;
     let approvals = approvals
         .into_iter()
@@ -295,39 +323,39 @@ pub(crate) fn request_from_row(row: &AnyRow) -> Result<Request, StoreError> {
             })
         })
         .collect::<Result<Vec<_>, StoreError>>()?;
-    let text = |name: &str| -> Result<String, StoreError> { Ok(row.try_get::<String, _>(name)?) };
-    let opt_text = |name: &str| -> Result<Option<String>, StoreError> {
-        Ok(row.try_get::<Option<String>, _>(name)?)
-    };
     Ok(Request {
-        id: RequestId::parse(&text("id")?).map_err(corrupt("id"))?,
-        channel_id: ChannelId::parse(&text("channel_id")?).map_err(corrupt("channel_id"))?,
-        account_id: AccountId::parse(&text("account_id")?).map_err(corrupt("account_id"))?,
-        permission_set_arn: opt_text("permission_set_arn")?
-            .map(|p| PermissionSetArn::parse(&p).map_err(corrupt("permission_set_arn")))
+        id: RequestId::parse(&row.id).map_err(corrupt("id"))?,
+        channel_id: ChannelId::parse(&row.channel_id).map_err(corrupt("channel_id"))?,
+        account_id: AccountId::parse(&row.account_id).map_err(corrupt("account_id"))?,
+        permission_set_arn: row
+            .permission_set_arn
+            .as_deref()
+            .map(|p| PermissionSetArn::parse(p).map_err(corrupt("permission_set_arn")))
             .transpose()?,
-        requester_id: UserId::parse(&text("requester_id")?).map_err(corrupt("requester_id"))?,
-        requester_email: Email::parse(&text("requester_email")?)
-            .map_err(corrupt("requester_email"))?,
-        ticket: opt_text("ticket")?
-            .map(|t| Ticket::parse(&t).map_err(corrupt("ticket")))
+        requester_id: UserId::parse(&row.requester_id).map_err(corrupt("requester_id"))?,
+        requester_email: Email::parse(&row.requester_email).map_err(corrupt("requester_email"))?,
+        ticket: row
+            .ticket
+            .as_deref()
+            .map(|t| Ticket::parse(t).map_err(corrupt("ticket")))
             .transpose()?
             .flatten(),
-        reason: opt_text("reason")?
-            .map(|t| Reason::parse(&t).map_err(corrupt("reason")))
+        reason: row
+            .reason
+            .as_deref()
+            .map(|t| Reason::parse(t).map_err(corrupt("reason")))
             .transpose()?
             .flatten(),
-        duration: DurationMinutes::new(row.try_get("duration_minutes")?)
-            .map_err(corrupt("duration"))?,
-        created_at: from_ms(row.try_get("created_at")?)?,
-        pending_deadline: from_ms(row.try_get("pending_deadline")?)?,
-        required_approvals: u32::try_from(row.try_get::<i64, _>("required_approvals")?)
+        duration: DurationMinutes::new(row.duration_minutes).map_err(corrupt("duration"))?,
+        created_at: from_ms(row.created_at)?,
+        pending_deadline: from_ms(row.pending_deadline)?,
+        required_approvals: u32::try_from(row.required_approvals)
             .map_err(|_| StoreError::Corrupt("required_approvals".into()))?,
         approvals,
-        break_glass: row.try_get::<i64, _>("break_glass")? != 0,
-        review_pending: row.try_get::<i64, _>("review_pending")? != 0,
-        post_id: opt_text("post_id")?,
-        version: row.try_get("version")?,
+        break_glass: row.break_glass != 0,
+        review_pending: row.review_pending != 0,
+        post_id: row.post_id,
+        version: row.version,
         state,
     })
 }

@@ -12,10 +12,12 @@ use crate::rows::{
     binding_from_row, ms, policy_json, request_from_row, request_to_row,
 };
 use crate::{
-    AssignmentOp, AuditFilter, Gauges, GrantHistory, IdemRecord, Job, JobKind, JobOp, KeyUsage,
-    OutboxEvent, RequestFilter, Store, StoreError, VerifyError, VerifyOptions, VerifyProgress,
+    AssignmentOp, AuditFilter, AuditStore, BindingStore, Cursor, Gauges, GrantHistory, IdemRecord,
+    Job, JobKind, JobOp, JobStore, KeyUsage, OpsStore, OutboxEvent, OutboxStore, PrincipalStore,
+    RequestFilter, RequestStore, StoreError, VerifyError, VerifyOptions, VerifyProgress,
     VerifyReport, WriteCtx,
 };
+use crate::log_audit;
 use async_trait::async_trait;
 use jit_core::audit::{AuditDraft, AuditEvent, ChainError, ChainVerifier, RawEvent, event_hash};
 use jit_core::policy::Binding;
@@ -198,6 +200,13 @@ pub enum DatabaseUrl {
     Sqlite(std::path::PathBuf),
     /// A PostgreSQL connection URL (as given).
     Postgres(String),
+    /// DynamoDB tables: the state table and the nonce table ([`crate::DynamoStore`]).
+    DynamoDb {
+        /// The state table.
+        table: String,
+        /// The nonce table.
+        nonces: String,
+    },
 }
 
 impl DatabaseUrl {
@@ -206,6 +215,10 @@ impl DatabaseUrl {
     pub fn parse(url: &str) -> Result<Self, StoreError> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             return Ok(Self::Postgres(url.to_owned()));
+        }
+        if url.starts_with("dynamodb://") {
+            let (table, nonces) = crate::dynamo::parse_url(url)?;
+            return Ok(Self::DynamoDb { table, nonces });
         }
         if let Some(rest) = url.strip_prefix("sqlite://") {
             let path = rest.split('?').next().unwrap_or(rest);
@@ -223,9 +236,16 @@ impl DatabaseUrl {
             _ => "no scheme".to_owned(),
         };
         Err(StoreError::InvalidUrl(format!(
-            "a database URL must start with sqlite://, postgres:// or postgresql://; found {found}"
+            "a database URL must start with sqlite://, postgres://, postgresql:// or dynamodb://; found {found}"
         )))
     }
+}
+
+fn not_sql() -> StoreError {
+    StoreError::InvalidUrl(
+        "a dynamodb:// URL names DynamoDB tables, not a SQL database (this command needs SQLite or PostgreSQL)"
+            .into(),
+    )
 }
 
 /// Creates `dir` (and its parents) for a new SQLite file; the last component gets mode 0700.
@@ -266,6 +286,7 @@ impl SqlStore {
     pub async fn open(url: &str) -> Result<Self, StoreError> {
         sqlx::any::install_default_drivers();
         let store = match DatabaseUrl::parse(url)? {
+            DatabaseUrl::DynamoDb { .. } => return Err(not_sql()),
             DatabaseUrl::Postgres(url) => {
                 let pool = AnyPoolOptions::new()
                     .max_connections(16)
@@ -308,6 +329,7 @@ impl SqlStore {
     pub async fn open_read_only(url: &str) -> Result<Self, StoreError> {
         sqlx::any::install_default_drivers();
         let store = match DatabaseUrl::parse(url)? {
+            DatabaseUrl::DynamoDb { .. } => return Err(not_sql()),
             DatabaseUrl::Postgres(url) => {
                 let pool = AnyPoolOptions::new()
                     .max_connections(2)
@@ -608,23 +630,6 @@ async fn writer(pool: AnyPool, dialect: Dialect, mut rx: tokio::sync::mpsc::Rece
     }
 }
 
-/// Each committed audit event, once, on its own log target (`jit_audit`), so a log pipeline can
-/// route the trail apart from operational noise. The database stays the record; this is a copy.
-fn log_audit(drafts: &[AuditDraft]) {
-    for d in drafts {
-        tracing::info!(
-            target: "jit_audit",
-            kind = %d.kind,
-            actor_id = d.actor_id.as_deref().unwrap_or(""),
-            request_id = d.request_id.as_deref().unwrap_or(""),
-            channel_id = d.channel_id.as_deref().unwrap_or(""),
-            account_id = d.account_id.as_deref().unwrap_or(""),
-            data = %d.data,
-            "audit"
-        );
-    }
-}
-
 async fn run_batch(
     pool: &AnyPool,
     dialect: Dialect,
@@ -894,34 +899,10 @@ async fn append_audit(
 }
 
 #[async_trait]
-impl Store for SqlStore {
+impl OpsStore for SqlStore {
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").fetch_one(&self.read).await?;
         Ok(())
-    }
-
-    async fn get_binding(&self, channel: &ChannelId) -> Result<Option<Binding>, StoreError> {
-        let row = sqlx::query(
-            "SELECT channel_id, accounts, policy, version, updated_at FROM bindings WHERE channel_id = $1",
-        )
-        .bind(channel.as_str().to_owned())
-        .fetch_optional(&self.read)
-        .await?;
-        row.as_ref().map(binding_from_row).transpose()
-    }
-
-    async fn set_post_id(&self, id: &RequestId, post_id: &str) -> Result<(), StoreError> {
-        let binds = vec![
-            Bind::Text(post_id.to_owned()),
-            Bind::Text(id.as_str().to_owned()),
-        ];
-        match self
-            .write_one("UPDATE requests SET post_id = $1 WHERE id = $2", binds)
-            .await?
-        {
-            1 => Ok(()),
-            _ => Err(StoreError::NotFound),
-        }
     }
 
     async fn record_key_usage(
@@ -946,6 +927,22 @@ impl Store for SqlStore {
             .await?;
         }
         Ok(())
+    }
+
+    async fn key_usage(&self) -> Result<Vec<KeyUsage>, StoreError> {
+        let rows = sqlx::query("SELECT ring, verifier, key_id, last_used_at FROM key_usage ORDER BY ring, key_id, verifier")
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(KeyUsage {
+                    ring: r.try_get("ring")?,
+                    verifier: r.try_get("verifier")?,
+                    key_id: r.try_get("key_id")?,
+                    last_used_unix: r.try_get("last_used_at")?,
+                })
+            })
+            .collect()
     }
 
     async fn gauges(&self, late_before_ms: i64) -> Result<Gauges, StoreError> {
@@ -979,25 +976,47 @@ impl Store for SqlStore {
         })
     }
 
-    async fn key_usage(&self) -> Result<Vec<KeyUsage>, StoreError> {
-        let rows = sqlx::query("SELECT ring, verifier, key_id, last_used_at FROM key_usage ORDER BY ring, key_id, verifier")
-            .fetch_all(&self.read)
+    async fn idempotency_get(
+        &self,
+        scope: &str,
+        key: &str,
+    ) -> Result<Option<IdemRecord>, StoreError> {
+        let row = sqlx::query("SELECT scope, key, request_hash, status, response FROM idempotency WHERE scope = $1 AND key = $2")
+            .bind(scope.to_owned())
+            .bind(key.to_owned())
+            .fetch_optional(&self.read)
             .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(KeyUsage {
-                    ring: r.try_get("ring")?,
-                    verifier: r.try_get("verifier")?,
-                    key_id: r.try_get("key_id")?,
-                    last_used_unix: r.try_get("last_used_at")?,
-                })
+        row.map(|r| {
+            Ok(IdemRecord {
+                scope: r.try_get("scope")?,
+                key: r.try_get("key")?,
+                request_hash: r.try_get("request_hash")?,
+                status: u16::try_from(r.try_get::<i64, _>("status")?).unwrap_or(200),
+                response: r.try_get("response")?,
             })
-            .collect()
+        })
+        .transpose()
     }
 
-    async fn record(&self, ctx: WriteCtx) -> Result<(), StoreError> {
-        self.write_tx(&ctx.clone(), |_tx| Box::pin(async { Ok(()) }))
-            .await
+    async fn purge_nonces(&self, now_unix: i64) -> Result<u64, StoreError> {
+        Ok(sqlx::query(PURGE_NONCES)
+            .bind(now_unix)
+            .execute(&self.write)
+            .await?
+            .rows_affected())
+    }
+}
+
+#[async_trait]
+impl BindingStore for SqlStore {
+    async fn get_binding(&self, channel: &ChannelId) -> Result<Option<Binding>, StoreError> {
+        let row = sqlx::query(
+            "SELECT channel_id, accounts, policy, version, updated_at FROM bindings WHERE channel_id = $1",
+        )
+        .bind(channel.as_str().to_owned())
+        .fetch_optional(&self.read)
+        .await?;
+        row.as_ref().map(binding_from_row).transpose()
     }
 
     async fn list_bindings(&self) -> Result<Vec<Binding>, StoreError> {
@@ -1007,24 +1026,6 @@ impl Store for SqlStore {
         .fetch_all(&self.read)
         .await?;
         rows.iter().map(binding_from_row).collect()
-    }
-
-    async fn grant_history(
-        &self,
-        requester_email: &str,
-        account_id: &str,
-        permission_set: Option<&str>,
-    ) -> Result<GrantHistory, StoreError> {
-        let row = sqlx::query(GRANT_HISTORY)
-            .bind(requester_email.to_owned())
-            .bind(account_id.to_owned())
-            .bind(permission_set.unwrap_or("").to_owned())
-            .fetch_one(&self.read)
-            .await?;
-        Ok(GrantHistory {
-            ever_granted: row.try_get::<i64, _>(0)? != 0,
-            in_flight: row.try_get::<i64, _>(1)? != 0,
-        })
     }
 
     async fn save_binding(
@@ -1108,6 +1109,23 @@ impl Store for SqlStore {
         })
         .await
     }
+}
+
+#[async_trait]
+impl RequestStore for SqlStore {
+    async fn set_post_id(&self, id: &RequestId, post_id: &str) -> Result<(), StoreError> {
+        let binds = vec![
+            Bind::Text(post_id.to_owned()),
+            Bind::Text(id.as_str().to_owned()),
+        ];
+        match self
+            .write_one("UPDATE requests SET post_id = $1 WHERE id = $2", binds)
+            .await?
+        {
+            1 => Ok(()),
+            _ => Err(StoreError::NotFound),
+        }
+    }
 
     async fn create_request(&self, req: &Request, ctx: WriteCtx) -> Result<(), StoreError> {
         let row = request_to_row(req, ctx.now);
@@ -1151,34 +1169,6 @@ impl Store for SqlStore {
             .collect()
     }
 
-    async fn update_request(&self, next: &Request, ctx: WriteCtx) -> Result<(), StoreError> {
-        let row = request_to_row(next, ctx.now);
-        let (id, expected) = (next.id.as_str().to_owned(), next.version - 1);
-        self.write_tx(&ctx, move |tx| {
-            Box::pin(async move {
-                let affected = bind_request_row(sqlx::query(UPDATE_REQUEST.as_str()), row, false)
-                    .bind(expected)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(map_write_err)?
-                    .rows_affected();
-                if affected == 1 {
-                    return Ok(());
-                }
-                let exists = sqlx::query("SELECT version FROM requests WHERE id = $1")
-                    .bind(id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                Err(if exists.is_some() {
-                    StoreError::Conflict
-                } else {
-                    StoreError::NotFound
-                })
-            })
-        })
-        .await
-    }
-
     async fn get_request_with_binding(
         &self,
         id: &RequestId,
@@ -1210,10 +1200,38 @@ impl Store for SqlStore {
         Ok(Some((req, binding)))
     }
 
+    async fn update_request(&self, next: &Request, ctx: WriteCtx) -> Result<(), StoreError> {
+        let row = request_to_row(next, ctx.now);
+        let (id, expected) = (next.id.as_str().to_owned(), next.version - 1);
+        self.write_tx(&ctx, move |tx| {
+            Box::pin(async move {
+                let affected = bind_request_row(sqlx::query(UPDATE_REQUEST.as_str()), row, false)
+                    .bind(expected)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_write_err)?
+                    .rows_affected();
+                if affected == 1 {
+                    return Ok(());
+                }
+                let exists = sqlx::query("SELECT version FROM requests WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                Err(if exists.is_some() {
+                    StoreError::Conflict
+                } else {
+                    StoreError::NotFound
+                })
+            })
+        })
+        .await
+    }
+
     async fn list_requests(
         &self,
         f: &RequestFilter,
-    ) -> Result<(Vec<Request>, Option<(i64, String)>), StoreError> {
+    ) -> Result<(Vec<Request>, Option<Cursor>), StoreError> {
         let limit = f.limit.clamp(1, 200);
         let (sql, binds) = requests_query(f, limit);
         let rows = bind_all(sqlx::query(AssertSqlSafe(sql)), binds)
@@ -1225,35 +1243,83 @@ impl Store for SqlStore {
             .collect::<Result<Vec<_>, _>>()?;
         let next = if items.len() > limit as usize {
             items.truncate(limit as usize);
-            items
-                .last()
-                .map(|r| (ms(r.created_at), r.id.as_str().to_owned()))
+            items.last().map(Cursor::after)
         } else {
             None
         };
         Ok((items, next))
     }
 
-    async fn idempotency_get(
+    async fn grant_history(
         &self,
-        scope: &str,
-        key: &str,
-    ) -> Result<Option<IdemRecord>, StoreError> {
-        let row = sqlx::query("SELECT scope, key, request_hash, status, response FROM idempotency WHERE scope = $1 AND key = $2")
-            .bind(scope.to_owned())
-            .bind(key.to_owned())
-            .fetch_optional(&self.read)
+        requester_email: &str,
+        account_id: &str,
+        permission_set: Option<&str>,
+    ) -> Result<GrantHistory, StoreError> {
+        let row = sqlx::query(GRANT_HISTORY)
+            .bind(requester_email.to_owned())
+            .bind(account_id.to_owned())
+            .bind(permission_set.unwrap_or("").to_owned())
+            .fetch_one(&self.read)
             .await?;
-        row.map(|r| {
-            Ok(IdemRecord {
-                scope: r.try_get("scope")?,
-                key: r.try_get("key")?,
-                request_hash: r.try_get("request_hash")?,
-                status: u16::try_from(r.try_get::<i64, _>("status")?).unwrap_or(200),
-                response: r.try_get("response")?,
-            })
+        Ok(GrantHistory {
+            ever_granted: row.try_get::<i64, _>(0)? != 0,
+            in_flight: row.try_get::<i64, _>(1)? != 0,
         })
-        .transpose()
+    }
+
+    async fn active_grants_for(
+        &self,
+        requester_email: &str,
+        account_id: &str,
+        permission_set: Option<&str>,
+        except: &str,
+    ) -> Result<Vec<Request>, StoreError> {
+        let rows = sqlx::query(AssertSqlSafe(ACTIVE_GRANTS_FOR.as_str()))
+            .bind(requester_email.to_owned())
+            .bind(account_id.to_owned())
+            .bind(permission_set.unwrap_or("").to_owned())
+            .bind(except.to_owned())
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter().map(request_from_row).collect()
+    }
+
+    async fn requests_missing_job(
+        &self,
+        status: Status,
+        kind: JobKind,
+        after: Option<Cursor>,
+        limit: u32,
+    ) -> Result<(Vec<Request>, Option<Cursor>), StoreError> {
+        let limit = limit.clamp(1, 10_000);
+        let (at, id) = after
+            .as_ref()
+            .map_or((i64::MIN, ""), |c| c.position());
+        let rows = sqlx::query(AssertSqlSafe(REQUESTS_MISSING_JOB.as_str()))
+            .bind(status.as_str())
+            .bind(at)
+            .bind(id)
+            .bind(kind.id_for(""))
+            .bind(i64::from(limit))
+            .fetch_all(&self.read)
+            .await?;
+        let page = rows
+            .iter()
+            .map(request_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        let next = (page.len() == limit as usize)
+            .then(|| page.last().map(Cursor::after))
+            .flatten();
+        Ok((page, next))
+    }
+}
+
+#[async_trait]
+impl AuditStore for SqlStore {
+    async fn record(&self, ctx: WriteCtx) -> Result<(), StoreError> {
+        self.write_tx(&ctx.clone(), |_tx| Box::pin(async { Ok(()) }))
+            .await
     }
 
     async fn list_audit(
@@ -1380,15 +1446,10 @@ impl Store for SqlStore {
             checked,
         })
     }
+}
 
-    async fn purge_nonces(&self, now_unix: i64) -> Result<u64, StoreError> {
-        Ok(sqlx::query(PURGE_NONCES)
-            .bind(now_unix)
-            .execute(&self.write)
-            .await?
-            .rows_affected())
-    }
-
+#[async_trait]
+impl JobStore for SqlStore {
     async fn claim_jobs(
         &self,
         owner: &str,
@@ -1437,27 +1498,6 @@ impl Store for SqlStore {
         Ok(jobs)
     }
 
-    async fn retry_job(
-        &self,
-        kind: JobKind,
-        request_id: &str,
-        retry_ms: i64,
-        error: &str,
-    ) -> Result<(), StoreError> {
-        let error: String = error.chars().take(2000).collect();
-        let binds = vec![
-            Bind::Int(retry_ms),
-            Bind::Text(error),
-            Bind::Text(kind.id_for(request_id)),
-        ];
-        self.write_one(
-            "UPDATE jobs SET due_at = $1, last_error = $2, lease_owner = NULL, lease_until = NULL WHERE id = $3",
-            binds,
-        )
-        .await
-        .map(|_| ())
-    }
-
     async fn renew_lease(
         &self,
         kind: JobKind,
@@ -1494,6 +1534,27 @@ impl Store for SqlStore {
             .map(|_| ())
     }
 
+    async fn retry_job(
+        &self,
+        kind: JobKind,
+        request_id: &str,
+        retry_ms: i64,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        let error: String = error.chars().take(2000).collect();
+        let binds = vec![
+            Bind::Int(retry_ms),
+            Bind::Text(error),
+            Bind::Text(kind.id_for(request_id)),
+        ];
+        self.write_one(
+            "UPDATE jobs SET due_at = $1, last_error = $2, lease_owner = NULL, lease_until = NULL WHERE id = $3",
+            binds,
+        )
+        .await
+        .map(|_| ())
+    }
+
     async fn next_job_due(&self) -> Result<Option<i64>, StoreError> {
         let row = sqlx::query(NEXT_JOB_DUE).fetch_one(&self.read).await?;
         Ok(row.try_get::<Option<i64>, _>("d")?)
@@ -1525,7 +1586,10 @@ impl Store for SqlStore {
             .map(|r| Ok((job_from_row(r)?, request_from_row(r)?)))
             .collect()
     }
+}
 
+#[async_trait]
+impl PrincipalStore for SqlStore {
     async fn get_assignment(&self, principal: &str) -> Result<Option<bool>, StoreError> {
         let row = sqlx::query("SELECT standing FROM assignments WHERE principal = $1")
             .bind(principal.to_owned())
@@ -1533,83 +1597,6 @@ impl Store for SqlStore {
             .await?;
         row.map(|r| Ok(r.try_get::<i64, _>("standing")? != 0))
             .transpose()
-    }
-
-    async fn active_grants_for(
-        &self,
-        requester_email: &str,
-        account_id: &str,
-        permission_set: Option<&str>,
-        except: &str,
-    ) -> Result<Vec<Request>, StoreError> {
-        let rows = sqlx::query(AssertSqlSafe(ACTIVE_GRANTS_FOR.as_str()))
-            .bind(requester_email.to_owned())
-            .bind(account_id.to_owned())
-            .bind(permission_set.unwrap_or("").to_owned())
-            .bind(except.to_owned())
-            .fetch_all(&self.read)
-            .await?;
-        rows.iter().map(request_from_row).collect()
-    }
-
-    async fn requests_missing_job(
-        &self,
-        status: Status,
-        kind: JobKind,
-        after: Option<(i64, String)>,
-        limit: u32,
-    ) -> Result<Vec<Request>, StoreError> {
-        let (at, id) = after.unwrap_or((i64::MIN, String::new()));
-        let rows = sqlx::query(AssertSqlSafe(REQUESTS_MISSING_JOB.as_str()))
-            .bind(status.as_str())
-            .bind(at)
-            .bind(id)
-            .bind(kind.id_for(""))
-            .bind(i64::from(limit.clamp(1, 10_000)))
-            .fetch_all(&self.read)
-            .await?;
-        rows.iter().map(request_from_row).collect()
-    }
-
-    async fn due_callbacks(&self, now_ms: i64, limit: u32) -> Result<Vec<OutboxEvent>, StoreError> {
-        let sql = format!("{} LIMIT {}", DUE_CALLBACKS.as_str(), limit.clamp(1, 1000));
-        let rows = sqlx::query(AssertSqlSafe(sql))
-            .bind(now_ms)
-            .fetch_all(&self.read)
-            .await?;
-        rows.iter().map(outbox_from_row).collect()
-    }
-
-    async fn prune_callbacks(&self, before_ms: i64, undelivered: bool) -> Result<u64, StoreError> {
-        let sql = if undelivered {
-            "DELETE FROM outbox WHERE created_at < $1"
-        } else {
-            "DELETE FROM outbox WHERE status IN ('DELIVERED', 'DEAD') AND created_at < $1"
-        };
-        self.write_one(sql, vec![Bind::Int(before_ms)]).await
-    }
-
-    async fn claim_callback(
-        &self,
-        event_id: &str,
-        owner: &str,
-        until_ms: i64,
-        now_ms: i64,
-    ) -> Result<bool, StoreError> {
-        let binds = vec![
-            Bind::Text(owner.to_owned()),
-            Bind::Int(until_ms),
-            Bind::Text(event_id.to_owned()),
-            Bind::Int(now_ms),
-        ];
-        Ok(self
-            .write_one(
-                "UPDATE outbox SET lease_owner = $1, lease_until = $2 WHERE event_id = $3 AND status = 'PENDING' \
-                 AND (lease_until IS NULL OR lease_until < $4 OR lease_owner = $1)",
-                binds,
-            )
-            .await?
-            == 1)
     }
 
     async fn lock_principal(
@@ -1668,6 +1655,41 @@ impl Store for SqlStore {
         .await
         .map(|_| ())
     }
+}
+
+#[async_trait]
+impl OutboxStore for SqlStore {
+    async fn due_callbacks(&self, now_ms: i64, limit: u32) -> Result<Vec<OutboxEvent>, StoreError> {
+        let sql = format!("{} LIMIT {}", DUE_CALLBACKS.as_str(), limit.clamp(1, 1000));
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(now_ms)
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter().map(outbox_from_row).collect()
+    }
+
+    async fn claim_callback(
+        &self,
+        event_id: &str,
+        owner: &str,
+        until_ms: i64,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let binds = vec![
+            Bind::Text(owner.to_owned()),
+            Bind::Int(until_ms),
+            Bind::Text(event_id.to_owned()),
+            Bind::Int(now_ms),
+        ];
+        Ok(self
+            .write_one(
+                "UPDATE outbox SET lease_owner = $1, lease_until = $2 WHERE event_id = $3 AND status = 'PENDING' \
+                 AND (lease_until IS NULL OR lease_until < $4 OR lease_owner = $1)",
+                binds,
+            )
+            .await?
+            == 1)
+    }
 
     async fn callback_delivered(&self, event_id: &str, now_ms: i64) -> Result<(), StoreError> {
         let binds = vec![Bind::Int(now_ms), Bind::Text(event_id.to_owned())];
@@ -1724,7 +1746,17 @@ impl Store for SqlStore {
             _ => Err(StoreError::NotFound),
         }
     }
+
+    async fn prune_callbacks(&self, before_ms: i64, undelivered: bool) -> Result<u64, StoreError> {
+        let sql = if undelivered {
+            "DELETE FROM outbox WHERE created_at < $1"
+        } else {
+            "DELETE FROM outbox WHERE status IN ('DELIVERED', 'DEAD') AND created_at < $1"
+        };
+        self.write_one(sql, vec![Bind::Int(before_ms)]).await
+    }
 }
+
 
 /// The durable nonce store, for several servers sharing one database: a nonce row is inserted,
 /// or an expired one reused, atomically; anything else is a replay.

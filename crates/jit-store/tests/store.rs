@@ -14,8 +14,10 @@ use jit_core::types::{
 };
 use jit_proto::nonce::{NonceError, NonceStore};
 use jit_store::{
-    AuditFilter, IdemRecord, RequestFilter, SqlStore, Store, StoreError, VerifyError, WriteCtx,
+    AuditFilter, IdemRecord, RequestFilter, SqlStore, StoreError, VerifyError, WriteCtx,
 };
+#[allow(unused_imports)]
+use jit_store::prelude::*;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use time::OffsetDateTime;

@@ -14,6 +14,8 @@ use jit_proto::wire::{
     KeyUsageList, KeyUsageRecorded, KeyUsageReport, KeyUsageRow, ResendAnswer, VerifierReport,
 };
 use jit_store::StoreError;
+#[allow(unused_imports)]
+use jit_store::prelude::*;
 use time::OffsetDateTime;
 
 /// `GET /callbacks?status=PENDING|DELIVERED|DEAD`.

@@ -14,6 +14,8 @@ use axum::response::{IntoResponse, Response};
 use jit_core::types::{AccountId, ChannelId, RequestId};
 use jit_proto::wire::{AuditEventView, AuditPage, AuditVerified, AuditVerifying, ErrorCode};
 use jit_store::AuditFilter;
+#[allow(unused_imports)]
+use jit_store::prelude::*;
 
 /// One CSV cell: quoted when needed, and a leading `= + - @` neutralised so a spreadsheet never
 /// runs a formula someone typed into a reason.

@@ -27,6 +27,8 @@ use jit_proto::wire::{
     RequestList, RequestView, SetPostBody,
 };
 use jit_store::{RequestFilter, StoreError};
+#[allow(unused_imports)]
+use jit_store::prelude::*;
 use serde_json::json;
 use std::collections::BTreeMap;
 use time::OffsetDateTime;
@@ -480,21 +482,17 @@ pub async fn list_requests(
     let count = items.len();
     Ok(Json(RequestList {
         items: items.iter().map(views::request).collect(),
-        next_token: next.map(|(ms, id)| format!("{ms}_{id}")),
+        next_token: next.map(|c| c.token()),
         filters,
         count,
     }))
 }
 
-fn decode_token(v: &str) -> Result<(i64, String), ApiError> {
-    let bad = || {
+fn decode_token(v: &str) -> Result<jit_store::Cursor, ApiError> {
+    jit_store::Cursor::parse(v).map_err(|_| {
         ApiError::bad(
             ErrorCode::InvalidNextToken,
             "next_token is not one this server issued",
         )
-    };
-    let (ms, id) = v.split_once('_').ok_or_else(bad)?;
-    let ms: i64 = ms.parse().map_err(|_| bad())?;
-    let id = RequestId::parse(id).map_err(|_| bad())?;
-    Ok((ms, id.as_str().to_owned()))
+    })
 }

@@ -4,6 +4,8 @@
 use super::{Lifecycle, ms};
 use jit_core::request::Status;
 use jit_store::{JobKind, JobOp, StoreError, WriteCtx};
+#[allow(unused_imports)]
+use jit_store::prelude::*;
 use std::sync::Arc;
 
 impl Lifecycle {
@@ -34,10 +36,10 @@ impl Lifecycle {
         ] {
             let mut after = None;
             loop {
-                let page = self
+                let (page, next) = self
                     .st
                     .store
-                    .requests_missing_job(status, kind, after.clone(), PAGE)
+                    .requests_missing_job(status, kind, after.take(), PAGE)
                     .await?;
                 for r in &page {
                     let due = match kind {
@@ -55,11 +57,9 @@ impl Lifecycle {
                     tracing::warn!(request_id = %r.id, job = kind.as_str(), "reconciler recreated a missing job");
                     created += 1;
                 }
-                match page.last() {
-                    Some(r) if page.len() == PAGE as usize => {
-                        after = Some((ms(r.created_at), r.id.as_str().to_owned()));
-                    }
-                    _ => break,
+                match next {
+                    Some(c) => after = Some(c),
+                    None => break,
                 }
             }
         }
