@@ -13,8 +13,8 @@ mod queries;
 mod rows;
 mod sql;
 
-pub use rows::ms as unix_ms;
 pub use dynamo::DynamoStore;
+pub use rows::ms as unix_ms;
 pub use sql::{DatabaseUrl, Dialect, QueryPlan, SchemaStatus, SqlStore};
 
 use async_trait::async_trait;
@@ -95,8 +95,7 @@ pub struct AwsOptions {
 pub async fn open(url: &str, aws: &AwsOptions) -> Result<std::sync::Arc<dyn Store>, StoreError> {
     if url.starts_with("dynamodb://") {
         dynamo::parse_url(url)?;
-        let sdk = jit_keys::aws_sdk_config(aws.region.clone(), aws.endpoint_url.clone())
-            .await;
+        let sdk = jit_keys::aws_sdk_config(aws.region.clone(), aws.endpoint_url.clone()).await;
         return Ok(std::sync::Arc::new(DynamoStore::open(url, &sdk).await?));
     }
     Ok(std::sync::Arc::new(SqlStore::open(url).await?))
@@ -732,9 +731,32 @@ pub trait OutboxStore: Send + Sync {
 /// Everything the backend persists: every focused trait, and durable nonces. Implemented by
 /// [`SqlStore`] (SQLite, PostgreSQL) and, with the `dynamodb` feature, `DynamoStore`;
 /// [`open`] picks one from the database URL's scheme.
-pub trait Store: OpsStore + BindingStore + RequestStore + AuditStore + JobStore + PrincipalStore + OutboxStore + NonceStore + std::fmt::Debug {}
+pub trait Store:
+    OpsStore
+    + BindingStore
+    + RequestStore
+    + AuditStore
+    + JobStore
+    + PrincipalStore
+    + OutboxStore
+    + NonceStore
+    + std::fmt::Debug
+{
+}
 
-impl<T: OpsStore + BindingStore + RequestStore + AuditStore + JobStore + PrincipalStore + OutboxStore + NonceStore + std::fmt::Debug> Store for T {}
+impl<
+    T: OpsStore
+        + BindingStore
+        + RequestStore
+        + AuditStore
+        + JobStore
+        + PrincipalStore
+        + OutboxStore
+        + NonceStore
+        + std::fmt::Debug,
+> Store for T
+{
+}
 
 /// Each committed audit event, once, on its own log target (`jit_audit`), so a log pipeline can
 /// route the trail apart from operational noise. The database stays the record; this is a copy.

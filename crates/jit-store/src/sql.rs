@@ -2,6 +2,7 @@
 //! both (numbered `$n` parameters work on each) and dialect branches only where they differ
 //! (row locks, advisory locks, connection set-up).
 
+use crate::log_audit;
 use crate::queries::{
     ACTIVE_GRANTS_FOR, Bind, DUE_CALLBACKS, GAUGE_COUNTS, GAUGE_LATE_JOBS, GAUGE_OLDEST_PENDING,
     GRANT_HISTORY, LATEST_CHECKPOINT, LIST_CALLBACKS, NEXT_JOB_DUE, OVERDUE_REVOKES, PURGE_NONCES,
@@ -17,7 +18,6 @@ use crate::{
     RequestFilter, RequestStore, StoreError, VerifyError, VerifyOptions, VerifyProgress,
     VerifyReport, WriteCtx,
 };
-use crate::log_audit;
 use async_trait::async_trait;
 use jit_core::audit::{AuditDraft, AuditEvent, ChainError, ChainVerifier, RawEvent, event_hash};
 use jit_core::policy::Binding;
@@ -1293,9 +1293,7 @@ impl RequestStore for SqlStore {
         limit: u32,
     ) -> Result<(Vec<Request>, Option<Cursor>), StoreError> {
         let limit = limit.clamp(1, 10_000);
-        let (at, id) = after
-            .as_ref()
-            .map_or((i64::MIN, ""), |c| c.position());
+        let (at, id) = after.as_ref().map_or((i64::MIN, ""), |c| c.position());
         let rows = sqlx::query(AssertSqlSafe(REQUESTS_MISSING_JOB.as_str()))
             .bind(status.as_str())
             .bind(at)
@@ -1756,7 +1754,6 @@ impl OutboxStore for SqlStore {
         self.write_one(sql, vec![Bind::Int(before_ms)]).await
     }
 }
-
 
 /// The durable nonce store, for several servers sharing one database: a nonce row is inserted,
 /// or an expired one reused, atomically; anything else is a replay.

@@ -11,9 +11,9 @@
 use jit_core::audit::AuditDraft;
 use jit_core::policy::{Binding, Policy};
 use jit_core::types::{AccountId, ChannelId, UserId};
-use jit_store::{SqlStore, WriteCtx};
 #[allow(unused_imports)]
 use jit_store::prelude::*;
+use jit_store::{SqlStore, WriteCtx};
 use std::collections::BTreeMap;
 use time::OffsetDateTime;
 use time::macros::datetime;

@@ -1,4 +1,5 @@
-//! One behavioural suite, run against SQLite and PostgreSQL alike.
+//! One behavioural suite, run unchanged against SQLite, PostgreSQL and DynamoDB (on moto)
+//! through `dyn Store`; the SQL-only checks (migrations, query plans, raw counters) follow it.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -12,12 +13,14 @@ use jit_core::request::{NewRequest, Request, Status};
 use jit_core::types::{
     AccountId, Actor, ChannelId, DurationMinutes, Email, Reason, RequestId, Ticket, UserId,
 };
-use jit_proto::nonce::{NonceError, NonceStore};
-use jit_store::{
-    AuditFilter, IdemRecord, RequestFilter, SqlStore, StoreError, VerifyError, WriteCtx,
-};
+use jit_proto::nonce::NonceError;
+use jit_store::prelude::*;
 #[allow(unused_imports)]
 use jit_store::prelude::*;
+use jit_store::{
+    AuditFilter, DynamoStore, IdemRecord, RequestFilter, SqlStore, StoreError, VerifyError,
+    WriteCtx,
+};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use time::OffsetDateTime;
@@ -25,10 +28,84 @@ use time::macros::datetime;
 
 const T0: OffsetDateTime = datetime!(2026-11-25 12:00 UTC);
 
+/// A store under test, with what it takes to reach under it (to tamper with the trail).
 struct Db {
-    store: SqlStore,
+    store: Arc<dyn Store>,
+    under: Under,
     url: String,
     _dir: Option<tempfile::TempDir>,
+}
+
+enum Under {
+    Sql(SqlStore),
+    /// The store, and the moto server it lives on (stopped on drop).
+    Dynamo(DynamoStore, #[allow(dead_code)] jit_testkit::Moto),
+}
+
+impl Db {
+    /// The SQL store (SQL-only tests).
+    fn sql(&self) -> &SqlStore {
+        match &self.under {
+            Under::Sql(s) => s,
+            Under::Dynamo(..) => unreachable!("a SQL-only test ran on DynamoDB"),
+        }
+    }
+
+    /// Whether the database itself expires rows (DynamoDB's time-to-live), so purges find none.
+    fn expires_rows_itself(&self) -> bool {
+        matches!(self.under, Under::Dynamo(..))
+    }
+
+    /// Changes the actor of audit event `seq` behind the store's back.
+    async fn set_event_actor(&self, seq: i64, actor: &str) {
+        match &self.under {
+            Under::Sql(s) => {
+                let sql: &'static str = Box::leak(
+                    format!("UPDATE audit_events SET actor_id = '{actor}' WHERE seq = {seq}")
+                        .into_boxed_str(),
+                );
+                s.raw_execute(sql).await.unwrap();
+            }
+            Under::Dynamo(d, _) => {
+                d.client()
+                    .update_item()
+                    .table_name(d.table())
+                    .key("pk", av(format!("A#{:012}", seq / 1000)))
+                    .key("sk", av(format!("{seq:020}")))
+                    .update_expression("SET actor_id = :a")
+                    .expression_attribute_values(":a", av(actor.to_owned()))
+                    .send()
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+
+    /// Deletes audit event `seq` behind the store's back.
+    async fn delete_event(&self, seq: i64) {
+        match &self.under {
+            Under::Sql(s) => {
+                let sql: &'static str = Box::leak(
+                    format!("DELETE FROM audit_events WHERE seq = {seq}").into_boxed_str(),
+                );
+                s.raw_execute(sql).await.unwrap();
+            }
+            Under::Dynamo(d, _) => {
+                d.client()
+                    .delete_item()
+                    .table_name(d.table())
+                    .key("pk", av(format!("A#{:012}", seq / 1000)))
+                    .key("sk", av(format!("{seq:020}")))
+                    .send()
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+}
+
+fn av(s: String) -> aws_sdk_dynamodb::types::AttributeValue {
+    aws_sdk_dynamodb::types::AttributeValue::S(s)
 }
 
 async fn sqlite() -> Db {
@@ -36,7 +113,8 @@ async fn sqlite() -> Db {
     let url = format!("sqlite://{}", dir.path().join("jit.db").display());
     let store = SqlStore::open(&url).await.unwrap();
     Db {
-        store,
+        store: Arc::new(store.clone()),
+        under: Under::Sql(store),
         url,
         _dir: Some(dir),
     }
@@ -44,8 +122,28 @@ async fn sqlite() -> Db {
 
 async fn postgres() -> Db {
     let url = jit_testkit::fresh_pg_database().unwrap();
+    let store = SqlStore::open(&url).await.unwrap();
     Db {
-        store: SqlStore::open(&url).await.unwrap(),
+        store: Arc::new(store.clone()),
+        under: Under::Sql(store),
+        url,
+        _dir: None,
+    }
+}
+
+/// A DynamoDB store on a moto server of its own, its tables made as the template makes them,
+/// opened by URL as the server opens it.
+async fn dynamodb() -> Db {
+    let moto = jit_testkit::Moto::start().unwrap();
+    let sdk = moto.sdk_config().await;
+    DynamoStore::create_tables(&sdk, "jit-state", "jit-nonces")
+        .await
+        .unwrap();
+    let url = "dynamodb://jit-state?nonces=jit-nonces".to_owned();
+    let store = DynamoStore::open(&url, &sdk).await.unwrap();
+    Db {
+        store: Arc::new(store.clone()),
+        under: Under::Dynamo(store, moto),
         url,
         _dir: None,
     }
@@ -223,7 +321,7 @@ async fn concurrent_transitions_apply_once(db: Db) {
         .create_request(&r, WriteCtx::new(audit("request.created", Some(&r)), T0))
         .await
         .unwrap();
-    let store = Arc::new(db.store.clone());
+    let store = db.store.clone();
     let mut tasks = Vec::new();
     for i in 0..8 {
         let store = store.clone();
@@ -308,23 +406,14 @@ async fn audit_chain_detects_edit_and_deletion(db: Db) {
         .unwrap();
     assert_eq!(by_actor.len(), 4);
 
-    db.store
-        .raw_execute("UPDATE audit_events SET actor_id = 'mallory' WHERE seq = 3")
-        .await
-        .unwrap();
+    db.set_event_actor(3, "mallory").await;
     assert!(matches!(
         db.store.verify_audit().await,
         Err(VerifyError::Chain(ChainError::Tampered(3)))
     ));
-    db.store
-        .raw_execute("UPDATE audit_events SET actor_id = 'alice' WHERE seq = 3")
-        .await
-        .unwrap();
+    db.set_event_actor(3, "alice").await;
     assert_eq!(db.store.verify_audit().await.unwrap(), 5);
-    db.store
-        .raw_execute("DELETE FROM audit_events WHERE seq = 2")
-        .await
-        .unwrap();
+    db.delete_event(2).await;
     assert!(matches!(
         db.store.verify_audit().await,
         Err(VerifyError::Chain(ChainError::Gap {
@@ -345,10 +434,7 @@ async fn audit_tail_deletion_is_detected(db: Db) {
         )
         .await
         .unwrap();
-    db.store
-        .raw_execute("DELETE FROM audit_events WHERE seq = 2")
-        .await
-        .unwrap();
+    db.delete_event(2).await;
     assert!(matches!(
         db.store.verify_audit().await,
         Err(VerifyError::Chain(ChainError::Truncated {
@@ -456,13 +542,20 @@ async fn durable_nonces(db: Db) {
         "expired nonce may be reused"
     );
     assert_eq!(s.check_and_insert("n2", 1000, 1600).await, Ok(()));
-    assert_eq!(s.purge_nonces(1700).await.unwrap(), 1);
+    let purged = s.purge_nonces(1700).await.unwrap();
+    assert!(purged == 1 || db.expires_rows_itself(), "{purged} purged");
+    assert_eq!(
+        s.check_and_insert("n2", 1700, 2300).await,
+        Ok(()),
+        "a purged or expired nonce is no replay"
+    );
 }
 
 async fn migrations_are_idempotent(db: Db) {
     let _ = bound(&db).await;
     // A second server starting on the same database: migrations already applied, data kept.
     let second = SqlStore::open(&db.url).await.unwrap();
+    let _ = db.sql();
     assert!(
         second
             .get_binding(&ChannelId::parse("ch1").unwrap())
@@ -475,7 +568,7 @@ async fn migrations_are_idempotent(db: Db) {
 
 async fn batched_writes_fail_alone(db: Db) {
     let b = bound(&db).await;
-    let store = Arc::new(db.store.clone());
+    let store = db.store.clone();
     let mut tasks = Vec::new();
     for n in 0..50u8 {
         let store = store.clone();
@@ -583,14 +676,24 @@ async fn old_callback_rows_are_pruned_and_the_audit_trail_is_not(db: Db) {
     );
 }
 
-macro_rules! both {
+/// The behavioural suite: every test on every backend.
+macro_rules! every_backend {
     ($($name:ident),* $(,)?) => {
         mod on_sqlite { use super::*; $( #[tokio::test] async fn $name() { super::$name(sqlite().await).await } )* }
         mod on_postgres { use super::*; $( #[tokio::test] async fn $name() { super::$name(postgres().await).await } )* }
+        mod on_dynamodb { use super::*; $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(dynamodb().await).await } )* }
     };
 }
 
-both!(
+/// What only the SQL store has: migrations, query plans, its counter table.
+macro_rules! sql_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sql_on_sqlite { use super::*; $( #[tokio::test] async fn $name() { super::$name(sqlite().await).await } )* }
+        mod sql_on_postgres { use super::*; $( #[tokio::test] async fn $name() { super::$name(postgres().await).await } )* }
+    };
+}
+
+every_backend!(
     binding_compare_and_set,
     request_round_trips_through_every_state,
     concurrent_transitions_apply_once,
@@ -600,8 +703,17 @@ both!(
     idempotency_record_commits_with_the_change,
     durable_nonces,
     old_callback_rows_are_pruned_and_the_audit_trail_is_not,
-    migrations_are_idempotent,
     batched_writes_fail_alone,
+    jobs_assignments_and_outbox_commit_with_the_change,
+    gauges_follow_every_change,
+    checkpoints_let_a_routine_verification_start_late,
+    principal_locks_are_exclusive_until_they_expire,
+    callbacks_are_delivered_in_order_per_request,
+    reconciler_pages_see_every_request_missing_a_job,
+);
+
+sql_backends!(
+    migrations_are_idempotent,
     read_queries_use_their_indexes,
     gauges_come_from_counters_that_match_the_tables,
 );
@@ -630,10 +742,8 @@ async fn sqlite_reopen_keeps_data_and_applies_no_migration_twice() {
     assert_eq!(s.verify_audit().await.unwrap(), 1);
 }
 
-#[tokio::test]
-async fn jobs_assignments_and_outbox_commit_with_the_change() {
+async fn jobs_assignments_and_outbox_commit_with_the_change(db: Db) {
     use jit_store::{AssignmentOp, JobKind, JobOp, OutboxDraft};
-    let db = sqlite().await;
     let b = bound(&db).await;
     let r = new_request(&b, 1, T0);
     let mut ctx = WriteCtx::new(audit("request.created", Some(&r)), T0);
@@ -789,7 +899,7 @@ async fn a_read_only_open_creates_nothing_and_migrates_nothing() {
 /// no query walks a whole table, and none sorts more than a page. A later change that brings
 /// back a scan fails here, on both databases.
 async fn read_queries_use_their_indexes(db: Db) {
-    let plans = db.store.query_plans().await.unwrap();
+    let plans = db.sql().query_plans().await.unwrap();
     assert!(plans.len() > 25, "{} plans", plans.len());
     let tables = [
         "requests",
@@ -877,4 +987,284 @@ async fn gauges_come_from_counters_that_match_the_tables(db: Db) {
     );
     assert_eq!(pairs(&g.outbox_by_status), vec![("PENDING".to_owned(), 2)]);
     assert_eq!(g.outbox_oldest_pending_ms, Some(T0.unix_timestamp() * 1000));
+}
+
+/// The counts behind `/metrics` follow creates, transitions, deliveries, failures and prunes,
+/// and late jobs are those due before the cut-off or failed once.
+async fn gauges_follow_every_change(db: Db) {
+    use jit_store::{JobKind, JobOp, OutboxDraft};
+    let b = bound(&db).await;
+    let mut reqs = Vec::new();
+    for n in 0..3u8 {
+        let r = new_request(&b, 1 + n, T0);
+        let mut ctx = WriteCtx::new(audit("request.created", Some(&r)), T0);
+        ctx.outbox.push(OutboxDraft {
+            event_id: format!("g{n}"),
+            request_id: r.id.as_str().into(),
+            payload: "{}".into(),
+        });
+        ctx.jobs.push(JobOp::Schedule {
+            kind: JobKind::Timeout,
+            request_id: r.id.as_str().into(),
+            due_ms: 100 * i64::from(n + 1),
+        });
+        db.store.create_request(&r, ctx).await.unwrap();
+        reqs.push(r);
+    }
+    let denied = reqs[0].deny(&actor("bob"), None, T0).unwrap();
+    db.store
+        .update_request(
+            &denied,
+            WriteCtx::new(audit("request.denied", Some(&denied)), T0),
+        )
+        .await
+        .unwrap();
+    db.store.callback_delivered("g0", 1).await.unwrap();
+    db.store.callback_failed("g1", 1, "x", true).await.unwrap();
+    // The third timeout failed once: late although its retry is not due yet.
+    db.store
+        .retry_job(
+            JobKind::Timeout,
+            reqs[2].id.as_str(),
+            10_000,
+            "provider down",
+        )
+        .await
+        .unwrap();
+    let g = db.store.gauges(150).await.unwrap();
+    assert_eq!(
+        g.requests_by_status,
+        vec![("DENIED".to_owned(), 1), ("PENDING".to_owned(), 2)]
+    );
+    assert_eq!(
+        g.outbox_by_status,
+        vec![
+            ("DEAD".to_owned(), 1),
+            ("DELIVERED".to_owned(), 1),
+            ("PENDING".to_owned(), 1)
+        ]
+    );
+    assert_eq!(g.outbox_oldest_pending_ms, Some(T0.unix_timestamp() * 1000));
+    assert_eq!(g.jobs_late_by_kind, vec![("timeout".to_owned(), 2)]);
+    db.store.resend_callback("g1", 5).await.unwrap();
+    assert!(matches!(
+        db.store.resend_callback("g1", 5).await,
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(db.store.prune_callbacks(i64::MAX, false).await.unwrap(), 1);
+    let g = db.store.gauges(0).await.unwrap();
+    assert_eq!(g.outbox_by_status, vec![("PENDING".to_owned(), 2)]);
+    assert_eq!(g.jobs_late_by_kind, vec![("timeout".to_owned(), 1)]);
+}
+
+/// A recorded checkpoint lets a routine verification check only what came after it; an edit
+/// of the checkpoint's own event is still caught, and a full run starts from the first event.
+async fn checkpoints_let_a_routine_verification_start_late(db: Db) {
+    use jit_store::VerifyOptions;
+    let b = bound(&db).await;
+    for n in 1..=3 {
+        let r = new_request(&b, n, T0);
+        db.store
+            .create_request(&r, WriteCtx::new(audit("request.created", Some(&r)), T0))
+            .await
+            .unwrap();
+    }
+    let routine = VerifyOptions {
+        full: false,
+        record_checkpoint: true,
+        now_ms: 1,
+    };
+    let first = db.store.verify_audit_with(routine, &|_| {}).await.unwrap();
+    assert_eq!(
+        (first.head_seq, first.from_checkpoint, first.checked),
+        (4, 0, 4)
+    );
+    let r = new_request(&b, 9, T0);
+    db.store
+        .create_request(&r, WriteCtx::new(audit("request.created", Some(&r)), T0))
+        .await
+        .unwrap();
+    let seen = std::sync::Mutex::new(Vec::new());
+    let second = db
+        .store
+        .verify_audit_with(routine, &|p| seen.lock().unwrap().push(p.verified_seq))
+        .await
+        .unwrap();
+    assert_eq!(
+        (second.head_seq, second.from_checkpoint, second.checked),
+        (5, 4, 1)
+    );
+    assert_eq!(
+        seen.lock().unwrap().last(),
+        Some(&5),
+        "progress reaches the head"
+    );
+    // An event after the checkpoint is checked by the routine run; one before it is trusted
+    // (it was verified), and only a full run sees it changed.
+    let r = new_request(&b, 10, T0);
+    db.store
+        .create_request(&r, WriteCtx::new(audit("request.created", Some(&r)), T0))
+        .await
+        .unwrap();
+    db.set_event_actor(6, "mallory").await;
+    assert!(matches!(
+        db.store.verify_audit_with(routine, &|_| {}).await,
+        Err(VerifyError::Chain(ChainError::Tampered(6)))
+    ));
+    db.set_event_actor(6, "alice").await;
+    db.set_event_actor(3, "mallory").await;
+    assert_eq!(
+        db.store
+            .verify_audit_with(routine, &|_| {})
+            .await
+            .unwrap()
+            .checked,
+        1
+    );
+    assert!(matches!(
+        db.store.verify_audit().await,
+        Err(VerifyError::Chain(ChainError::Tampered(3)))
+    ));
+}
+
+/// One owner at a time per principal; a lock that ran out may be taken; only the owner renews
+/// or frees it.
+async fn principal_locks_are_exclusive_until_they_expire(db: Db) {
+    let s = &db.store;
+    assert!(s.lock_principal("p", "a", 100, 0).await.unwrap());
+    assert!(!s.lock_principal("p", "b", 150, 50).await.unwrap(), "held");
+    assert!(
+        s.lock_principal("q", "b", 150, 50).await.unwrap(),
+        "another principal"
+    );
+    assert!(s.renew_principal_lock("p", "a", 300).await.unwrap());
+    assert!(!s.renew_principal_lock("p", "b", 300).await.unwrap());
+    assert!(
+        !s.lock_principal("p", "b", 400, 200).await.unwrap(),
+        "renewed"
+    );
+    assert!(
+        s.lock_principal("p", "b", 500, 301).await.unwrap(),
+        "expired"
+    );
+    assert!(
+        !s.renew_principal_lock("p", "a", 900).await.unwrap(),
+        "lost"
+    );
+    s.unlock_principal("p", "a").await.unwrap();
+    assert!(
+        !s.lock_principal("p", "c", 600, 302).await.unwrap(),
+        "a cannot free b's"
+    );
+    s.unlock_principal("p", "b").await.unwrap();
+    assert!(s.lock_principal("p", "c", 600, 302).await.unwrap());
+}
+
+/// A request's callbacks go out in order: the second is not due while the first is pending,
+/// even when the first is retried later; a claimed one is not claimed by another dispatcher.
+async fn callbacks_are_delivered_in_order_per_request(db: Db) {
+    use jit_store::OutboxDraft;
+    let b = bound(&db).await;
+    let r = new_request(&b, 1, T0);
+    let mut ctx = WriteCtx::new(audit("request.created", Some(&r)), T0);
+    for n in 0..2 {
+        ctx.outbox.push(OutboxDraft {
+            event_id: format!("o{n}"),
+            request_id: r.id.as_str().into(),
+            payload: format!("{{\"n\":{n}}}"),
+        });
+    }
+    db.store.create_request(&r, ctx).await.unwrap();
+    let now = T0.unix_timestamp() * 1000;
+    let due = db.store.due_callbacks(now, 10).await.unwrap();
+    assert_eq!(
+        due.iter().map(|e| e.event_id.as_str()).collect::<Vec<_>>(),
+        vec!["o0"]
+    );
+    assert!(
+        db.store
+            .claim_callback("o0", "d1", now + 120_000, now)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !db.store
+            .claim_callback("o0", "d2", now + 120_000, now)
+            .await
+            .unwrap()
+    );
+    db.store
+        .callback_failed("o0", now + 60_000, "503", false)
+        .await
+        .unwrap();
+    assert!(
+        db.store
+            .due_callbacks(now + 1000, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "o1 waits behind o0's retry"
+    );
+    let due = db.store.due_callbacks(now + 60_000, 10).await.unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!((due[0].event_id.as_str(), due[0].attempts), ("o0", 1));
+    db.store
+        .callback_delivered("o0", now + 60_000)
+        .await
+        .unwrap();
+    let due = db.store.due_callbacks(now + 60_000, 10).await.unwrap();
+    assert_eq!(
+        due.iter().map(|e| e.event_id.as_str()).collect::<Vec<_>>(),
+        vec!["o1"]
+    );
+    assert!(due[0].seq > 0);
+}
+
+/// The reconciler's pages walk every request in a status that lacks its job, however the
+/// pages fall, and skip those that have one.
+async fn reconciler_pages_see_every_request_missing_a_job(db: Db) {
+    use jit_store::{JobKind, JobOp};
+    let b = bound(&db).await;
+    let mut without = Vec::new();
+    for n in 0..7u8 {
+        let r = new_request(&b, 1 + n, T0 + time::Duration::seconds(i64::from(n)));
+        let mut ctx = WriteCtx::new(audit("request.created", Some(&r)), T0);
+        if n % 3 == 0 {
+            ctx.jobs.push(JobOp::Ensure {
+                kind: JobKind::Timeout,
+                request_id: r.id.as_str().into(),
+                due_ms: 1,
+            });
+        } else {
+            without.push(r.id.as_str().to_owned());
+        }
+        db.store.create_request(&r, ctx).await.unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let (page, next) = db
+            .store
+            .requests_missing_job(Status::Pending, JobKind::Timeout, after.take(), 2)
+            .await
+            .unwrap();
+        assert!(page.len() <= 2);
+        seen.extend(page.iter().map(|r| r.id.as_str().to_owned()));
+        match next {
+            Some(c) => after = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(seen, without, "oldest first, each once");
+    // Ensure never moves a job that exists.
+    let mut ctx = WriteCtx::with_audit(vec![], T0);
+    let first = db.store.list_jobs(Some(JobKind::Timeout)).await.unwrap();
+    ctx.jobs.push(JobOp::Ensure {
+        kind: JobKind::Timeout,
+        request_id: first[0].request_id.clone(),
+        due_ms: 999,
+    });
+    db.store.record(ctx).await.unwrap();
+    let again = db.store.list_jobs(Some(JobKind::Timeout)).await.unwrap();
+    assert_eq!(again, first);
 }

@@ -19,8 +19,7 @@
 mod keys;
 
 use crate::rows::{
-    RequestRow, accounts_json, binding_from_parts, policy_json, request_from_parts,
-    request_to_row,
+    RequestRow, accounts_json, binding_from_parts, policy_json, request_from_parts, request_to_row,
 };
 use crate::{
     AssignmentOp, AuditFilter, AuditStore, BindingStore, Cursor, Gauges, GrantHistory, IdemRecord,
@@ -33,8 +32,8 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
-    AttributeValue as Av, Delete, KeysAndAttributes, Put, ReturnValue, Select,
-    TransactWriteItem, Update,
+    AttributeValue as Av, Delete, KeysAndAttributes, Put, ReturnValue, Select, TransactWriteItem,
+    Update,
 };
 use jit_core::audit::{AuditDraft, AuditEvent, ChainError, ChainVerifier, RawEvent, event_hash};
 use jit_core::policy::Binding;
@@ -46,7 +45,7 @@ use std::collections::{BTreeMap, HashMap};
 type Item = HashMap<String, Av>;
 
 /// Most attempts of one write when another writer moved the chain head first.
-const WRITE_ATTEMPTS: u32 = 12;
+const WRITE_ATTEMPTS: u32 = 16;
 
 /// The store on DynamoDB. `dynamodb://STATE_TABLE?nonces=NONCES_TABLE` (the nonces table
 /// defaults to `STATE_TABLE` with `-state` replaced by `-nonces`, or `-nonces` appended).
@@ -55,13 +54,17 @@ pub struct DynamoStore {
     client: Client,
     table: String,
     nonces: String,
+    /// Writes of this process that move the chain head go one at a time: they would only
+    /// collide on the head item and retry. Other processes are kept apart by the head's
+    /// condition.
+    chain_writes: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 /// The two table names of a `dynamodb://` URL.
 pub fn parse_url(url: &str) -> Result<(String, String), StoreError> {
-    let rest = url.strip_prefix("dynamodb://").ok_or_else(|| {
-        StoreError::InvalidUrl("a DynamoDB URL starts with dynamodb://".into())
-    })?;
+    let rest = url
+        .strip_prefix("dynamodb://")
+        .ok_or_else(|| StoreError::InvalidUrl("a DynamoDB URL starts with dynamodb://".into()))?;
     let (table, query) = rest.split_once('?').unwrap_or((rest, ""));
     let table = table.trim_end_matches('/');
     if table.is_empty() {
@@ -248,7 +251,8 @@ impl Tx {
             .set_expression_attribute_values(values)
             .build()
             .map_err(build_err)?;
-        self.items.push(TransactWriteItem::builder().update(u).build());
+        self.items
+            .push(TransactWriteItem::builder().update(u).build());
         Ok(())
     }
 
@@ -268,7 +272,8 @@ impl Tx {
             .set_expression_attribute_values(values)
             .build()
             .map_err(build_err)?;
-        self.items.push(TransactWriteItem::builder().delete(d).build());
+        self.items
+            .push(TransactWriteItem::builder().delete(d).build());
         Ok(())
     }
 
@@ -430,6 +435,7 @@ impl DynamoStore {
             client: Client::new(sdk),
             table,
             nonces,
+            chain_writes: std::sync::Arc::default(),
         };
         store.ping().await?;
         Ok(store)
@@ -678,7 +684,10 @@ impl DynamoStore {
                     "#p = :p AND #s < :s",
                     vals([(":p", s(q.pk.clone())), (":s", s(v.clone()))]),
                 ),
-                _ => ("#p = :p AND #s > :s", vals([(":p", s(q.pk.clone())), (":s", s(""))])),
+                _ => (
+                    "#p = :p AND #s > :s",
+                    vals([(":p", s(q.pk.clone())), (":s", s(""))]),
+                ),
             };
             let r = self
                 .client
@@ -753,6 +762,7 @@ impl DynamoStore {
     /// [`StoreError::Conflict`]) with everything `ctx` carries, in one transaction. Retries when
     /// the chain head moved or another transaction collided.
     async fn commit(&self, ctx: &WriteCtx, main: Tx) -> Result<(), StoreError> {
+        let _one_at_a_time = self.chain_writes.lock().await;
         let now = ms(ctx.now);
         for attempt in 0..WRITE_ATTEMPTS {
             let mut tx = Tx {
@@ -957,12 +967,7 @@ impl DynamoStore {
             item.insert("g2sk".into(), s(keys::outbox_due_sort(now, &ev.event_id)));
             item.insert("g3pk".into(), s(keys::outbox_by_request(&ev.request_id)));
             item.insert("g3sk".into(), s(keys::pad(oseq)));
-            tx.put(
-                &self.table,
-                item,
-                Some("attribute_not_exists(pk)"),
-                None,
-            )?;
+            tx.put(&self.table, item, Some("attribute_not_exists(pk)"), None)?;
             tx.count("outbox", "PENDING", 1);
         }
         // The head goes first among the chain's items so a moved head is the failure reported.
@@ -1193,19 +1198,24 @@ impl DynamoStore {
 async fn backoff(attempt: u32) {
     let mut b = [0u8; 1];
     let _ = getrandom::fill(&mut b);
-    let ms = 5u64 * u64::from(attempt.min(6) + 1) + u64::from(b[0] % 20);
+    let ms = (5u64 << attempt.min(5)) + u64::from(b[0] % 20);
     tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
 }
 
 fn matches_filter(r: &Request, f: &RequestFilter) -> bool {
     let at = ms(r.created_at);
-    f.channel_id.as_deref().is_none_or(|c| r.channel_id.as_str() == c)
-        && f.account_id.as_deref().is_none_or(|a| r.account_id.as_str() == a)
-        && f
-            .requester_email
+    f.channel_id
+        .as_deref()
+        .is_none_or(|c| r.channel_id.as_str() == c)
+        && f.account_id
+            .as_deref()
+            .is_none_or(|a| r.account_id.as_str() == a)
+        && f.requester_email
             .as_deref()
             .is_none_or(|e| r.requester_email.as_str().eq_ignore_ascii_case(e))
-        && f.requester_id.as_deref().is_none_or(|u| r.requester_id.as_str() == u)
+        && f.requester_id
+            .as_deref()
+            .is_none_or(|u| r.requester_id.as_str() == u)
         && (f.statuses.is_empty() || f.statuses.contains(&r.status()))
         && f.start_ms.is_none_or(|s| at >= s)
         && f.end_ms.is_none_or(|e| at < e)
@@ -1218,7 +1228,8 @@ fn matches_filter(r: &Request, f: &RequestFilter) -> bool {
 fn audit_matches(e: &AuditEvent, f: &AuditFilter) -> bool {
     let d = &e.draft;
     let eq = |want: &Option<String>, have: &Option<String>| {
-        want.as_ref().is_none_or(|w| have.as_deref() == Some(w.as_str()))
+        want.as_ref()
+            .is_none_or(|w| have.as_deref() == Some(w.as_str()))
     };
     eq(&f.request_id, &d.request_id)
         && eq(&f.account_id, &d.account_id)
@@ -1327,10 +1338,7 @@ impl OpsStore for DynamoStore {
                 None,
             )
             .await?;
-        let oldest = oldest
-            .first()
-            .map(|i| get_n(i, "created"))
-            .transpose()?;
+        let oldest = oldest.first().map(|i| get_n(i, "created")).transpose()?;
         let mut late = Vec::new();
         for kind in [JobKind::Grant, JobKind::Revoke, JobKind::Timeout] {
             let due = self
@@ -1477,7 +1485,10 @@ impl RequestStore for DynamoStore {
                 .set_key(Some(key(keys::request(id.as_str()).0, "R".into())))
                 .update_expression("SET doc = :d")
                 .condition_expression("doc = :old")
-                .set_expression_attribute_values(vals([(":d", s(doc)), (":old", s(get_s(&item, "doc")?))]))
+                .set_expression_attribute_values(vals([
+                    (":d", s(doc)),
+                    (":old", s(get_s(&item, "doc")?)),
+                ]))
                 .send()
                 .await;
             match r {
@@ -1828,15 +1839,42 @@ impl AuditStore for DynamoStore {
             let e = RawEvent {
                 seq: get_n(&item, "seq")?,
                 at_ms: get_n(&item, "at")?,
-                kind: item.get("type").and_then(|a| a.as_s().ok()).map_or("", |s| s),
-                actor_id: item.get("actor_id").and_then(|a| a.as_s().ok()).map(String::as_str),
-                actor_email: item.get("actor_email").and_then(|a| a.as_s().ok()).map(String::as_str),
-                request_id: item.get("request_id").and_then(|a| a.as_s().ok()).map(String::as_str),
-                channel_id: item.get("channel_id").and_then(|a| a.as_s().ok()).map(String::as_str),
-                account_id: item.get("account_id").and_then(|a| a.as_s().ok()).map(String::as_str),
-                data: item.get("data").and_then(|a| a.as_s().ok()).map_or("", |s| s),
-                prev_hash: item.get("prev").and_then(|a| a.as_s().ok()).map_or("", |s| s),
-                hash: item.get("hash").and_then(|a| a.as_s().ok()).map_or("", |s| s),
+                kind: item
+                    .get("type")
+                    .and_then(|a| a.as_s().ok())
+                    .map_or("", |s| s),
+                actor_id: item
+                    .get("actor_id")
+                    .and_then(|a| a.as_s().ok())
+                    .map(String::as_str),
+                actor_email: item
+                    .get("actor_email")
+                    .and_then(|a| a.as_s().ok())
+                    .map(String::as_str),
+                request_id: item
+                    .get("request_id")
+                    .and_then(|a| a.as_s().ok())
+                    .map(String::as_str),
+                channel_id: item
+                    .get("channel_id")
+                    .and_then(|a| a.as_s().ok())
+                    .map(String::as_str),
+                account_id: item
+                    .get("account_id")
+                    .and_then(|a| a.as_s().ok())
+                    .map(String::as_str),
+                data: item
+                    .get("data")
+                    .and_then(|a| a.as_s().ok())
+                    .map_or("", |s| s),
+                prev_hash: item
+                    .get("prev")
+                    .and_then(|a| a.as_s().ok())
+                    .map_or("", |s| s),
+                hash: item
+                    .get("hash")
+                    .and_then(|a| a.as_s().ok())
+                    .map_or("", |s| s),
             };
             if let Err(err) = v.push_raw(&e, &mut buf) {
                 chain_err = Some(err);
@@ -1967,7 +2005,10 @@ impl JobStore for DynamoStore {
             .client
             .update_item()
             .table_name(&self.table)
-            .set_key(Some(key(keys::job(kind.as_str(), request_id).0, "J".into())))
+            .set_key(Some(key(
+                keys::job(kind.as_str(), request_id).0,
+                "J".into(),
+            )))
             .update_expression("SET lease_until = :u")
             .condition_expression("lease_owner = :o")
             .set_expression_attribute_values(vals([(":u", n(until_ms)), (":o", s(owner))]))
@@ -1999,7 +2040,10 @@ impl JobStore for DynamoStore {
             .client
             .update_item()
             .table_name(&self.table)
-            .set_key(Some(key(keys::job(kind.as_str(), request_id).0, "J".into())))
+            .set_key(Some(key(
+                keys::job(kind.as_str(), request_id).0,
+                "J".into(),
+            )))
             .update_expression(
                 "SET due = :d, last_error = :e, g1sk = :g1s, g2pk = :g2p, g2sk = :g2s \
                  REMOVE lease_owner, lease_until",
@@ -2025,7 +2069,11 @@ impl JobStore for DynamoStore {
         let mut best: Option<i64> = None;
         for kind in KINDS {
             let (items, _) = self
-                .query_page(&Q::index("g1", keys::job_due(kind.as_str()), Sk::Any), 1, None)
+                .query_page(
+                    &Q::index("g1", keys::job_due(kind.as_str()), Sk::Any),
+                    1,
+                    None,
+                )
                 .await?;
             if let Some(i) = items.first() {
                 let d = get_n(i, "due")?;
@@ -2056,7 +2104,11 @@ impl JobStore for DynamoStore {
         let kind = JobKind::Revoke.as_str();
         let mut jobs = Vec::new();
         for item in self
-            .query_all(&Q::index("g1", keys::job_due(kind), Sk::Lt(keys::pad(now_ms))))
+            .query_all(&Q::index(
+                "g1",
+                keys::job_due(kind),
+                Sk::Lt(keys::pad(now_ms)),
+            ))
             .await?
         {
             jobs.push(job_from_item(&item)?);
@@ -2176,31 +2228,34 @@ impl OutboxStore for DynamoStore {
             keys::OUTBOX_DUE,
             Sk::Le(format!("{}~", keys::pad(now_ms))),
         );
-        let mut candidates: Vec<OutboxEvent> = Vec::new();
-        let mut requests = std::collections::HashSet::new();
+        // Requests with a callback due; for each, its first pending callback (the one to send
+        // next, in order), if that one is due.
+        let mut requests = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         self.query_each(&q, 200, |item| {
-            let e = outbox_from_item(&item)?;
-            if requests.insert(e.request_id.clone()) {
-                candidates.push(e);
+            let rid = get_s(&item, "request_id")?;
+            if seen.insert(rid.clone()) {
+                requests.push(rid);
             }
-            Ok(candidates.len() < limit)
+            Ok(requests.len() < limit)
         })
         .await?;
-        // Deliverable only when no earlier event of the same request is still pending.
         let mut out = Vec::new();
-        for c in candidates {
-            let q = Q::index("g3", keys::outbox_by_request(&c.request_id), Sk::Any);
-            let mut first_pending = None;
+        for rid in requests {
+            let q = Q::index("g3", keys::outbox_by_request(&rid), Sk::Any);
+            let mut head = None;
             self.query_each(&q, 20, |item| {
                 if opt_s(&item, "status").as_deref() == Some("PENDING") {
-                    first_pending = Some(get_n(&item, "seq")?);
+                    head = Some(outbox_from_item(&item)?);
                     return Ok(false);
                 }
                 Ok(true)
             })
             .await?;
-            if first_pending == Some(c.seq) {
-                out.push(c);
+            if let Some(h) = head
+                && h.next_attempt_ms <= now_ms
+            {
+                out.push(h);
             }
         }
         Ok(out)
