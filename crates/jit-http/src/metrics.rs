@@ -93,6 +93,12 @@ impl Counter {
         g.get(&key(values)).copied().unwrap_or(0)
     }
 
+    /// The sum over every series.
+    pub fn total(&self) -> u64 {
+        let g = self.values.lock().unwrap_or_else(|e| e.into_inner());
+        g.values().sum()
+    }
+
     /// Appends the metric's text.
     pub fn render(&self, out: &mut String) {
         header(out, self.name, "counter", self.help);

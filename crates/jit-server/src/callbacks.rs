@@ -9,9 +9,9 @@ use jit_proto::KeyEntry;
 use jit_proto::sign::{
     Audience, HEADER_KEY_ID, RequestParts, SignInput, SignatureVersion, new_nonce, sign,
 };
-use jit_store::{OutboxEvent, StoreError};
 #[allow(unused_imports)]
 use jit_store::prelude::*;
+use jit_store::{OutboxEvent, StoreError};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;

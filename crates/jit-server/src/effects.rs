@@ -5,9 +5,9 @@
 use jit_core::request::{Request, Status};
 use jit_core::types::Actor;
 use jit_proto::wire::{CallbackPayload, timestamp};
-use jit_store::{JobKind, JobOp, OutboxDraft};
 #[allow(unused_imports)]
 use jit_store::prelude::*;
+use jit_store::{JobKind, JobOp, OutboxDraft};
 use std::collections::BTreeMap;
 use time::OffsetDateTime;
 

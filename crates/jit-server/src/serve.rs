@@ -98,6 +98,147 @@ impl Server {
         clock: Arc<dyn Clock>,
         provider: Option<Arc<dyn jit_grants::AccessProvider>>,
     ) -> anyhow::Result<Self> {
+        let Backend {
+            state,
+            lifecycle,
+            dispatcher,
+            config,
+        } = Backend::prepare(config, clock, provider).await?;
+        let edge = jit_http::Edge {
+            limits: jit_http::Limits {
+                max_connections: config.max_connections,
+                ..jit_http::Limits::default()
+            },
+            tls: jit_http::tls::from_config(&config.tls, Duration::from_secs(2))
+                .map_err(anyhow::Error::msg)
+                .context("TLS")?,
+            trusted_proxies: jit_http::TrustedProxies::parse(&config.trusted_proxies)
+                .map_err(anyhow::Error::msg)?,
+        };
+        let addr: SocketAddr = config.listen.parse().context("listen address")?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding {addr}"))?;
+        let (shutdown_tx, _) = watch::channel(false);
+        Ok(Self {
+            state,
+            lifecycle,
+            dispatcher,
+            listener,
+            edge,
+            config,
+            shutdown_tx,
+            workers: true,
+        })
+    }
+}
+
+/// Everything the backend is but its listener and loops: the state (store, rings, provider
+/// health), the grant lifecycle and the callback dispatcher. `jit server` binds a listener and
+/// runs loops around it; the Lambda function (`jit-lambda`) runs the same parts once per
+/// invocation.
+#[derive(Debug)]
+pub struct Backend {
+    /// Shared state.
+    pub state: AppState,
+    /// The grant lifecycle.
+    pub lifecycle: Arc<crate::lifecycle::Lifecycle>,
+    /// The callback dispatcher, when a callback URL is configured.
+    pub dispatcher: Option<Arc<crate::callbacks::Dispatcher>>,
+    /// The configuration it was built from.
+    pub config: Config,
+}
+
+impl Backend {
+    /// The API as `jit server` serves it: the router with the per-request time limit and
+    /// request metrics.
+    pub fn app(&self) -> axum::Router {
+        jit_http::harden(
+            crate::api::router(self.state.clone()),
+            Duration::from_secs(self.config.request_timeout_secs),
+            self.state.http_metrics.clone(),
+        )
+    }
+
+    /// What `jit server`'s loops do over a minute, done once: reload the key rings, recreate
+    /// missing jobs and run what is due, deliver due callbacks, record key use, prune old
+    /// callback rows. Returns the store's counts for metrics (none when the store failed).
+    pub async fn tick(&self) -> Option<jit_store::Gauges> {
+        for ring in [&self.state.backend_ring, &self.state.callback_ring] {
+            if let Err(e) = ring.refresh().await {
+                tracing::warn!(ring = ring.config().name, error = %e, "key ring reload failed; the last good ring stays");
+            }
+        }
+        match self.lifecycle.reconcile().await {
+            Ok(n) if n > 0 => tracing::info!(jobs = n, "tick: reconciled and ran due jobs"),
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "tick: reconciler failed"),
+        }
+        if let Some(d) = &self.dispatcher
+            && let Err(e) = d.run_due().await
+        {
+            tracing::error!(error = %e, "tick: callback dispatch failed");
+        }
+        let st = &self.state;
+        let mut usage = st.backend_ring.usage();
+        usage.push((jit_keys::USAGE_HEARTBEAT_KEY.to_owned(), st.clock.unix()));
+        if let Err(e) = st
+            .store
+            .record_key_usage("backend", &st.verifier_name, &usage)
+            .await
+        {
+            tracing::warn!(error = %e, "recording key usage failed");
+        }
+        let days =
+            i64::try_from(self.config.callbacks.retention_days).unwrap_or(i64::MAX / 86_400_000);
+        let before = st.clock.now_ms() - days.saturating_mul(86_400_000);
+        if let Err(e) = st
+            .store
+            .prune_callbacks(before, self.config.callbacks.url.is_none())
+            .await
+        {
+            tracing::warn!(error = %e, "pruning callback rows failed");
+        }
+        let now_ms = st.clock.now_ms();
+        st.store
+            .gauges(now_ms - crate::metrics::LATE_AFTER_MS)
+            .await
+            .inspect_err(|e| tracing::error!(error = %e, "tick: store counts failed"))
+            .ok()
+    }
+
+    /// Runs the jobs due now and delivers due callbacks (after an API call, or when a job's
+    /// schedule fires).
+    pub async fn run_due(&self) {
+        if let Err(e) = self.lifecycle.run_due().await {
+            tracing::error!(error = %e, "running due jobs failed");
+        }
+        if let Some(d) = &self.dispatcher
+            && let Err(e) = d.run_due().await
+        {
+            tracing::error!(error = %e, "callback dispatch failed");
+        }
+    }
+
+    /// Opens the store, loads the key rings, builds the provider, lifecycle and dispatcher.
+    /// Refuses a configuration that cannot work (rings that share a secret, an unreachable
+    /// database, a callback URL that is not allowed).
+    pub async fn prepare(
+        config: Config,
+        clock: Arc<dyn Clock>,
+        provider: Option<Arc<dyn jit_grants::AccessProvider>>,
+    ) -> anyhow::Result<Self> {
+        Self::prepare_with(config, clock, provider, None).await
+    }
+
+    /// [`Backend::prepare`], telling `job_hook` of every committed job change (DynamoDB
+    /// stores only; the Lambda function keeps its EventBridge schedules with it).
+    pub async fn prepare_with(
+        config: Config,
+        clock: Arc<dyn Clock>,
+        provider: Option<Arc<dyn jit_grants::AccessProvider>>,
+        job_hook: Option<Arc<dyn jit_store::JobHook>>,
+    ) -> anyhow::Result<Self> {
         for (name, on) in [(
             "callbacks.dangerous_allow_link_local_callbacks",
             config.callbacks.dangerous_allow_link_local_callbacks,
@@ -135,6 +276,7 @@ impl Server {
         let aws = jit_store::AwsOptions {
             region: config.aws_region.clone(),
             endpoint_url: config.aws_endpoint_url.clone(),
+            job_hook,
         };
         let store = jit_store::open(&config.database_url(), &aws)
             .await
@@ -306,34 +448,16 @@ impl Server {
                 )?)
             }
         };
-        let edge = jit_http::Edge {
-            limits: jit_http::Limits {
-                max_connections: config.max_connections,
-                ..jit_http::Limits::default()
-            },
-            tls: jit_http::tls::from_config(&config.tls, Duration::from_secs(2))
-                .map_err(anyhow::Error::msg)
-                .context("TLS")?,
-            trusted_proxies: jit_http::TrustedProxies::parse(&config.trusted_proxies)
-                .map_err(anyhow::Error::msg)?,
-        };
-        let addr: SocketAddr = config.listen.parse().context("listen address")?;
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding {addr}"))?;
-        let (shutdown_tx, _) = watch::channel(false);
         Ok(Self {
             state,
             lifecycle,
             dispatcher,
-            listener,
-            edge,
             config,
-            shutdown_tx,
-            workers: true,
         })
     }
+}
 
+impl Server {
     /// Serve the API only: no lifecycle or dispatcher loops (tests step them by hand).
     pub fn without_workers(mut self) -> Self {
         self.workers = false;

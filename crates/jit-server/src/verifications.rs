@@ -4,9 +4,9 @@
 //! trail never holds an HTTP request open until its timeout: nothing answers 503 because the
 //! trail is long. The last [`KEPT`] runs are remembered.
 
-use jit_store::{Store, VerifyOptions, VerifyProgress, VerifyReport};
 #[allow(unused_imports)]
 use jit_store::prelude::*;
+use jit_store::{Store, VerifyOptions, VerifyProgress, VerifyReport};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};

@@ -86,6 +86,17 @@ pub struct AwsOptions {
     pub region: Option<String>,
     /// Endpoint override (a VPC endpoint; moto or DynamoDB Local in tests).
     pub endpoint_url: Option<String>,
+    /// Told of every committed job change (DynamoDB only: the Lambda function keeps one
+    /// EventBridge schedule per job with it).
+    pub job_hook: Option<std::sync::Arc<dyn JobHook>>,
+}
+
+/// Hears of job changes once they are committed.
+#[async_trait]
+pub trait JobHook: Send + Sync + std::fmt::Debug {
+    /// The jobs a committed write scheduled, moved or removed. Failing here loses nothing: the
+    /// job is in the store, and a periodic pass finds it.
+    async fn committed(&self, jobs: &[JobOp]);
 }
 
 /// Opens the store a database URL names, by its scheme: `sqlite://PATH`, `postgres://…` or
@@ -96,7 +107,11 @@ pub async fn open(url: &str, aws: &AwsOptions) -> Result<std::sync::Arc<dyn Stor
     if url.starts_with("dynamodb://") {
         dynamo::parse_url(url)?;
         let sdk = jit_keys::aws_sdk_config(aws.region.clone(), aws.endpoint_url.clone()).await;
-        return Ok(std::sync::Arc::new(DynamoStore::open(url, &sdk).await?));
+        let mut store = DynamoStore::open(url, &sdk).await?;
+        if let Some(h) = &aws.job_hook {
+            store = store.with_job_hook(h.clone());
+        }
+        return Ok(std::sync::Arc::new(store));
     }
     Ok(std::sync::Arc::new(SqlStore::open(url).await?))
 }

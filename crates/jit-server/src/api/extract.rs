@@ -14,9 +14,9 @@ use jit_core::policy::Binding;
 use jit_core::request::Request;
 use jit_core::types::{Actor, ChannelId, Email, RequestId, RequestRef, Role, UserId};
 use jit_proto::wire::{ActorFields, ErrorCode};
-use jit_store::{StoreError, WriteCtx};
 #[allow(unused_imports)]
 use jit_store::prelude::*;
+use jit_store::{StoreError, WriteCtx};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use time::OffsetDateTime;

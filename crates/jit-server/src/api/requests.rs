@@ -26,9 +26,9 @@ use jit_proto::wire::{
     ApproveBody, CreateRequestBody, DecisionBody, ErrorCode, ExtendBody, OverdueGrant, OverdueList,
     RequestList, RequestView, SetPostBody,
 };
-use jit_store::{RequestFilter, StoreError};
 #[allow(unused_imports)]
 use jit_store::prelude::*;
+use jit_store::{RequestFilter, StoreError};
 use serde_json::json;
 use std::collections::BTreeMap;
 use time::OffsetDateTime;

@@ -5,9 +5,9 @@
 use super::Lifecycle;
 use jit_core::audit::AuditDraft;
 use jit_grants::Target;
-use jit_store::{StoreError, WriteCtx};
 #[allow(unused_imports)]
 use jit_store::prelude::*;
+use jit_store::{StoreError, WriteCtx};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;

@@ -13,9 +13,9 @@ use crate::state::AppState;
 use jit_core::audit::AuditDraft;
 use jit_core::request::{Request, State, Status};
 use jit_grants::{AccessProvider, ProviderError, Target};
-use jit_store::{AssignmentOp, Job, JobKind, JobOp, StoreError, WriteCtx};
 #[allow(unused_imports)]
 use jit_store::prelude::*;
+use jit_store::{AssignmentOp, Job, JobKind, JobOp, StoreError, WriteCtx};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;

@@ -3,9 +3,9 @@
 
 use super::{Lifecycle, ms};
 use jit_core::request::Status;
-use jit_store::{JobKind, JobOp, StoreError, WriteCtx};
 #[allow(unused_imports)]
 use jit_store::prelude::*;
+use jit_store::{JobKind, JobOp, StoreError, WriteCtx};
 use std::sync::Arc;
 
 impl Lifecycle {

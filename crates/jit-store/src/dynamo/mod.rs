@@ -58,6 +58,8 @@ pub struct DynamoStore {
     /// collide on the head item and retry. Other processes are kept apart by the head's
     /// condition.
     chain_writes: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// Told of committed job changes.
+    job_hook: Option<std::sync::Arc<dyn crate::JobHook>>,
 }
 
 /// The two table names of a `dynamodb://` URL.
@@ -436,6 +438,7 @@ impl DynamoStore {
             table,
             nonces,
             chain_writes: std::sync::Arc::default(),
+            job_hook: None,
         };
         store.ping().await?;
         Ok(store)
@@ -523,6 +526,12 @@ impl DynamoStore {
                 .map_err(backend)?;
         }
         Ok(())
+    }
+
+    /// Tells `hook` of every committed job change.
+    pub fn with_job_hook(mut self, hook: std::sync::Arc<dyn crate::JobHook>) -> Self {
+        self.job_hook = Some(hook);
+        self
     }
 
     /// The state table's name.
@@ -796,6 +805,12 @@ impl DynamoStore {
             match self.send_tx(tx.items).await {
                 Ok(()) => {
                     log_audit(&ctx.audit);
+                    drop(_one_at_a_time);
+                    if let Some(h) = &self.job_hook
+                        && !ctx.jobs.is_empty()
+                    {
+                        h.committed(&ctx.jobs).await;
+                    }
                     return Ok(());
                 }
                 Err(TxFailure::Condition(i)) if i < main_len => return Err(StoreError::Conflict),
