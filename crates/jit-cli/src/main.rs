@@ -2,6 +2,7 @@
 
 mod doctor;
 mod error;
+mod import;
 mod keys;
 mod ops;
 mod sign;
@@ -71,6 +72,10 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Import the Go/Lambda backend's bindings, approvers and request history from its
+    /// DynamoDB tables into a store (SQLite, PostgreSQL or DynamoDB). Safe to run again: what is
+    /// already there is skipped.
+    Import(import::ImportArgs),
     /// Operating the embedded database.
     Admin {
         #[command(subcommand)]
@@ -387,6 +392,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Requests { api, command } => return ops::run(&api, command).await,
         Command::Config { api, command } => return ops::run_config(&api, command).await,
         Command::Doctor(args) => return doctor::run(args, &jit_proto::SystemClock).await,
+        Command::Import(args) => return import::run(args, &jit_proto::SystemClock).await,
         Command::Openapi => {
             use std::io::Write;
             std::io::stdout().write_all(jit_server::openapi::json().as_bytes())?;

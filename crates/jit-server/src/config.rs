@@ -796,7 +796,7 @@ mod tests {
                 .to_string();
             assert!(e.contains("database_url"), "{url}: {e}");
             assert!(
-                e.contains("sqlite://, postgres:// or postgresql://"),
+                e.contains("sqlite://, postgres://, postgresql:// or dynamodb://"),
                 "{url}: {e}"
             );
             assert!(!e.contains("pw"), "{e}");
