@@ -122,18 +122,25 @@ pub fn usage(e: &clap::Error) -> std::process::ExitCode {
     }
     let text = e.render().to_string();
     let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
-    let message = lines
+    let mut message = lines
         .next()
         .map(|l| l.trim_start_matches("error:").trim().to_owned())
         .unwrap_or_default();
     let mut tips = Vec::new();
     let mut usage = None;
+    // What a message ending in ':' lists (the missing arguments) follows on its own lines.
+    let mut listed = Vec::new();
     for l in lines {
         if let Some(t) = l.strip_prefix("tip:") {
             tips.push(t.trim().to_owned());
         } else if l.starts_with("Usage:") {
             usage = Some(l.to_owned());
+        } else if message.ends_with(':') && usage.is_none() && tips.is_empty() {
+            listed.push(l.to_owned());
         }
+    }
+    if !listed.is_empty() {
+        message = format!("{} {}", message, listed.join(", "));
     }
     let hint = if tips.is_empty() {
         usage.map(|u| format!("{u} (more with --help)"))
