@@ -53,8 +53,7 @@ impl Emf {
     }
 
     /// The tick's line: the store's counts (`jit_store_up` 0 alone when it did not answer).
-    pub fn gauges(&self, g: Option<&jit_store::Gauges>) {
-        let now = now_ms();
+    pub fn gauges(&self, g: Option<&jit_store::Gauges>, now: i64) {
         let Some(g) = g else {
             println!("{}", self.line(now, &[("jit_store_up", 0.0, "Count")]));
             return;
@@ -104,7 +103,7 @@ impl Emf {
         println!(
             "{}",
             self.line(
-                now_ms(),
+                st.clock.now_ms(),
                 &[
                     ("jit_auth_failures_total", d_auth as f64, "Count"),
                     ("jit_http_requests_total", d_reqs as f64, "Count"),
@@ -112,15 +111,6 @@ impl Emf {
             )
         );
     }
-}
-
-fn now_ms() -> i64 {
-    i64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis()),
-    )
-    .unwrap_or(0)
 }
 
 #[cfg(test)]

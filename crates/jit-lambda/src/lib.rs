@@ -15,6 +15,7 @@
 //! Everything else is the server's: store (DynamoDB), rings, provider, lifecycle, dispatcher.
 
 mod emf;
+pub mod local;
 mod schedules;
 
 pub use emf::Emf;
@@ -51,6 +52,8 @@ pub struct Function {
     app: axum::Router,
     schedules: Option<Arc<Schedules>>,
     emf: Emf,
+    /// Run due jobs and callbacks after each HTTP call (off in tests that step them by hand).
+    inline_work: bool,
 }
 
 impl Function {
@@ -62,7 +65,15 @@ impl Function {
             app,
             schedules,
             emf,
+            inline_work: true,
         }
+    }
+
+    /// Answers HTTP calls only, running no jobs or callbacks after them: tests step the
+    /// lifecycle by hand, as with `Server::without_workers`.
+    pub fn stepped(mut self) -> Self {
+        self.inline_work = false;
+        self
     }
 
     /// The backend (tests).
@@ -86,9 +97,18 @@ impl Function {
                     "not an API Gateway HTTP API (payload 2.0) event: {e}"
                 ))
             })?;
-            let req: lambda_http::Request = req.into();
+            let mut req: lambda_http::Request = req.into();
+            // The caller's address, as API Gateway saw it, for the per-source failure limit.
+            if let Some(lambda_http::request::RequestContext::ApiGatewayV2(c)) =
+                req.request_context_ref()
+                && let Some(ip) = c.http.source_ip.as_deref().and_then(|s| s.parse().ok())
+            {
+                req.extensions_mut().insert(jit_http::ClientIp(ip));
+            }
             let answer = self.http(req.with_lambda_context(ctx)).await?;
-            self.backend.run_due().await;
+            if self.inline_work {
+                self.backend.run_due().await;
+            }
             answer
         };
         self.emf.invocation(&self.backend.state);
@@ -99,7 +119,8 @@ impl Function {
         match what {
             Internal::Tick => {
                 let gauges = self.backend.tick().await;
-                self.emf.gauges(gauges.as_ref());
+                self.emf
+                    .gauges(gauges.as_ref(), self.backend.state.clock.now_ms());
                 serde_json::json!({"ok": true, "store_up": gauges.is_some()})
             }
             Internal::Job { kind, request_id } => {

@@ -24,6 +24,8 @@ struct App {
     state: jit_server::AppState,
     db_url: String,
     stop: tokio::sync::watch::Sender<bool>,
+    /// The moto server a function on DynamoDB keeps its tables in.
+    moto: Option<jit_testkit::Moto>,
     _dir: tempfile::TempDir,
 }
 
@@ -71,6 +73,60 @@ async fn spawn_app(pg: bool) -> App {
         state,
         db_url,
         stop,
+        moto: None,
+        _dir: dir,
+    }
+}
+
+/// The same API as the Lambda function answers it (`jit-lambda`): DynamoDB on moto, each call
+/// turned into the API Gateway payload 2.0 event Lambda delivers and back, in process so the
+/// clock is the test's. (The real binary on cargo-lambda's emulator: `jit-lambda`'s tests.)
+async fn spawn_lambda() -> App {
+    let dir = tempfile::tempdir().unwrap();
+    let moto = jit_testkit::Moto::start().unwrap();
+    let sdk = moto.sdk_config().await;
+    jit_store::DynamoStore::create_tables(&sdk, "jit-state", "jit-nonces")
+        .await
+        .unwrap();
+    let db_url = "dynamodb://jit-state?nonces=jit-nonces".to_owned();
+    let config = Config {
+        listen: "127.0.0.1:0".into(),
+        data_dir: dir.path().to_path_buf(),
+        database_url: Some(db_url.clone()),
+        aws_region: Some("us-east-1".into()),
+        aws_endpoint_url: Some(moto.endpoint.clone()),
+        admins: vec!["admin1".into(), "boss@example.com".into()],
+        ..Config::default()
+    };
+    let clock = ManualClock::at(1_764_072_000);
+    let backend = jit_server::serve::Backend::prepare(config, Arc::new(clock.clone()), None)
+        .await
+        .unwrap();
+    let state = backend.state.clone();
+    let function = Arc::new(
+        jit_lambda::Function::new(backend, None, jit_lambda::Emf::new("JitAccess")).stepped(),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, mut rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(jit_lambda::local::serve(function, listener, async move {
+        let _ = rx.wait_for(|s| *s).await;
+    }));
+    let ring =
+        KeyRing::parse(&std::fs::read_to_string(dir.path().join("keys/backend.json")).unwrap())
+            .unwrap();
+    let keys = Keys::Fixed(Arc::new(ring));
+    let client = Client::new(&base, keys.clone(), Arc::new(clock.clone())).unwrap();
+    let v1 = client.clone().with_version(SignatureVersion::V1);
+    App {
+        base,
+        client,
+        v1,
+        clock,
+        state,
+        db_url,
+        stop,
+        moto: Some(moto),
         _dir: dir,
     }
 }
@@ -82,6 +138,44 @@ fn actor(id: &str) -> Value {
 const ACCOUNT: &str = "123456789012";
 
 impl App {
+    /// Sets a column of audit event `seq` behind the store's back, on whichever database.
+    async fn tamper(&self, seq: i64, column: &str, value: &str) {
+        if let Some(moto) = &self.moto {
+            let sdk = moto.sdk_config().await;
+            aws_sdk_dynamodb::Client::new(&sdk)
+                .update_item()
+                .table_name("jit-state")
+                .key(
+                    "pk",
+                    aws_sdk_dynamodb::types::AttributeValue::S(format!("A#{:012}", seq / 1000)),
+                )
+                .key(
+                    "sk",
+                    aws_sdk_dynamodb::types::AttributeValue::S(format!("{seq:020}")),
+                )
+                .update_expression("SET #c = :v")
+                .expression_attribute_names("#c", column)
+                .expression_attribute_values(
+                    ":v",
+                    aws_sdk_dynamodb::types::AttributeValue::S(value.to_owned()),
+                )
+                .send()
+                .await
+                .unwrap();
+            return;
+        }
+        let sql: &'static str = Box::leak(
+            format!("UPDATE audit_events SET {column} = '{value}' WHERE seq = {seq}")
+                .into_boxed_str(),
+        );
+        if self.db_url.starts_with("postgres") {
+            jit_testkit::psql(&self.db_url, sql).unwrap();
+        } else {
+            let store = jit_store::SqlStore::open(&self.db_url).await.unwrap();
+            store.raw_execute(sql).await.unwrap();
+        }
+    }
+
     async fn post(&self, path: &str, body: Value) -> Answer {
         self.client.post(path, &body).await.unwrap()
     }
@@ -720,19 +814,7 @@ async fn audit_export_pages_and_verification(app: App) {
     assert_eq!(by_type.body["count"], 3);
     let v = app.get("/audit/verify").await;
     assert_eq!((v.status, &v.body["events"]), (200, &json!(11)));
-    if app.db_url.starts_with("postgres") {
-        jit_testkit::psql(
-            &app.db_url,
-            "UPDATE audit_events SET actor_id = 'mallory' WHERE seq = 5",
-        )
-        .unwrap();
-    } else {
-        let store = jit_store::SqlStore::open(&app.db_url).await.unwrap();
-        store
-            .raw_execute("UPDATE audit_events SET actor_id = 'mallory' WHERE seq = 5")
-            .await
-            .unwrap();
-    }
+    app.tamper(5, "actor_id", "mallory").await;
     // The routine check starts after the checkpoint the first run recorded: it hashes nothing
     // new, and confirms the checkpoint's own event is unchanged.
     let v = app.get("/audit/verify").await;
@@ -749,19 +831,7 @@ async fn audit_export_pages_and_verification(app: App) {
         v.body
     );
     // Editing the checkpoint's event is found by the routine check too.
-    if app.db_url.starts_with("postgres") {
-        jit_testkit::psql(
-            &app.db_url,
-            "UPDATE audit_events SET hash = repeat('0', 64) WHERE seq = 11",
-        )
-        .unwrap();
-    } else {
-        let store = jit_store::SqlStore::open(&app.db_url).await.unwrap();
-        store
-            .raw_execute("UPDATE audit_events SET hash = '0000000000000000000000000000000000000000000000000000000000000000' WHERE seq = 11")
-            .await
-            .unwrap();
-    }
+    app.tamper(11, "hash", &"0".repeat(64)).await;
     let v = app.get("/audit/verify").await;
     assert_eq!((v.status, v.code()), (409, Some("audit_chain_broken")));
     let bad = app.get("/audit/verify?full=maybe").await;
@@ -796,6 +866,7 @@ macro_rules! both {
     ($($name:ident),* $(,)?) => {
         mod on_sqlite { $( #[tokio::test] async fn $name() { super::$name(super::spawn_app(false).await).await } )* }
         mod on_postgres { $( #[tokio::test] async fn $name() { super::$name(super::spawn_app(true).await).await } )* }
+        mod on_lambda { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(super::spawn_lambda().await).await } )* }
     };
 }
 
@@ -919,7 +990,16 @@ mod openapi {
 
     #[tokio::test]
     async fn server_matches_the_documented_api() {
-        let app = spawn_app(false).await;
+        matches_the_documented_api(spawn_app(false).await).await;
+    }
+
+    /// The Lambda function answers as documented too (API Gateway's payload 2.0 both ways).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn lambda_function_matches_the_documented_api() {
+        matches_the_documented_api(spawn_lambda().await).await;
+    }
+
+    async fn matches_the_documented_api(app: App) {
         let mut c = Checker {
             spec: spec(),
             seen: BTreeSet::new(),
@@ -1141,6 +1221,7 @@ mod lifecycle {
             state,
             db_url,
             stop,
+            moto: None,
             _dir: dir,
         };
         app.setup_channel(&["bob", "carol"], 1).await;
@@ -2123,6 +2204,7 @@ mod lifecycle {
             state,
             db_url,
             stop,
+            moto: None,
             _dir: dir,
         };
         app.setup_channel(&["bob"], 1).await;
@@ -2258,7 +2340,15 @@ mod negative {
 
     #[tokio::test]
     async fn every_bad_input_gets_its_code_and_changes_nothing() {
-        let app = spawn_app(false).await;
+        bad_inputs(spawn_app(false).await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_bad_input_gets_its_code_and_changes_nothing_on_lambda() {
+        bad_inputs(spawn_lambda().await).await;
+    }
+
+    async fn bad_inputs(app: App) {
         app.setup_channel(&["bob"], 1).await;
         let id = app.create("alice").await;
         let before_audit = app.get("/audit").await.body["count"].as_u64().unwrap();

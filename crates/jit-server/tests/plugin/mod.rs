@@ -310,7 +310,18 @@ impl Webhook {
 
 // ---- The deployment -------------------------------------------------------------------------
 
+/// Where the backend runs: `jit server` on SQLite or PostgreSQL, or the Lambda function on
+/// DynamoDB (moto), its calls turned into API Gateway events in process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum On {
+    Sqlite,
+    Postgres,
+    Lambda,
+}
+
 struct Deployment {
+    /// The moto server of a function on DynamoDB.
+    _moto: Option<jit_testkit::Moto>,
     plugin: Plugin,
     hook: Webhook,
     state: jit_server::AppState,
@@ -331,7 +342,7 @@ impl Drop for Deployment {
 
 /// The old system's keys as its operators have them (the runbook's JSON objects of plain
 /// strings), the profile on, callbacks to the plugin's webhook URL on Mattermost.
-async fn deploy(pg: bool, pin: Option<&str>) -> Deployment {
+async fn deploy(on: On, pin: Option<&str>) -> Deployment {
     let dir = tempfile::tempdir().unwrap();
     let backend_file = dir.path().join("signing.json");
     let callback_file = dir.path().join("callback.json");
@@ -354,15 +365,25 @@ async fn deploy(pg: bool, pin: Option<&str>) -> Deployment {
         .with_state(hook.clone());
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
 
-    let db_url = if pg {
-        jit_testkit::fresh_pg_database().unwrap()
-    } else {
-        format!("sqlite://{}", dir.path().join("jit.db").display())
+    let mut moto = None;
+    let db_url = match on {
+        On::Postgres => jit_testkit::fresh_pg_database().unwrap(),
+        On::Sqlite => format!("sqlite://{}", dir.path().join("jit.db").display()),
+        On::Lambda => {
+            let m = jit_testkit::Moto::start().unwrap();
+            jit_store::DynamoStore::create_tables(&m.sdk_config().await, "jit-state", "jit-nonces")
+                .await
+                .unwrap();
+            moto = Some(m);
+            "dynamodb://jit-state?nonces=jit-nonces".to_owned()
+        }
     };
     let mut config = Config {
         listen: "127.0.0.1:0".into(),
         data_dir: dir.path().to_path_buf(),
         database_url: Some(db_url),
+        aws_region: Some("us-east-1".into()),
+        aws_endpoint_url: moto.as_ref().map(|m| m.endpoint.clone()),
         ..Config::default()
     };
     config.keys.backend = Some(format!("file:{}", backend_file.display()));
@@ -371,17 +392,44 @@ async fn deploy(pg: bool, pin: Option<&str>) -> Deployment {
     config.callbacks.url = Some(url);
     config.existing_plugin.enabled = true;
     let provider = Arc::new(DryRunProvider::new());
-    let server = Server::build_with(config, Arc::new(clock.clone()), Some(provider.clone()))
+    let (base, stop, state, lifecycle, dispatcher) = if on == On::Lambda {
+        let backend = jit_server::serve::Backend::prepare(
+            config,
+            Arc::new(clock.clone()),
+            Some(provider.clone()),
+        )
         .await
-        .unwrap()
-        .without_workers();
-    let base = format!("http://{}", server.local_addr().unwrap());
-    let stop = server.shutdown_handle();
-    let state = server.state.clone();
-    let lifecycle = server.lifecycle.clone();
-    let dispatcher = server.dispatcher.clone().expect("callbacks are configured");
-    tokio::spawn(server.serve());
+        .unwrap();
+        let (state, lifecycle) = (backend.state.clone(), backend.lifecycle.clone());
+        let dispatcher = backend
+            .dispatcher
+            .clone()
+            .expect("callbacks are configured");
+        let function = Arc::new(
+            jit_lambda::Function::new(backend, None, jit_lambda::Emf::new("JitAccess")).stepped(),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, mut rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(jit_lambda::local::serve(function, listener, async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }));
+        (base, stop, state, lifecycle, dispatcher)
+    } else {
+        let server = Server::build_with(config, Arc::new(clock.clone()), Some(provider.clone()))
+            .await
+            .unwrap()
+            .without_workers();
+        let base = format!("http://{}", server.local_addr().unwrap());
+        let stop = server.shutdown_handle();
+        let state = server.state.clone();
+        let lifecycle = server.lifecycle.clone();
+        let dispatcher = server.dispatcher.clone().expect("callbacks are configured");
+        tokio::spawn(server.serve());
+        (base, stop, state, lifecycle, dispatcher)
+    };
     Deployment {
+        _moto: moto,
         plugin: Plugin {
             http: reqwest::Client::new(),
             base,
@@ -468,8 +516,8 @@ impl Deployment {
     }
 }
 
-async fn every_plugin_flow_works(pg: bool) {
-    let d = deploy(pg, None).await;
+async fn every_plugin_flow_works(on: On) {
+    let d = deploy(on, None).await;
     let p = &d.plugin;
 
     // info on an unbound channel: [].
@@ -654,8 +702,8 @@ async fn every_plugin_flow_works(pg: bool) {
 /// The runbook on the callback secret, literally (step 2: add the new key; step 4: the
 /// plugin's secret is changed; step 7: the old key is deleted; no restarts), with callbacks
 /// flowing throughout: none is lost, and at most one delivery is refused per switch.
-async fn callback_key_rotation_by_the_runbook_loses_nothing(pg: bool, pin: Option<&str>) {
-    let d = deploy(pg, pin).await;
+async fn callback_key_rotation_by_the_runbook_loses_nothing(on: On, pin: Option<&str>) {
+    let d = deploy(on, pin).await;
     d.configure().await;
     let mut expected = 0;
     let mut wave = async |d: &Deployment, n: usize| d.wave(n, &mut expected).await;
@@ -699,8 +747,8 @@ async fn callback_key_rotation_by_the_runbook_loses_nothing(pg: bool, pin: Optio
 
 /// `jit keys rotate --ring callback` (a new key that signs after an activation delay), then
 /// `jit keys use` at the moment of the plugin edit: no delivery is refused at all.
-async fn rotation_by_command_refuses_none(pg: bool) {
-    let d = deploy(pg, None).await;
+async fn rotation_by_command_refuses_none(on: On) {
+    let d = deploy(on, None).await;
     d.configure().await;
     let mut expected = 0;
     let mut wave = async |d: &Deployment, n: usize| d.wave(n, &mut expected).await;
@@ -770,17 +818,17 @@ async fn rotation_by_command_refuses_none(pg: bool) {
     assert_eq!(trail[0].draft.data["key_id"], "cb-20261202");
 }
 
-async fn rotation_unpinned(pg: bool) {
-    callback_key_rotation_by_the_runbook_loses_nothing(pg, None).await
+async fn rotation_unpinned(on: On) {
+    callback_key_rotation_by_the_runbook_loses_nothing(on, None).await
 }
 
-async fn rotation_with_a_pin_on_the_old_key(pg: bool) {
-    callback_key_rotation_by_the_runbook_loses_nothing(pg, Some("key-v1")).await
+async fn rotation_with_a_pin_on_the_old_key(on: On) {
+    callback_key_rotation_by_the_runbook_loses_nothing(on, Some("key-v1")).await
 }
 
 /// A refused delivery for one request holds back only that request's later events.
-async fn a_refused_callback_never_holds_back_other_requests(pg: bool) {
-    let d = deploy(pg, None).await;
+async fn a_refused_callback_never_holds_back_other_requests(on: On) {
+    let d = deploy(on, None).await;
     d.configure().await;
     let first = d.granted("alice").await;
     // The plugin holds a secret the backend does not have at all: every delivery is refused.
@@ -802,8 +850,9 @@ async fn a_refused_callback_never_holds_back_other_requests(pg: bool) {
 
 macro_rules! both {
     ($($name:ident),* $(,)?) => {
-        mod on_sqlite { $( #[tokio::test] async fn $name() { super::$name(false).await } )* }
-        mod on_postgres { $( #[tokio::test] async fn $name() { super::$name(true).await } )* }
+        mod on_sqlite { $( #[tokio::test] async fn $name() { super::$name(super::On::Sqlite).await } )* }
+        mod on_postgres { $( #[tokio::test] async fn $name() { super::$name(super::On::Postgres).await } )* }
+        mod on_lambda { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(super::On::Lambda).await } )* }
     };
 }
 
