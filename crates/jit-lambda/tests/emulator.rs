@@ -48,8 +48,19 @@ struct Emulated {
 
 const GROUP: &str = "jit-jobs";
 
+/// Key rings in Secrets Manager (on moto), as the template configures them.
+struct SmKeys {
+    backend_arn: String,
+    callback_arn: String,
+    ring: KeyRing,
+}
+
 async fn start() -> Emulated {
     let moto = jit_testkit::Moto::start().unwrap();
+    start_on(moto, None).await
+}
+
+async fn start_on(moto: jit_testkit::Moto, sm: Option<SmKeys>) -> Emulated {
     let sdk = moto.sdk_config().await;
     jit_store::DynamoStore::create_tables(&sdk, "jit-state", "jit-nonces")
         .await
@@ -81,7 +92,13 @@ async fn start() -> Emulated {
         .unwrap();
     let emulator = Kill(emulator);
     jit_testkit::wait_for_port(port, Duration::from_secs(60)).unwrap();
-    let function = Command::new(env!("CARGO_BIN_EXE_jit-lambda"))
+    let mut function = Command::new(env!("CARGO_BIN_EXE_jit-lambda"));
+    if let Some(k) = &sm {
+        function
+            .env("JIT_KEYS_BACKEND", format!("aws-sm:{}", k.backend_arn))
+            .env("JIT_KEYS_CALLBACK", format!("aws-sm:{}", k.callback_arn));
+    }
+    let function = function
         .env(
             "AWS_LAMBDA_RUNTIME_API",
             format!("http://127.0.0.1:{port}/.rt"),
@@ -113,13 +130,16 @@ async fn start() -> Emulated {
     let base = format!("http://127.0.0.1:{port}");
     // The function writes its key rings at start (the embedded default): wait for them.
     let backend = dir.path().join("keys/backend.json");
-    let ring = loop {
-        if let Ok(text) = std::fs::read_to_string(&backend)
-            && let Ok(r) = KeyRing::parse(&text)
-        {
-            break r;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    let ring = match sm {
+        Some(k) => k.ring,
+        None => loop {
+            if let Ok(text) = std::fs::read_to_string(&backend)
+                && let Ok(r) = KeyRing::parse(&text)
+            {
+                break r;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        },
     };
     let client = Client::new(
         &base,
@@ -256,4 +276,86 @@ async fn signed_calls_ticks_and_job_schedules_work_on_the_emulator() {
     // The trail verifies on DynamoDB.
     let v = f.client.get("/audit/verify").await.unwrap();
     assert_eq!(v.status, 200, "{:?}", v.body);
+}
+
+const S1: &str = "backend-secret-1-0123456789abcdef0123456789abcdef";
+const S2: &str = "backend-secret-2-0123456789abcdef0123456789abcdef";
+
+/// Rings from Secrets Manager: the function loads them at start and keeps them warm; a key the
+/// old runbook adds (a new secret value) is taken at the next tick, with no redeploy or restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rings_come_from_secrets_manager_and_a_new_key_is_taken_at_the_tick() {
+    let moto = jit_testkit::Moto::start().unwrap();
+    let sm = aws_sdk_secretsmanager::Client::new(&moto.sdk_config().await);
+    let arn = |o: aws_sdk_secretsmanager::operation::create_secret::CreateSecretOutput| {
+        o.arn().unwrap().to_owned()
+    };
+    let backend_arn = arn(sm
+        .create_secret()
+        .name("jit-signing-key")
+        .secret_string(format!(r#"{{"key-v1":"{S1}"}}"#))
+        .send()
+        .await
+        .unwrap());
+    let callback_arn = arn(sm
+        .create_secret()
+        .name("jit-callback-key")
+        .secret_string(r#"{"cb-v1":"callback-secret-0123456789abcdef0123456789ab"}"#)
+        .send()
+        .await
+        .unwrap());
+    let ring = KeyRing::parse(&format!(r#"{{"key-v1":"{S1}"}}"#)).unwrap();
+    let f = start_on(
+        moto,
+        Some(SmKeys {
+            backend_arn: backend_arn.clone(),
+            callback_arn,
+            ring,
+        }),
+    )
+    .await;
+    let a = f
+        .post(
+            "/config/bind",
+            json!({"actor": actor("admin1"), "channel_id": "ch1", "account_id": "123456789012"}),
+        )
+        .await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    // The runbook's step: the secret gains key-v2 (a new AWSCURRENT version).
+    sm.put_secret_value()
+        .secret_id(&backend_arn)
+        .secret_string(format!(r#"{{"key-v1":"{S1}","key-v2":"{S2}"}}"#))
+        .send()
+        .await
+        .unwrap();
+    let keys_in_ring = || async {
+        let m = reqwest::get(format!("{}/metrics", f.base))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        m.lines()
+            .find(|l| l.starts_with("jit_key_ring_keys{") && l.contains("ring=\"backend\""))
+            .map(|l| l.rsplit(' ').next().unwrap().to_owned())
+    };
+    assert_eq!(keys_in_ring().await.as_deref(), Some("1"));
+    let out = f.invoke(json!({"jit": "tick"})).await;
+    assert_eq!(out["ok"], true);
+    assert_eq!(
+        keys_in_ring().await.as_deref(),
+        Some("2"),
+        "the tick reloaded the ring from Secrets Manager"
+    );
+    // A caller that signs with key-v2 only (its newest key) is now verified.
+    let v2 = Client::new(
+        &f.base,
+        Keys::Fixed(Arc::new(
+            KeyRing::parse(&format!(r#"{{"key-v2":"{S2}"}}"#)).unwrap(),
+        )),
+        Arc::new(SystemClock) as Arc<dyn Clock>,
+    )
+    .unwrap();
+    let a = v2.get("/config/accounts?channel_id=ch1").await.unwrap();
+    assert_eq!(a.status, 200, "{:?}", a.body);
 }
