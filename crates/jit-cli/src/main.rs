@@ -133,13 +133,20 @@ enum AuditCommand {
     /// database directly and read-only, in pages (flat memory), with progress on a terminal.
     /// Verifies every event unless `--since-checkpoint` is given.
     Verify {
-        /// Database to check directly (default: the embedded SQLite database).
+        /// Database to check directly (default: the embedded SQLite database): `sqlite://`,
+        /// `postgres://` or `dynamodb://STATE_TABLE?nonces=NONCES_TABLE`.
         #[arg(
             long,
             env = "JIT_DATABASE_URL",
             default_value = "sqlite://jit-data/jit.db"
         )]
         database_url: String,
+        /// AWS region of a `dynamodb://` store (else the SDK's chain).
+        #[arg(long, env = "JIT_AWS_REGION")]
+        aws_region: Option<String>,
+        /// AWS endpoint override of a `dynamodb://` store.
+        #[arg(long, env = "JIT_AWS_ENDPOINT_URL")]
+        aws_endpoint_url: Option<String>,
         /// Check only the events after the newest checkpoint the server verified (the
         /// routine check `GET /audit/verify` makes), after confirming that checkpoint's event
         /// is unchanged.
@@ -448,12 +455,24 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             command:
                 AuditCommand::Verify {
                     database_url,
+                    aws_region,
+                    aws_endpoint_url,
                     since_checkpoint,
                 },
         } => {
             use jit_store::prelude::*;
-            // Read-only: verifying must never create, migrate or change what it checks.
-            let store = jit_store::SqlStore::open_read_only(&database_url).await?;
+            // Read-only: verifying must never create, migrate or change what it checks (a
+            // DynamoDB store has no schema to migrate, and verifying records nothing).
+            let store: std::sync::Arc<dyn Store> = if database_url.starts_with("dynamodb://") {
+                let aws = jit_store::AwsOptions {
+                    region: aws_region,
+                    endpoint_url: aws_endpoint_url,
+                    job_hook: None,
+                };
+                jit_store::open(&database_url, &aws).await?
+            } else {
+                std::sync::Arc::new(jit_store::SqlStore::open_read_only(&database_url).await?)
+            };
             let opts = jit_store::VerifyOptions {
                 full: !since_checkpoint,
                 record_checkpoint: false,

@@ -875,6 +875,27 @@ async fn go_backend_history_lands_in_a_dynamodb_store_once() {
     let store: Arc<dyn Store> = Arc::new(jit_store::DynamoStore::open(to, &sdk).await.unwrap());
     check_imported(&store, &seeded, &report).await;
     check_rerun_is_a_no_op(&moto, to, &store).await;
+    // The offline check reads a DynamoDB store as it reads a SQL one.
+    let out = Command::new(env!("CARGO_BIN_EXE_jit"))
+        .args(["audit", "verify", "--database-url", to])
+        .args([
+            "--aws-region",
+            "us-east-1",
+            "--aws-endpoint-url",
+            &moto.endpoint,
+        ])
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.starts_with("audit chain intact: "), "{text}");
 }
 
 #[test]
