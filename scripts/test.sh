@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine or a developer's: installs what the tests need
-# (moto in .venv, PostgreSQL 15 and promtool through apt if missing), starts PostgreSQL,
-# creates the test role, then runs every test of the workspace.
+# (moto, cargo-lambda and cfn-lint in .venv, PostgreSQL 15 and promtool through apt if missing),
+# starts PostgreSQL, creates the test role, then runs every test of the workspace.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,20 +15,33 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
-# moto's server, for the AWS SDK tests (Secrets Manager, SSO Admin, Identity Store), and the
-# aws CLI, for the test that follows the old rotation runbook literally.
+# Python tools, in .venv (made here when missing, whichever tool is missing):
+# - moto's server, for the AWS SDK tests (Secrets Manager, SSO Admin, Identity Store, DynamoDB,
+#   EventBridge Scheduler), and the aws CLI, for the test that follows the old rotation runbook
+#   literally;
+# - cargo-lambda, whose emulator runs the Lambda function in crates/jit-lambda/tests/emulator.rs
+#   (`cargo lambda watch` builds with this machine's cargo, so its Zig dependency, needed only to
+#   cross-compile, is left out: --no-deps);
+# - cfn-lint, for the CloudFormation template of the Lambda deployment (deploy/aws/template.yaml).
+if [ ! -x .venv/bin/pip ]; then
+  say "creating .venv"
+  python3 -m venv .venv
+fi
 if [ ! -x .venv/bin/moto_server ] || [ ! -x .venv/bin/aws ]; then
   say "installing moto[server] and awscli into .venv"
-  python3 -m venv .venv
   .venv/bin/pip install -q 'moto[server]' awscli
 fi
-# cfn-lint, for the CloudFormation template of the Lambda deployment (deploy/aws/template.yaml).
+if [ ! -x .venv/bin/cargo-lambda ]; then
+  say "installing cargo-lambda into .venv"
+  .venv/bin/pip install -q --no-deps cargo-lambda
+fi
 if [ ! -x .venv/bin/cfn-lint ]; then
   say "installing cfn-lint into .venv"
   .venv/bin/pip install -q cfn-lint
 fi
 export JIT_MOTO_SERVER="$PWD/.venv/bin/moto_server"
 export JIT_AWS_CLI="$PWD/.venv/bin/aws"
+export JIT_CARGO_LAMBDA="$PWD/.venv/bin/cargo-lambda"
 # Dummy credentials for the SDK's default chain in tests that build their own AWS clients the way
 # production does; every AWS call in the suite goes to a moto server on 127.0.0.1.
 export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_DEFAULT_REGION=us-east-1
