@@ -12,7 +12,9 @@
 //!   gets ([`Schedules`]): runs what is due, so the access ends at its time, not at the next
 //!   tick.
 //!
-//! Everything else is the server's: store (DynamoDB), rings, provider, lifecycle, dispatcher.
+//! Every invocation first reloads a key ring whose last load is older than its refresh interval,
+//! as the server's reload loop would have. Everything else is the server's: store (DynamoDB),
+//! rings, provider, lifecycle, dispatcher.
 
 mod emf;
 pub mod local;
@@ -84,6 +86,7 @@ impl Function {
     /// Answers one invocation.
     pub async fn handle(&self, ev: LambdaEvent<Value>) -> Result<Value, Error> {
         let (payload, ctx) = ev.into_parts();
+        self.backend.refresh_stale_rings().await;
         if let Some(s) = &self.schedules {
             s.set_target(&ctx.invoked_function_arn);
         }

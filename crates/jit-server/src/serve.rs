@@ -207,6 +207,22 @@ impl Backend {
             .ok()
     }
 
+    /// Reloads each key ring whose last successful load is older than its `refresh_interval`:
+    /// what the server's reload loop does, for a process that only runs while it answers (an
+    /// execution environment the tick never reaches still picks up a rotated key, or drops a
+    /// removed one, within the interval).
+    pub async fn refresh_stale_rings(&self) {
+        let now = self.state.clock.unix();
+        for ring in [&self.state.backend_ring, &self.state.callback_ring] {
+            let every = i64::try_from(ring.config().refresh_interval.as_secs()).unwrap_or(60);
+            if now - ring.status().last_success_unix >= every
+                && let Err(e) = ring.refresh().await
+            {
+                tracing::warn!(ring = ring.config().name, error = %e, "key ring reload failed; the last good ring stays");
+            }
+        }
+    }
+
     /// Runs the jobs due now and delivers due callbacks (after an API call, or when a job's
     /// schedule fires).
     pub async fn run_due(&self) {
