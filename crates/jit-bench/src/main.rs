@@ -4,6 +4,7 @@
 //! on the same 2-core machine, as the floor in docs/benchmarks.md assumes.
 
 mod growth;
+mod lambda;
 
 use anyhow::{Context, bail};
 use clap::Parser;
@@ -19,8 +20,11 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Parser)]
 struct Args {
     /// `api` (throughput and latency), `lateness` (revocation lateness of 1,000 grants ending
-    /// in the same minute, next to one grant ending alone) or `growth` (the daily operations
-    /// at each of `--sizes`, with the ratio between the smallest and the largest).
+    /// in the same minute, next to one grant ending alone), `growth` (the daily operations
+    /// at each of `--sizes`, with the ratio between the smallest and the largest) or `lambda`
+    /// (the Lambda function on cargo-lambda's emulator with DynamoDB and Scheduler on moto:
+    /// init, create+approve, revocation lateness by job invocation and by tick alone, each next
+    /// to `jit server` on SQLite).
     #[arg(long, default_value = "api")]
     mode: String,
     /// For `--mode growth`: store sizes in requests, filled through the signed API in turn.
@@ -29,9 +33,19 @@ struct Args {
     /// For `--mode growth`: runs of each operation per size (the median is reported).
     #[arg(long, default_value_t = 15)]
     repeat: usize,
-    /// Grants for `--mode lateness`.
-    #[arg(long, default_value_t = 1000)]
-    grants: usize,
+    /// Grants for `--mode lateness` (default 1000) and for each lateness part of `--mode lambda`
+    /// (default 20).
+    #[arg(long)]
+    grants: Option<usize>,
+    /// For `--mode lambda`: fresh function (and server) processes whose init is measured.
+    #[arg(long, default_value_t = 5)]
+    starts: usize,
+    /// For `--mode lambda`: measured create+approve pairs on each side, per provider.
+    #[arg(long, default_value_t = 50)]
+    pairs: usize,
+    /// For `--mode lambda`: the function binary.
+    #[arg(long, default_value = "target/release/jit-lambda")]
+    lambda_bin: PathBuf,
     /// `sqlite` or `postgres` (PostgreSQL needs JIT_TEST_PG_URL, as set by scripts/test.sh).
     #[arg(long, default_value = "sqlite")]
     db: String,
@@ -166,6 +180,19 @@ fn report(name: &str, s: &Stats, elapsed: f64) -> f64 {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if args.mode == "lambda" {
+        if args.db != "sqlite" {
+            bail!("--mode lambda compares with `jit server` on SQLite only");
+        }
+        return lambda::run(lambda::Opts {
+            server_bin: args.server_bin,
+            lambda_bin: args.lambda_bin,
+            starts: args.starts,
+            pairs: args.pairs,
+            grants: args.grants.unwrap_or(20),
+        })
+        .await;
+    }
     let dir = tempfile::tempdir()?;
     let db_url = match args.db.as_str() {
         "sqlite" => format!("sqlite://{}", dir.path().join("jit.db").display()),
@@ -246,7 +273,13 @@ async fn main() -> anyhow::Result<()> {
         .await;
     }
     if args.mode == "lateness" {
-        return lateness(&client, args.grants, args.clients, args.slow_provider_secs).await;
+        return lateness(
+            &client,
+            args.grants.unwrap_or(1000),
+            args.clients,
+            args.slow_provider_secs,
+        )
+        .await;
     }
     println!(
         "jit-bench api: db={} clients={} seconds={} (server and load generator on this machine, {} cores)",
