@@ -1,9 +1,10 @@
 //! The backend as one AWS Lambda function (`deploy/aws/template.yaml`).
 //!
 //! One function answers three kinds of invocation:
-//! - **HTTP** (API Gateway HTTP API, payload v2): the same axum router as `jit server`. After the
-//!   answer is built, jobs that fell due (a grant right after an approval) run and due callbacks
-//!   go out, before the function returns: a frozen function does no work.
+//! - **HTTP** (API Gateway HTTP API, payload v2): the same axum router as `jit server`. After a
+//!   write is answered, jobs that fell due (a grant right after an approval) run and due
+//!   callbacks go out, before the function returns: a frozen function does no work. Reads run
+//!   nothing more.
 //! - **`{"jit":"tick"}`**, every minute from an EventBridge schedule: what `jit server`'s loops
 //!   do (reload the key rings from Secrets Manager, recreate missing jobs, run due jobs, deliver
 //!   callbacks, record key use, prune old callback rows), then the metrics as CloudWatch
@@ -108,8 +109,12 @@ impl Function {
             {
                 req.extensions_mut().insert(jit_http::ClientIp(ip));
             }
+            let wrote = !matches!(
+                *req.method(),
+                axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
+            );
             let answer = self.http(req.with_lambda_context(ctx)).await?;
-            if self.inline_work {
+            if self.inline_work && wrote {
                 self.backend.run_due().await;
             }
             answer

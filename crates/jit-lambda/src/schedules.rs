@@ -2,9 +2,9 @@
 //! scheduled or moved gets a schedule at its due time (the old one replaced), a removed job
 //! loses it. A schedule invokes the function with `{"jit":"job",…}` and deletes itself after.
 //!
-//! Scheduler fires within the minute of its time. A job due within a minute gets no schedule:
-//! it runs in the invocation that scheduled it (a grant right after an approval) or at the next
-//! tick. Failing to create or delete a schedule loses nothing: the job is in the store and the
+//! Scheduler fires within the minute of its time (never before it: the time is rounded up to
+//! the second). A job due within a few seconds gets no schedule: it runs in the invocation that
+//! scheduled it (a grant right after an approval) or at the next tick. Failing to create or delete a schedule loses nothing: the job is in the store and the
 //! tick runs it; a schedule whose job is gone fires into an invocation that finds nothing due.
 
 use aws_sdk_scheduler::Client;
@@ -15,6 +15,9 @@ use aws_sdk_scheduler::types::{
 use jit_proto::Clock;
 use jit_store::{JobHook, JobKind, JobOp};
 use std::sync::{Arc, Mutex};
+
+/// A job due within this gets no schedule (it runs now or at the tick).
+const SOON_MS: i64 = 5_000;
 
 /// Keeps the schedules; the function's own ARN (the target) comes with each invocation.
 #[derive(Debug)]
@@ -84,17 +87,20 @@ impl Schedules {
         }
     }
 
-    async fn create(&self, kind: JobKind, request_id: &str, due_ms: i64) {
+    /// Creates the job's schedule; `Ok(false)` when one of that name exists.
+    async fn create(&self, kind: JobKind, request_id: &str, due_ms: i64) -> bool {
         let name = schedule_name(kind, request_id);
-        if due_ms <= self.clock.now_ms() + 60_000 {
-            return;
+        if due_ms <= self.clock.now_ms() + SOON_MS {
+            return true;
         }
         let Some(target) = self.target() else {
             tracing::warn!(schedule = %name, "no function ARN yet: the job runs at a tick");
-            return;
+            return true;
         };
-        let Ok(at) = time::OffsetDateTime::from_unix_timestamp(due_ms.div_euclid(1000)) else {
-            return;
+        // Rounded up: a schedule that fired before the job was due would find nothing to do.
+        let secs = due_ms.div_euclid(1000) + i64::from(due_ms.rem_euclid(1000) > 0);
+        let Ok(at) = time::OffsetDateTime::from_unix_timestamp(secs) else {
+            return true;
         };
         let at = format!(
             "at({:04}-{:02}-{:02}T{:02}:{:02}:{:02})",
@@ -119,7 +125,7 @@ impl Schedules {
                 .build(),
         );
         let (Ok(window), Ok(target)) = built else {
-            return;
+            return true;
         };
         let r = self
             .client
@@ -134,12 +140,16 @@ impl Schedules {
             .send()
             .await;
         match r {
-            Ok(_) => {}
+            Ok(_) => true,
             Err(e)
                 if e.as_service_error()
-                    .is_some_and(|s| s.is_conflict_exception()) => {}
+                    .is_some_and(|s| s.is_conflict_exception()) =>
+            {
+                false
+            }
             Err(e) => {
-                tracing::warn!(schedule = %name, error = %DisplayErrorContext(&e), "creating a job's schedule failed; the job runs at a tick")
+                tracing::warn!(schedule = %name, error = %DisplayErrorContext(&e), "creating a job's schedule failed; the job runs at a tick");
+                true
             }
         }
     }
@@ -155,14 +165,19 @@ impl JobHook for Schedules {
                     request_id,
                     due_ms,
                 } => {
-                    self.delete(&schedule_name(*kind, request_id)).await;
-                    self.create(*kind, request_id, *due_ms).await;
+                    // Most jobs are new: create, and replace only when one exists.
+                    if !self.create(*kind, request_id, *due_ms).await {
+                        self.delete(&schedule_name(*kind, request_id)).await;
+                        self.create(*kind, request_id, *due_ms).await;
+                    }
                 }
                 JobOp::Ensure {
                     kind,
                     request_id,
                     due_ms,
-                } => self.create(*kind, request_id, *due_ms).await,
+                } => {
+                    self.create(*kind, request_id, *due_ms).await;
+                }
                 JobOp::Remove { kind, request_id } => {
                     self.delete(&schedule_name(*kind, request_id)).await;
                 }
