@@ -890,7 +890,7 @@ fn plan_request(
     // What this system's own effects would have scheduled for a request in this state.
     let job = |kind, due: OffsetDateTime| JobOp::Schedule {
         kind,
-        request_id: id.as_str().to_owned(),
+        request_id: id.clone(),
         due_ms: jit_store::unix_ms(due),
     };
     let jobs: Vec<JobOp> = match &request.state {
@@ -1560,7 +1560,7 @@ mod tests {
             p.jobs,
             [JobOp::Schedule {
                 kind: JobKind::Revoke,
-                request_id: q.id.as_str().to_owned(),
+                request_id: q.id.clone(),
                 due_ms: jit_store::unix_ms(datetime!(2026-06-01 13:00 UTC)),
             }]
         );

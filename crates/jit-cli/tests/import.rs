@@ -684,14 +684,14 @@ async fn check_imported(store: &Arc<dyn Store>, seeded: &Seeded, report: &Value)
     // Jobs: the live grant's revoke at its end, the pending request's timeout.
     let revokes = store.list_jobs(Some(JobKind::Revoke)).await.unwrap();
     assert_eq!(revokes.len(), 1, "{revokes:?}");
-    assert_eq!(revokes[0].request_id, R_LIVE);
+    assert_eq!(revokes[0].request_id.as_str(), R_LIVE);
     assert_eq!(revokes[0].due_ms, jit_store::unix_ms(seeded.live_end));
     let timeouts = store.list_jobs(Some(JobKind::Timeout)).await.unwrap();
     assert_eq!(timeouts.len(), 1);
-    assert_eq!(timeouts[0].request_id, R_PENDING);
+    assert_eq!(timeouts[0].request_id.as_str(), R_PENDING);
     let grants = store.list_jobs(Some(JobKind::Grant)).await.unwrap();
     assert_eq!(grants.len(), 1);
-    assert_eq!(grants[0].request_id, R_APPROVED);
+    assert_eq!(grants[0].request_id.as_str(), R_APPROVED);
     let approved = get(rid(R_APPROVED)).await;
     assert_eq!(approved.status(), Status::Approved);
     assert_eq!(

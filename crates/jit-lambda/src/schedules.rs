@@ -12,6 +12,7 @@ use aws_sdk_scheduler::error::DisplayErrorContext;
 use aws_sdk_scheduler::types::{
     ActionAfterCompletion, FlexibleTimeWindow, FlexibleTimeWindowMode, Target,
 };
+use jit_core::types::RequestId;
 use jit_proto::Clock;
 use jit_store::{JobHook, JobKind, JobOp};
 use std::sync::{Arc, Mutex};
@@ -30,8 +31,8 @@ pub struct Schedules {
 }
 
 /// The schedule of a job: `<kind>-<request id>` (at most 64 characters, as Scheduler allows).
-pub fn schedule_name(kind: JobKind, request_id: &str) -> String {
-    format!("{}-{request_id}", kind.as_str())
+pub fn schedule_name(kind: JobKind, request_id: &RequestId) -> String {
+    format!("{}-{}", kind.as_str(), request_id.as_str())
 }
 
 impl Schedules {
@@ -88,7 +89,7 @@ impl Schedules {
     }
 
     /// Creates the job's schedule; `Ok(false)` when one of that name exists.
-    async fn create(&self, kind: JobKind, request_id: &str, due_ms: i64) -> bool {
+    async fn create(&self, kind: JobKind, request_id: &RequestId, due_ms: i64) -> bool {
         let name = schedule_name(kind, request_id);
         if due_ms <= self.clock.now_ms() + SOON_MS {
             return true;

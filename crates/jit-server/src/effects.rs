@@ -18,7 +18,7 @@ fn ms(t: OffsetDateTime) -> i64 {
 fn schedule(kind: JobKind, r: &Request, at: OffsetDateTime) -> JobOp {
     JobOp::Schedule {
         kind,
-        request_id: r.id.as_str().to_owned(),
+        request_id: r.id.clone(),
         due_ms: ms(at),
     }
 }
@@ -26,7 +26,7 @@ fn schedule(kind: JobKind, r: &Request, at: OffsetDateTime) -> JobOp {
 fn remove(kind: JobKind, r: &Request) -> JobOp {
     JobOp::Remove {
         kind,
-        request_id: r.id.as_str().to_owned(),
+        request_id: r.id.clone(),
     }
 }
 
@@ -122,7 +122,7 @@ pub fn effects(
         .filter(|status| style.sends(status))
         .map(|status| OutboxDraft {
             event_id: event_id.clone(),
-            request_id: next.id.as_str().to_owned(),
+            request_id: next.id.clone(),
             payload: serde_json::to_string(&callback_payload(
                 next, status, actor, now, &event_id, style,
             ))

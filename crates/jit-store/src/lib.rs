@@ -242,7 +242,7 @@ pub enum JobOp {
         /// What.
         kind: JobKind,
         /// For which request.
-        request_id: String,
+        request_id: RequestId,
         /// When (unix ms).
         due_ms: i64,
     },
@@ -252,7 +252,7 @@ pub enum JobOp {
         /// What.
         kind: JobKind,
         /// For which request.
-        request_id: String,
+        request_id: RequestId,
         /// When (unix ms).
         due_ms: i64,
     },
@@ -261,7 +261,7 @@ pub enum JobOp {
         /// What.
         kind: JobKind,
         /// For which request.
-        request_id: String,
+        request_id: RequestId,
     },
 }
 
@@ -289,7 +289,7 @@ pub struct OutboxDraft {
     /// Unique id; receivers dedupe by it.
     pub event_id: String,
     /// The request it is about (delivery is in order per request).
-    pub request_id: String,
+    pub request_id: RequestId,
     /// JSON body.
     pub payload: String,
 }
@@ -300,7 +300,7 @@ pub struct Job {
     /// What.
     pub kind: JobKind,
     /// For which request.
-    pub request_id: String,
+    pub request_id: RequestId,
     /// When it is due (unix ms).
     pub due_ms: i64,
     /// Failed attempts so far.
@@ -342,7 +342,7 @@ pub struct OutboxEvent {
     /// Unique id.
     pub event_id: String,
     /// The request.
-    pub request_id: String,
+    pub request_id: RequestId,
     /// Order within the request.
     pub seq: i64,
     /// JSON body.
@@ -570,7 +570,7 @@ pub trait RequestStore: Send + Sync {
         requester_email: &str,
         account_id: &str,
         permission_set: Option<&str>,
-        except: &str,
+        except: &RequestId,
     ) -> Result<Vec<Request>, StoreError>;
 
     /// Requests in `status` that have no job of `kind`, oldest first, a page of at most
@@ -637,7 +637,7 @@ pub trait JobStore: Send + Sync {
     async fn renew_lease(
         &self,
         kind: JobKind,
-        request_id: &str,
+        request_id: &RequestId,
         owner: &str,
         until_ms: i64,
     ) -> Result<(), StoreError>;
@@ -650,7 +650,7 @@ pub trait JobStore: Send + Sync {
     async fn retry_job(
         &self,
         kind: JobKind,
-        request_id: &str,
+        request_id: &RequestId,
         retry_ms: i64,
         error: &str,
     ) -> Result<(), StoreError>;

@@ -726,9 +726,9 @@ async fn apply_ops(tx: &mut AnyConnection, ctx: &WriteCtx) -> Result<(), StoreEr
                     "INSERT INTO jobs (id, kind, request_id, due_at, attempts, created_at) VALUES ($1, $2, $3, $4, 0, $5) \
                      ON CONFLICT (id) DO UPDATE SET due_at = excluded.due_at, lease_owner = NULL, lease_until = NULL",
                 )
-                .bind(kind.id_for(request_id))
+                .bind(kind.id_for(request_id.as_str()))
                 .bind(kind.as_str())
-                .bind(request_id.clone())
+                .bind(request_id.as_str().to_owned())
                 .bind(*due_ms)
                 .bind(now)
                 .execute(&mut *tx)
@@ -743,9 +743,9 @@ async fn apply_ops(tx: &mut AnyConnection, ctx: &WriteCtx) -> Result<(), StoreEr
                     "INSERT INTO jobs (id, kind, request_id, due_at, attempts, created_at) VALUES ($1, $2, $3, $4, 0, $5) \
                      ON CONFLICT (id) DO NOTHING",
                 )
-                .bind(kind.id_for(request_id))
+                .bind(kind.id_for(request_id.as_str()))
                 .bind(kind.as_str())
-                .bind(request_id.clone())
+                .bind(request_id.as_str().to_owned())
                 .bind(*due_ms)
                 .bind(now)
                 .execute(&mut *tx)
@@ -753,7 +753,7 @@ async fn apply_ops(tx: &mut AnyConnection, ctx: &WriteCtx) -> Result<(), StoreEr
             }
             JobOp::Remove { kind, request_id } => {
                 sqlx::query("DELETE FROM jobs WHERE id = $1")
-                    .bind(kind.id_for(request_id))
+                    .bind(kind.id_for(request_id.as_str()))
                     .execute(&mut *tx)
                     .await?;
             }
@@ -788,7 +788,7 @@ async fn apply_ops(tx: &mut AnyConnection, ctx: &WriteCtx) -> Result<(), StoreEr
              SELECT $1, $2, COALESCE(MAX(seq), 0) + 1, $3, 'PENDING', 0, $4, $4 FROM outbox WHERE request_id = $2",
         )
         .bind(ev.event_id.clone())
-        .bind(ev.request_id.clone())
+        .bind(ev.request_id.as_str().to_owned())
         .bind(ev.payload.clone())
         .bind(now)
         .execute(&mut *tx)
@@ -797,12 +797,16 @@ async fn apply_ops(tx: &mut AnyConnection, ctx: &WriteCtx) -> Result<(), StoreEr
     Ok(())
 }
 
+fn parse_request_id(v: &str) -> Result<RequestId, StoreError> {
+    RequestId::parse(v).map_err(|e| StoreError::Corrupt(format!("request id {v:?}: {}", e.message)))
+}
+
 fn job_from_row(r: &AnyRow) -> Result<Job, StoreError> {
     let kind: String = r.try_get("kind")?;
     Ok(Job {
         kind: JobKind::parse(&kind)
             .ok_or_else(|| StoreError::Corrupt(format!("job kind {kind}")))?,
-        request_id: r.try_get("request_id")?,
+        request_id: parse_request_id(&r.try_get::<String, _>("request_id")?)?,
         due_ms: r.try_get("due_at")?,
         attempts: r.try_get("attempts")?,
         last_error: r.try_get("last_error")?,
@@ -812,7 +816,7 @@ fn job_from_row(r: &AnyRow) -> Result<Job, StoreError> {
 fn outbox_from_row(r: &AnyRow) -> Result<OutboxEvent, StoreError> {
     Ok(OutboxEvent {
         event_id: r.try_get("event_id")?,
-        request_id: r.try_get("request_id")?,
+        request_id: parse_request_id(&r.try_get::<String, _>("request_id")?)?,
         seq: r.try_get("seq")?,
         payload: r.try_get("payload")?,
         status: r.try_get("status")?,
@@ -1273,13 +1277,13 @@ impl RequestStore for SqlStore {
         requester_email: &str,
         account_id: &str,
         permission_set: Option<&str>,
-        except: &str,
+        except: &RequestId,
     ) -> Result<Vec<Request>, StoreError> {
         let rows = sqlx::query(AssertSqlSafe(ACTIVE_GRANTS_FOR.as_str()))
             .bind(requester_email.to_owned())
             .bind(account_id.to_owned())
             .bind(permission_set.unwrap_or("").to_owned())
-            .bind(except.to_owned())
+            .bind(except.as_str().to_owned())
             .fetch_all(&self.read)
             .await?;
         rows.iter().map(request_from_row).collect()
@@ -1499,13 +1503,13 @@ impl JobStore for SqlStore {
     async fn renew_lease(
         &self,
         kind: JobKind,
-        request_id: &str,
+        request_id: &RequestId,
         owner: &str,
         until_ms: i64,
     ) -> Result<(), StoreError> {
         let binds = vec![
             Bind::Int(until_ms),
-            Bind::Text(kind.id_for(request_id)),
+            Bind::Text(kind.id_for(request_id.as_str())),
             Bind::Text(owner.to_owned()),
         ];
         self.write_one(
@@ -1535,7 +1539,7 @@ impl JobStore for SqlStore {
     async fn retry_job(
         &self,
         kind: JobKind,
-        request_id: &str,
+        request_id: &RequestId,
         retry_ms: i64,
         error: &str,
     ) -> Result<(), StoreError> {
@@ -1543,7 +1547,7 @@ impl JobStore for SqlStore {
         let binds = vec![
             Bind::Int(retry_ms),
             Bind::Text(error),
-            Bind::Text(kind.id_for(request_id)),
+            Bind::Text(kind.id_for(request_id.as_str())),
         ];
         self.write_one(
             "UPDATE jobs SET due_at = $1, last_error = $2, lease_owner = NULL, lease_until = NULL WHERE id = $3",

@@ -633,7 +633,7 @@ async fn old_callback_rows_are_pruned_and_the_audit_trail_is_not(db: Db) {
         for n in 0..3 {
             ctx.outbox.push(OutboxDraft {
                 event_id: format!("e{i}-{n}"),
-                request_id: r.id.as_str().into(),
+                request_id: r.id.clone(),
                 payload: "{}".into(),
             });
         }
@@ -749,7 +749,7 @@ async fn jobs_assignments_and_outbox_commit_with_the_change(db: Db) {
     let mut ctx = WriteCtx::new(audit("request.created", Some(&r)), T0);
     ctx.jobs.push(JobOp::Schedule {
         kind: JobKind::Timeout,
-        request_id: r.id.as_str().into(),
+        request_id: r.id.clone(),
         due_ms: 5,
     });
     ctx.assignments.push(AssignmentOp::Add {
@@ -758,7 +758,7 @@ async fn jobs_assignments_and_outbox_commit_with_the_change(db: Db) {
     });
     ctx.outbox.push(OutboxDraft {
         event_id: "e1".into(),
-        request_id: r.id.as_str().into(),
+        request_id: r.id.clone(),
         payload: "{}".into(),
     });
     db.store.create_request(&r, ctx).await.unwrap();
@@ -961,7 +961,7 @@ async fn gauges_come_from_counters_that_match_the_tables(db: Db) {
         let mut ctx = WriteCtx::new(audit("request.created", Some(&r)), T0);
         ctx.outbox.push(OutboxDraft {
             event_id: format!("e{n}"),
-            request_id: r.id.as_str().into(),
+            request_id: r.id.clone(),
             payload: "{}".into(),
         });
         db.store.create_request(&r, ctx).await.unwrap();
@@ -1000,12 +1000,12 @@ async fn gauges_follow_every_change(db: Db) {
         let mut ctx = WriteCtx::new(audit("request.created", Some(&r)), T0);
         ctx.outbox.push(OutboxDraft {
             event_id: format!("g{n}"),
-            request_id: r.id.as_str().into(),
+            request_id: r.id.clone(),
             payload: "{}".into(),
         });
         ctx.jobs.push(JobOp::Schedule {
             kind: JobKind::Timeout,
-            request_id: r.id.as_str().into(),
+            request_id: r.id.clone(),
             due_ms: 100 * i64::from(n + 1),
         });
         db.store.create_request(&r, ctx).await.unwrap();
@@ -1023,12 +1023,7 @@ async fn gauges_follow_every_change(db: Db) {
     db.store.callback_failed("g1", 1, "x", true).await.unwrap();
     // The third timeout failed once: late although its retry is not due yet.
     db.store
-        .retry_job(
-            JobKind::Timeout,
-            reqs[2].id.as_str(),
-            10_000,
-            "provider down",
-        )
+        .retry_job(JobKind::Timeout, &reqs[2].id, 10_000, "provider down")
         .await
         .unwrap();
     let g = db.store.gauges(150).await.unwrap();
@@ -1170,7 +1165,7 @@ async fn callbacks_are_delivered_in_order_per_request(db: Db) {
     for n in 0..2 {
         ctx.outbox.push(OutboxDraft {
             event_id: format!("o{n}"),
-            request_id: r.id.as_str().into(),
+            request_id: r.id.clone(),
             payload: format!("{{\"n\":{n}}}"),
         });
     }
@@ -1232,7 +1227,7 @@ async fn reconciler_pages_see_every_request_missing_a_job(db: Db) {
         if n % 3 == 0 {
             ctx.jobs.push(JobOp::Ensure {
                 kind: JobKind::Timeout,
-                request_id: r.id.as_str().into(),
+                request_id: r.id.clone(),
                 due_ms: 1,
             });
         } else {

@@ -48,7 +48,7 @@ pub async fn list_callbacks(
         .iter()
         .map(|e| CallbackRecord {
             event_id: e.event_id.clone(),
-            request_id: e.request_id.clone(),
+            request_id: e.request_id.as_str().to_owned(),
             status: e.status.clone(),
             attempts: e.attempts,
             last_error: e.last_error.clone(),

@@ -365,7 +365,7 @@ pub async fn overdue(State(st): State<AppState>) -> Result<Json<OverdueList>, Ap
         };
         if let Some(since) = since.filter(|t| *t < now) {
             items.push(OverdueGrant {
-                request_id: j.request_id.clone(),
+                request_id: j.request_id.as_str().to_owned(),
                 status: views::status(r.status()),
                 should_have_ended_at: views::ts(since),
                 overdue_seconds: (now - since).whole_seconds(),

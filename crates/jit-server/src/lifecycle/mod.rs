@@ -12,6 +12,7 @@ use crate::effects::effects;
 use crate::state::AppState;
 use jit_core::audit::AuditDraft;
 use jit_core::request::{Request, State, Status};
+use jit_core::types::RequestId;
 use jit_grants::{AccessProvider, ProviderError, Target};
 #[allow(unused_imports)]
 use jit_store::prelude::*;
@@ -331,10 +332,8 @@ impl Lifecycle {
         map.entry(principal.to_owned()).or_default().clone()
     }
 
-    async fn load(&self, request_id: &str) -> Result<Option<Request>, JobError> {
-        let id = jit_core::types::RequestId::parse(request_id)
-            .map_err(|e| JobError::Store(e.message))?;
-        Ok(self.st.store.get_request(&id).await?)
+    async fn load(&self, request_id: &RequestId) -> Result<Option<Request>, JobError> {
+        Ok(self.st.store.get_request(request_id).await?)
     }
 
     async fn done(&self, kind: JobKind, r: &Request) -> Result<(), JobError> {
@@ -342,7 +341,7 @@ impl Lifecycle {
         let mut ctx = WriteCtx::with_audit(vec![], self.st.clock.now());
         ctx.jobs.push(JobOp::Remove {
             kind,
-            request_id: r.id.as_str().to_owned(),
+            request_id: r.id.clone(),
         });
         self.st.store.record(ctx).await?;
         Ok(())
@@ -375,7 +374,7 @@ impl Lifecycle {
 
     /// Whether another grant of ours still needs `t`'s assignment.
     /// Active grants of the same user, account and permission set, other than `except`.
-    async fn other_grants(&self, t: &Target, except: &str) -> Result<Vec<Request>, JobError> {
+    async fn other_grants(&self, t: &Target, except: &RequestId) -> Result<Vec<Request>, JobError> {
         Ok(self
             .st
             .store
@@ -391,7 +390,7 @@ impl Lifecycle {
     async fn covered_by_others(
         &self,
         t: &Target,
-        except: &str,
+        except: &RequestId,
         now: OffsetDateTime,
     ) -> Result<bool, JobError> {
         let others = self.other_grants(t, except).await?;
@@ -419,7 +418,7 @@ impl Lifecycle {
             // A failed earlier attempt (attempts > 1) may have made it without recording it (the
             // provider did its part, then timed out): removing is the safe side.
             let covered = self
-                .covered_by_others(&t, r.id.as_str(), self.st.clock.now())
+                .covered_by_others(&t, &r.id, self.st.clock.now())
                 .await?;
             if on_withdrawn(Record::from_store(record), covered, job.attempts) == Decision::Remove {
                 self.provider.revoke(&t).await.map_err(JobError::Provider)?;
@@ -454,7 +453,7 @@ impl Lifecycle {
                     // and mistaking our own grant for a standing one would leave access forever.
                     let standing = a.pre_existing
                         && job.attempts <= 1
-                        && self.other_grants(&t, r.id.as_str()).await?.is_empty();
+                        && self.other_grants(&t, &r.id).await?.is_empty();
                     // Recorded at once, before the request moves on: a retry then never calls
                     // the provider again and never misreads its own grant.
                     self.record_assignment(AssignmentOp::Add {
@@ -508,7 +507,7 @@ impl Lifecycle {
                 let mut ctx = WriteCtx::with_audit(vec![], now);
                 ctx.jobs.push(JobOp::Schedule {
                     kind: JobKind::Revoke,
-                    request_id: r.id.as_str().to_owned(),
+                    request_id: r.id.clone(),
                     due_ms: ms(end),
                 });
                 self.st.store.record(ctx).await?;
@@ -530,7 +529,7 @@ impl Lifecycle {
         // Another grant of the same user, account and permission set still running keeps the
         // shared assignment; a standing assignment is never removed (and its record is kept, so
         // the drift check knows it).
-        let covered = self.covered_by_others(&t, r.id.as_str(), now).await?;
+        let covered = self.covered_by_others(&t, &r.id, now).await?;
         let record = Record::from_store(self.st.store.get_assignment(&principal).await?);
         let standing = record == Record::Standing;
         let mut ops = Vec::new();
@@ -583,7 +582,7 @@ impl Lifecycle {
             let mut ctx = WriteCtx::with_audit(vec![d], now);
             ctx.jobs.push(JobOp::Remove {
                 kind: JobKind::Revoke,
-                request_id: r.id.as_str().to_owned(),
+                request_id: r.id.clone(),
             });
             ctx.assignments = ops;
             self.st.store.record(ctx).await?;

@@ -50,7 +50,7 @@ impl Lifecycle {
                     let mut ctx = WriteCtx::with_audit(vec![], now);
                     ctx.jobs.push(JobOp::Ensure {
                         kind,
-                        request_id: r.id.as_str().to_owned(),
+                        request_id: r.id.clone(),
                         due_ms: ms(due),
                     });
                     self.st.store.record(ctx).await?;

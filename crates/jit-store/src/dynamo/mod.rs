@@ -344,7 +344,8 @@ fn job_from_item(item: &Item) -> Result<Job, StoreError> {
     Ok(Job {
         kind: JobKind::parse(&kind)
             .ok_or_else(|| StoreError::Corrupt(format!("job kind {kind}")))?,
-        request_id: get_s(item, "request_id")?,
+        request_id: RequestId::parse(&get_s(item, "request_id")?)
+            .map_err(|e| StoreError::Corrupt(format!("request id: {}", e.message)))?,
         due_ms: get_n(item, "due")?,
         attempts: get_n(item, "attempts")?,
         last_error: opt_s(item, "last_error"),
@@ -354,7 +355,8 @@ fn job_from_item(item: &Item) -> Result<Job, StoreError> {
 fn outbox_from_item(item: &Item) -> Result<OutboxEvent, StoreError> {
     Ok(OutboxEvent {
         event_id: get_s(item, "event_id")?,
-        request_id: get_s(item, "request_id")?,
+        request_id: RequestId::parse(&get_s(item, "request_id")?)
+            .map_err(|e| StoreError::Corrupt(format!("request id: {}", e.message)))?,
         seq: get_n(item, "seq")?,
         payload: get_s(item, "payload")?,
         status: get_s(item, "status")?,
@@ -768,7 +770,7 @@ impl DynamoStore {
                 }
                 | JobOp::Remove { kind, request_id } => (kind, request_id),
             };
-            last.insert(keys::job(k.as_str(), r), op);
+            last.insert(keys::job(k.as_str(), r.as_str()), op);
         }
         for ((pk, sk), op) in last {
             match op {
@@ -785,11 +787,11 @@ impl DynamoStore {
                     None,
                     vals([
                         (":k", s(kind.as_str())),
-                        (":r", s(request_id.clone())),
+                        (":r", s(request_id.as_str())),
                         (":d", n(*due_ms)),
                         (":z", n(0)),
                         (":g1p", s(keys::job_due(kind.as_str()))),
-                        (":g1s", s(keys::job_due_sort(*due_ms, request_id))),
+                        (":g1s", s(keys::job_due_sort(*due_ms, request_id.as_str()))),
                     ]),
                 )?,
                 JobOp::Ensure {
@@ -802,11 +804,11 @@ impl DynamoStore {
                     }
                     let mut item = key(pk, sk);
                     item.insert("kind".into(), s(kind.as_str()));
-                    item.insert("request_id".into(), s(request_id.clone()));
+                    item.insert("request_id".into(), s(request_id.as_str()));
                     item.insert("due".into(), n(*due_ms));
                     item.insert("attempts".into(), n(0));
                     item.insert("g1pk".into(), s(keys::job_due(kind.as_str())));
-                    item.insert("g1sk".into(), s(keys::job_due_sort(*due_ms, request_id)));
+                    item.insert("g1sk".into(), s(keys::job_due_sort(*due_ms, request_id.as_str())));
                     retry_on.push(tx.items.len());
                     tx.put(&self.table, item, Some("attribute_not_exists(pk)"), None)?;
                 }
@@ -883,7 +885,7 @@ impl DynamoStore {
             let (pk, sk) = keys::outbox(&ev.event_id);
             let mut item = key(pk, sk);
             item.insert("event_id".into(), s(ev.event_id.clone()));
-            item.insert("request_id".into(), s(ev.request_id.clone()));
+            item.insert("request_id".into(), s(ev.request_id.as_str()));
             item.insert("seq".into(), n(oseq));
             item.insert("payload".into(), s(ev.payload.clone()));
             item.insert("status".into(), s("PENDING"));
@@ -897,7 +899,10 @@ impl DynamoStore {
             );
             item.insert("g2pk".into(), s(keys::OUTBOX_DUE));
             item.insert("g2sk".into(), s(keys::outbox_due_sort(now, &ev.event_id)));
-            item.insert("g3pk".into(), s(keys::outbox_by_request(&ev.request_id)));
+            item.insert(
+                "g3pk".into(),
+                s(keys::outbox_by_request(ev.request_id.as_str())),
+            );
             item.insert("g3sk".into(), s(keys::pad(oseq)));
             tx.put(&self.table, item, Some("attribute_not_exists(pk)"), None)?;
             tx.count("outbox", "PENDING", 1);
@@ -1591,7 +1596,7 @@ impl RequestStore for DynamoStore {
         requester_email: &str,
         account_id: &str,
         permission_set: Option<&str>,
-        except: &str,
+        except: &RequestId,
     ) -> Result<Vec<Request>, StoreError> {
         let mut out = Vec::new();
         let q = Q::index("g3", keys::request_by_email(requester_email), Sk::Any);
@@ -1602,7 +1607,7 @@ impl RequestStore for DynamoStore {
             let r = request_from_item(&item)?;
             if r.account_id.as_str() == account_id
                 && r.permission_set_arn.as_ref().map(|p| p.as_str()) == permission_set
-                && r.id.as_str() != except
+                && &r.id != except
             {
                 out.push(r);
             }
@@ -1896,7 +1901,7 @@ impl JobStore for DynamoStore {
                 .update_item()
                 .table_name(&self.table)
                 .set_key(Some(key(
-                    keys::job(j.kind.as_str(), &j.request_id).0,
+                    keys::job(j.kind.as_str(), j.request_id.as_str()).0,
                     "J".into(),
                 )))
                 .update_expression("SET lease_owner = :o, lease_until = :u ADD attempts :one")
@@ -1929,7 +1934,7 @@ impl JobStore for DynamoStore {
     async fn renew_lease(
         &self,
         kind: JobKind,
-        request_id: &str,
+        request_id: &RequestId,
         owner: &str,
         until_ms: i64,
     ) -> Result<(), StoreError> {
@@ -1938,7 +1943,7 @@ impl JobStore for DynamoStore {
             .update_item()
             .table_name(&self.table)
             .set_key(Some(key(
-                keys::job(kind.as_str(), request_id).0,
+                keys::job(kind.as_str(), request_id.as_str()).0,
                 "J".into(),
             )))
             .update_expression("SET lease_until = :u")
@@ -1963,7 +1968,7 @@ impl JobStore for DynamoStore {
     async fn retry_job(
         &self,
         kind: JobKind,
-        request_id: &str,
+        request_id: &RequestId,
         retry_ms: i64,
         error: &str,
     ) -> Result<(), StoreError> {
@@ -1973,7 +1978,7 @@ impl JobStore for DynamoStore {
             .update_item()
             .table_name(&self.table)
             .set_key(Some(key(
-                keys::job(kind.as_str(), request_id).0,
+                keys::job(kind.as_str(), request_id.as_str()).0,
                 "J".into(),
             )))
             .update_expression(
@@ -1984,9 +1989,9 @@ impl JobStore for DynamoStore {
             .set_expression_attribute_values(vals([
                 (":d", n(retry_ms)),
                 (":e", s(error)),
-                (":g1s", s(keys::job_due_sort(retry_ms, request_id))),
+                (":g1s", s(keys::job_due_sort(retry_ms, request_id.as_str()))),
                 (":g2p", s(keys::job_failed(kind.as_str()))),
-                (":g2s", s(request_id)),
+                (":g2s", s(request_id.as_str())),
             ]))
             .send()
             .await;
@@ -2055,7 +2060,11 @@ impl JobStore for DynamoStore {
             }
         }
         let reqs = self
-            .batch_get(jobs.iter().map(|j| keys::request(&j.request_id)).collect())
+            .batch_get(
+                jobs.iter()
+                    .map(|j| keys::request(j.request_id.as_str()))
+                    .collect(),
+            )
             .await?;
         let mut by_id = HashMap::new();
         for item in &reqs {
@@ -2064,7 +2073,7 @@ impl JobStore for DynamoStore {
         }
         Ok(jobs
             .into_iter()
-            .filter_map(|j| by_id.get(&j.request_id).cloned().map(|r| (j, r)))
+            .filter_map(|j| by_id.get(j.request_id.as_str()).cloned().map(|r| (j, r)))
             .collect())
     }
 }
