@@ -22,7 +22,9 @@ fi
 # - cargo-lambda, whose emulator runs the Lambda function in crates/jit-lambda/tests/emulator.rs
 #   (`cargo lambda watch` builds with this machine's cargo, so its Zig dependency, needed only to
 #   cross-compile, is left out: --no-deps);
-# - cfn-lint, for the CloudFormation template of the Lambda deployment (deploy/aws/template.yaml).
+# - cfn-lint, for the CloudFormation template of the Lambda deployment (deploy/aws/template.yaml);
+#   cfn-lint and cargo-lambda are pinned to the minor versions checked, so a new release cannot
+#   fail the suite by itself.
 if [ ! -x .venv/bin/pip ]; then
   say "creating .venv"
   python3 -m venv .venv
@@ -33,11 +35,11 @@ if [ ! -x .venv/bin/moto_server ] || [ ! -x .venv/bin/aws ]; then
 fi
 if [ ! -x .venv/bin/cargo-lambda ]; then
   say "installing cargo-lambda into .venv"
-  .venv/bin/pip install -q --no-deps cargo-lambda
+  .venv/bin/pip install -q --no-deps 'cargo-lambda==1.9.*'
 fi
 if [ ! -x .venv/bin/cfn-lint ]; then
   say "installing cfn-lint into .venv"
-  .venv/bin/pip install -q cfn-lint
+  .venv/bin/pip install -q 'cfn-lint==1.58.*'
 fi
 export JIT_MOTO_SERVER="$PWD/.venv/bin/moto_server"
 export JIT_AWS_CLI="$PWD/.venv/bin/aws"
