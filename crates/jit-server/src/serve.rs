@@ -180,25 +180,13 @@ impl Backend {
             tracing::error!(error = %e, "tick: callback dispatch failed");
         }
         let st = &self.state;
-        let mut usage = st.backend_ring.usage();
-        usage.push((jit_keys::USAGE_HEARTBEAT_KEY.to_owned(), st.clock.unix()));
-        if let Err(e) = st
-            .store
-            .record_key_usage("backend", &st.verifier_name, &usage)
-            .await
-        {
-            tracing::warn!(error = %e, "recording key usage failed");
-        }
-        let days =
-            i64::try_from(self.config.callbacks.retention_days).unwrap_or(i64::MAX / 86_400_000);
-        let before = st.clock.now_ms() - days.saturating_mul(86_400_000);
-        if let Err(e) = st
-            .store
-            .prune_callbacks(before, self.config.callbacks.url.is_none())
-            .await
-        {
-            tracing::warn!(error = %e, "pruning callback rows failed");
-        }
+        record_key_use(st).await;
+        prune_callbacks(
+            st,
+            self.config.callbacks.retention_days,
+            self.config.callbacks.url.is_none(),
+        )
+        .await;
         let now_ms = st.clock.now_ms();
         st.store
             .gauges(now_ms - crate::metrics::LATE_AFTER_MS)
@@ -559,17 +547,9 @@ fn spawn_callback_pruner(
     undelivered: bool,
     shutdown: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
-    let keep_ms = i64::try_from(retention_days.saturating_mul(86_400_000)).unwrap_or(i64::MAX);
     every(Duration::from_secs(3600), shutdown, false, move || {
         let state = state.clone();
-        async move {
-            let before = state.clock.now_ms().saturating_sub(keep_ms);
-            match state.store.prune_callbacks(before, undelivered).await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(pruned = n, retention_days, "pruned old callback rows"),
-                Err(e) => tracing::warn!(error = %e, "pruning callback rows failed"),
-            }
-        }
+        async move { prune_callbacks(&state, retention_days, undelivered).await }
     })
 }
 
@@ -598,18 +578,33 @@ fn spawn_usage_recorder(
     let every_secs = u64::try_from(jit_keys::USAGE_FLUSH_SECS).unwrap_or(60);
     every(Duration::from_secs(every_secs), shutdown, true, move || {
         let state = state.clone();
-        async move {
-            let mut usage = state.backend_ring.usage();
-            usage.push((jit_keys::USAGE_HEARTBEAT_KEY.to_owned(), state.clock.unix()));
-            if let Err(e) = state
-                .store
-                .record_key_usage("backend", &state.verifier_name, &usage)
-                .await
-            {
-                tracing::warn!(error = %e, "recording key usage failed");
-            }
-        }
+        async move { record_key_use(&state).await }
     })
+}
+
+/// Records the backend ring's key use and this verifier's heartbeat (failures are logged: the
+/// next round records them).
+async fn record_key_use(state: &AppState) {
+    let mut usage = state.backend_ring.usage();
+    usage.push((jit_keys::USAGE_HEARTBEAT_KEY.to_owned(), state.clock.unix()));
+    if let Err(e) = state
+        .store
+        .record_key_usage("backend", &state.verifier_name, &usage)
+        .await
+    {
+        tracing::warn!(error = %e, "recording key usage failed");
+    }
+}
+
+/// Deletes callback rows older than the retention (and undelivered ones too with `undelivered`).
+async fn prune_callbacks(state: &AppState, retention_days: u64, undelivered: bool) {
+    let keep_ms = i64::try_from(retention_days.saturating_mul(86_400_000)).unwrap_or(i64::MAX);
+    let before = state.clock.now_ms().saturating_sub(keep_ms);
+    match state.store.prune_callbacks(before, undelivered).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(pruned = n, retention_days, "pruned old callback rows"),
+        Err(e) => tracing::warn!(error = %e, "pruning callback rows failed"),
+    }
 }
 
 /// Runs the server until SIGTERM or ctrl-c.

@@ -1773,45 +1773,23 @@ impl AuditStore for DynamoStore {
         let mut chain_err = None;
         let mut since_progress = 0;
         self.audit_range(v.last_seq(), head_seq, |item| {
+            let text = |name: &str| {
+                item.get(name)
+                    .and_then(|a| a.as_s().ok())
+                    .map(String::as_str)
+            };
             let e = RawEvent {
                 seq: get_n(&item, "seq")?,
                 at_ms: get_n(&item, "at")?,
-                kind: item
-                    .get("type")
-                    .and_then(|a| a.as_s().ok())
-                    .map_or("", |s| s),
-                actor_id: item
-                    .get("actor_id")
-                    .and_then(|a| a.as_s().ok())
-                    .map(String::as_str),
-                actor_email: item
-                    .get("actor_email")
-                    .and_then(|a| a.as_s().ok())
-                    .map(String::as_str),
-                request_id: item
-                    .get("request_id")
-                    .and_then(|a| a.as_s().ok())
-                    .map(String::as_str),
-                channel_id: item
-                    .get("channel_id")
-                    .and_then(|a| a.as_s().ok())
-                    .map(String::as_str),
-                account_id: item
-                    .get("account_id")
-                    .and_then(|a| a.as_s().ok())
-                    .map(String::as_str),
-                data: item
-                    .get("data")
-                    .and_then(|a| a.as_s().ok())
-                    .map_or("", |s| s),
-                prev_hash: item
-                    .get("prev")
-                    .and_then(|a| a.as_s().ok())
-                    .map_or("", |s| s),
-                hash: item
-                    .get("hash")
-                    .and_then(|a| a.as_s().ok())
-                    .map_or("", |s| s),
+                kind: text("type").unwrap_or(""),
+                actor_id: text("actor_id"),
+                actor_email: text("actor_email"),
+                request_id: text("request_id"),
+                channel_id: text("channel_id"),
+                account_id: text("account_id"),
+                data: text("data").unwrap_or(""),
+                prev_hash: text("prev").unwrap_or(""),
+                hash: text("hash").unwrap_or(""),
             };
             if let Err(err) = v.push_raw(&e, &mut buf) {
                 chain_err = Some(err);
