@@ -281,8 +281,10 @@ async fn two_servers_killed_at_random_lose_nothing() {
             .get(id)
             .map_or(0, |v| v.iter().filter(|(_, a, _)| a == "grant").count());
         assert_eq!(
-            grants, 1,
-            "request {id} was granted {grants} times with two servers up"
+            grants,
+            1,
+            "request {id} was granted {grants} times with two servers up: {:?}",
+            log.get(id)
         );
     }
     let pids: BTreeSet<&String> = log.values().flatten().map(|(_, _, pid)| pid).collect();
