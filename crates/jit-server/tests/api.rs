@@ -59,23 +59,7 @@ async fn spawn_app(pg: bool) -> App {
     let state = server.state.clone();
     tokio::spawn(server.serve());
     let base = format!("http://{addr}");
-    let ring =
-        KeyRing::parse(&std::fs::read_to_string(dir.path().join("keys/backend.json")).unwrap())
-            .unwrap();
-    let keys = Keys::Fixed(Arc::new(ring));
-    let client = Client::new(&base, keys.clone(), Arc::new(clock.clone())).unwrap();
-    let v1 = client.clone().with_version(SignatureVersion::V1);
-    App {
-        base,
-        client,
-        v1,
-        clock,
-        state,
-        db_url,
-        stop,
-        moto: None,
-        _dir: dir,
-    }
+    App::signed(base, clock, state, db_url, stop, None, dir)
 }
 
 /// The same API as the Lambda function answers it (`jit-lambda`): DynamoDB on moto, each call
@@ -112,23 +96,7 @@ async fn spawn_lambda() -> App {
     tokio::spawn(jit_lambda::local::serve(function, listener, async move {
         let _ = rx.wait_for(|s| *s).await;
     }));
-    let ring =
-        KeyRing::parse(&std::fs::read_to_string(dir.path().join("keys/backend.json")).unwrap())
-            .unwrap();
-    let keys = Keys::Fixed(Arc::new(ring));
-    let client = Client::new(&base, keys.clone(), Arc::new(clock.clone())).unwrap();
-    let v1 = client.clone().with_version(SignatureVersion::V1);
-    App {
-        base,
-        client,
-        v1,
-        clock,
-        state,
-        db_url,
-        stop,
-        moto: Some(moto),
-        _dir: dir,
-    }
+    App::signed(base, clock, state, db_url, stop, Some(moto), dir)
 }
 
 fn actor(id: &str) -> Value {
@@ -138,6 +106,35 @@ fn actor(id: &str) -> Value {
 const ACCOUNT: &str = "123456789012";
 
 impl App {
+    /// An app on `base`, called with the backend ring the server wrote into `dir`.
+    fn signed(
+        base: String,
+        clock: ManualClock,
+        state: jit_server::AppState,
+        db_url: String,
+        stop: tokio::sync::watch::Sender<bool>,
+        moto: Option<jit_testkit::Moto>,
+        dir: tempfile::TempDir,
+    ) -> Self {
+        let ring =
+            KeyRing::parse(&std::fs::read_to_string(dir.path().join("keys/backend.json")).unwrap())
+                .unwrap();
+        let client =
+            Client::new(&base, Keys::Fixed(Arc::new(ring)), Arc::new(clock.clone())).unwrap();
+        let v1 = client.clone().with_version(SignatureVersion::V1);
+        App {
+            base,
+            client,
+            v1,
+            clock,
+            state,
+            db_url,
+            stop,
+            moto,
+            _dir: dir,
+        }
+    }
+
     /// Sets a column of audit event `seq` behind the store's back, on whichever database.
     async fn tamper(&self, seq: i64, column: &str, value: &str) {
         if let Some(moto) = &self.moto {
