@@ -265,7 +265,7 @@ async fn main() -> anyhow::Result<()> {
             &client,
             &base,
             (&mut server, &mut start),
-            &args.db,
+            (&args.db, &db_url),
             &args.sizes,
             args.clients,
             args.repeat,

@@ -503,6 +503,15 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                     rep.head_seq, rep.checked, rep.from_checkpoint
                 ),
                 Ok(rep) => println!("audit chain intact: {} events", rep.head_seq),
+                // Reading failed: nothing is known about the chain, so it is not called broken.
+                Err(jit_store::VerifyError::Store(e)) => {
+                    return Err(error::CliError::new(
+                        "audit_verify_failed",
+                        format!("could not read the audit trail to verify it: {e}"),
+                    )
+                    .hint("check --database-url and that the database is reachable, then run the verification again")
+                    .into());
+                }
                 Err(e) => {
                     return Err(error::CliError::new(
                         "audit_chain_broken",

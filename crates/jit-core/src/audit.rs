@@ -153,8 +153,16 @@ pub struct RawEvent<'a> {
     pub hash: &'a str,
 }
 
+/// Appends `s` as a JSON string, exactly as `serde_json` writes it.
 fn put_json_str(buf: &mut Vec<u8>, s: Option<&str>) {
     match s {
+        // serde_json escapes only `"`, `\\` and control characters; most fields have none, and
+        // are copied as they are.
+        Some(s) if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') => {
+            buf.push(b'"');
+            buf.extend_from_slice(s.as_bytes());
+            buf.push(b'"');
+        }
         // Writing a str to a Vec cannot fail.
         Some(s) => serde_json::to_writer(&mut *buf, s).unwrap_or_default(),
         None => buf.extend_from_slice(b"null"),
@@ -279,6 +287,30 @@ impl ChainVerifier {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_strings_are_written_as_serde_json_writes_them() {
+        for s in [
+            "",
+            "plain",
+            "quote \" inside",
+            "back\\slash",
+            "tab\tnew\nline\u{1}\u{1f}",
+            "del\u{7f} é ✓ 🚀",
+            "</script>",
+        ] {
+            let mut buf = Vec::new();
+            put_json_str(&mut buf, Some(s));
+            assert_eq!(
+                String::from_utf8(buf).unwrap(),
+                serde_json::to_string(s).unwrap(),
+                "{s:?}"
+            );
+        }
+        let mut buf = Vec::new();
+        put_json_str(&mut buf, None);
+        assert_eq!(buf, b"null");
+    }
 
     fn chain(n: i64) -> Vec<AuditEvent> {
         let mut prev = GENESIS_HASH.to_owned();

@@ -12,6 +12,7 @@ pub mod dynamo;
 mod queries;
 mod rows;
 mod sql;
+mod verify;
 
 pub use dynamo::DynamoStore;
 pub use rows::ms as unix_ms;

@@ -41,9 +41,10 @@ pub(crate) const GRANT_HISTORY: &str = "SELECT \
 pub(crate) const LATEST_CHECKPOINT: &str =
     "SELECT seq, hash FROM audit_checkpoints WHERE seq <= $1 ORDER BY seq DESC LIMIT 1";
 
-/// Events after `$1` up to the head `$2`: one page of a verification.
-pub(crate) const VERIFY_PAGE: &str = "SELECT seq, at_ms, type, actor_id, actor_email, request_id, channel_id, account_id, data, prev_hash, hash \
-     FROM audit_events WHERE seq > $1 AND seq <= $2 ORDER BY seq ASC LIMIT 2000";
+/// Events after `$1` up to `$2`, at most `$3`: one chunk of a verification ([`crate::verify`]
+/// runs it through its own readers, and writes the three integers into PostgreSQL's COPY).
+pub(crate) const VERIFY_RANGE: &str = "SELECT seq, at_ms, type, actor_id, actor_email, request_id, channel_id, account_id, data, prev_hash, hash \
+     FROM audit_events WHERE seq > $1 AND seq <= $2 ORDER BY seq ASC LIMIT $3";
 
 fn prefixed(cols: &str, alias: &str) -> String {
     cols.split(", ")
@@ -432,9 +433,9 @@ pub(crate) fn planned() -> Vec<Planned> {
             MERGE,
         ),
         fixed(
-            "audit: verify page",
-            VERIFY_PAGE,
-            vec![Bind::Int(0), Bind::Int(10)],
+            "audit: verify range",
+            VERIFY_RANGE,
+            vec![Bind::Int(0), Bind::Int(10), Bind::Int(50_000)],
             &[],
         ),
         fixed(

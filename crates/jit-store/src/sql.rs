@@ -6,12 +6,13 @@ use crate::log_audit;
 use crate::queries::{
     ACTIVE_GRANTS_FOR, Bind, DUE_CALLBACKS, GAUGE_COUNTS, GAUGE_LATE_JOBS, GAUGE_OLDEST_PENDING,
     GRANT_HISTORY, LATEST_CHECKPOINT, LIST_CALLBACKS, NEXT_JOB_DUE, OVERDUE_REVOKES, PURGE_NONCES,
-    REQUESTS_MISSING_JOB, VERIFY_PAGE, audit_query, requests_query,
+    REQUESTS_MISSING_JOB, audit_query, requests_query,
 };
 use crate::rows::{
     REQUEST_COLUMNS, RequestRow, accounts_json, audit_from_row, binding_from_parts,
     binding_from_row, ms, policy_json, request_from_row, request_to_row,
 };
+use crate::verify::Source;
 use crate::{
     AssignmentOp, AuditFilter, AuditStore, BindingStore, Cursor, Gauges, GrantHistory, IdemRecord,
     Job, JobKind, JobOp, JobStore, KeyUsage, OpsStore, OutboxEvent, OutboxStore, PrincipalStore,
@@ -19,7 +20,7 @@ use crate::{
     VerifyReport, WriteCtx,
 };
 use async_trait::async_trait;
-use jit_core::audit::{AuditDraft, AuditEvent, ChainError, ChainVerifier, RawEvent, event_hash};
+use jit_core::audit::{AuditDraft, AuditEvent, ChainError, ChainVerifier, event_hash};
 use jit_core::policy::Binding;
 use jit_core::request::{Request, Status};
 use jit_core::types::{ChannelId, RequestId};
@@ -46,6 +47,8 @@ pub struct SqlStore {
     write: AnyPool,
     read: AnyPool,
     dialect: Dialect,
+    /// Where audit verification reads from, outside the pools ([`crate::verify`]).
+    source: Source,
     /// The single writer task's queue (see [`writer`]).
     jobs: tokio::sync::mpsc::Sender<WriteJob>,
 }
@@ -293,7 +296,7 @@ impl SqlStore {
                     .acquire_timeout(Duration::from_secs(5))
                     .connect(&url)
                     .await?;
-                Self::with_writer(pool.clone(), pool, Dialect::Postgres)
+                Self::with_writer(pool.clone(), pool, Source::Postgres(url))
             }
             DatabaseUrl::Sqlite(path) => {
                 if let Some(dir) = path.parent() {
@@ -316,7 +319,7 @@ impl SqlStore {
                     .after_connect(pragmas)
                     .connect(&url)
                     .await?;
-                Self::with_writer(write, read, Dialect::Sqlite)
+                Self::with_writer(write, read, Source::Sqlite(path))
             }
         };
         store.migrate().await?;
@@ -343,7 +346,7 @@ impl SqlStore {
                     })
                     .connect(&url)
                     .await?;
-                Self::with_writer(pool.clone(), pool, Dialect::Postgres)
+                Self::with_writer(pool.clone(), pool, Source::Postgres(url))
             }
             DatabaseUrl::Sqlite(path) => {
                 if !path.is_file() {
@@ -364,7 +367,7 @@ impl SqlStore {
                     })
                     .connect(&url)
                     .await?;
-                Self::with_writer(pool.clone(), pool, Dialect::Sqlite)
+                Self::with_writer(pool.clone(), pool, Source::Sqlite(path))
             }
         };
         let schema: Result<Option<AnyRow>, sqlx::Error> =
@@ -499,13 +502,18 @@ impl SqlStore {
         result.map_err(StoreError::from)
     }
 
-    fn with_writer(write: AnyPool, read: AnyPool, dialect: Dialect) -> Self {
+    fn with_writer(write: AnyPool, read: AnyPool, source: Source) -> Self {
+        let dialect = match source {
+            Source::Sqlite(_) => Dialect::Sqlite,
+            Source::Postgres(_) => Dialect::Postgres,
+        };
         let (jobs, rx) = tokio::sync::mpsc::channel(1024);
         tokio::spawn(writer(write.clone(), dialect, rx));
         Self {
             write,
             read,
             dialect,
+            source,
             jobs,
         }
     }
@@ -1384,49 +1392,7 @@ impl AuditStore for SqlStore {
             }
         }
         let from_seq = v.last_seq() + 1;
-        // Pages of VERIFY_PAGE events; the next page is read while this one is hashed.
-        let fetch = |after: i64| {
-            let pool = self.read.clone();
-            tokio::spawn(async move {
-                sqlx::query(VERIFY_PAGE)
-                    .bind(after)
-                    .bind(head_seq)
-                    .fetch_all(&pool)
-                    .await
-            })
-        };
-        let mut buf = Vec::with_capacity(4096);
-        let mut next = fetch(v.last_seq());
-        loop {
-            let rows = next
-                .await
-                .map_err(|e| StoreError::Backend(format!("verification reader: {e}")))?
-                .map_err(StoreError::from)?;
-            let Some(last) = rows.last() else { break };
-            let last_seq: i64 = last.try_get(0).map_err(StoreError::from)?;
-            next = fetch(last_seq);
-            for r in &rows {
-                let e = RawEvent {
-                    seq: r.try_get(0).map_err(StoreError::from)?,
-                    at_ms: r.try_get(1).map_err(StoreError::from)?,
-                    kind: r.try_get(2).map_err(StoreError::from)?,
-                    actor_id: r.try_get(3).map_err(StoreError::from)?,
-                    actor_email: r.try_get(4).map_err(StoreError::from)?,
-                    request_id: r.try_get(5).map_err(StoreError::from)?,
-                    channel_id: r.try_get(6).map_err(StoreError::from)?,
-                    account_id: r.try_get(7).map_err(StoreError::from)?,
-                    data: r.try_get(8).map_err(StoreError::from)?,
-                    prev_hash: r.try_get(9).map_err(StoreError::from)?,
-                    hash: r.try_get(10).map_err(StoreError::from)?,
-                };
-                v.push_raw(&e, &mut buf)?;
-            }
-            progress(VerifyProgress {
-                from_seq,
-                verified_seq: v.last_seq(),
-                head_seq,
-            });
-        }
+        let v = crate::verify::run(&self.source, v, head_seq, progress).await?;
         let checked = v.last_seq() - from_seq + 1;
         let head_hash = v.prev_hash().to_owned();
         let head_seq = v.finish(head_seq)?;
