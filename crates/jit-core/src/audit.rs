@@ -4,7 +4,6 @@
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use std::io::Write as _;
 
 /// The `prev_hash` of the first event.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -125,8 +124,10 @@ impl Default for ChainVerifier {
     }
 }
 
-/// An event as stored, borrowed from a database row: `data` is the stored JSON text. Lets
-/// verification hash the stored bytes without building a JSON value per event.
+/// An event as stored, borrowed from a database row: text columns are their stored bytes, and
+/// `data` is the stored JSON text. Lets verification hash the stored bytes without building a
+/// JSON value per event, or checking that each column is UTF-8 (bytes that are not could not
+/// have been hashed by the writer, so they fail the hash comparison on their own).
 #[derive(Debug, Clone, Copy)]
 pub struct RawEvent<'a> {
     /// Sequence number.
@@ -134,37 +135,49 @@ pub struct RawEvent<'a> {
     /// When (unix ms).
     pub at_ms: i64,
     /// Event type.
-    pub kind: &'a str,
+    pub kind: &'a [u8],
     /// Actor user id.
-    pub actor_id: Option<&'a str>,
+    pub actor_id: Option<&'a [u8]>,
     /// Actor email.
-    pub actor_email: Option<&'a str>,
+    pub actor_email: Option<&'a [u8]>,
     /// Request.
-    pub request_id: Option<&'a str>,
+    pub request_id: Option<&'a [u8]>,
     /// Channel.
-    pub channel_id: Option<&'a str>,
+    pub channel_id: Option<&'a [u8]>,
     /// Account.
-    pub account_id: Option<&'a str>,
+    pub account_id: Option<&'a [u8]>,
     /// The stored `data` JSON text.
-    pub data: &'a str,
+    pub data: &'a [u8],
     /// Stored `prev_hash`.
-    pub prev_hash: &'a str,
+    pub prev_hash: &'a [u8],
     /// Stored `hash`.
-    pub hash: &'a str,
+    pub hash: &'a [u8],
 }
 
 /// Appends `s` as a JSON string, exactly as `serde_json` writes it.
-fn put_json_str(buf: &mut Vec<u8>, s: Option<&str>) {
+fn put_json_str(buf: &mut Vec<u8>, s: Option<&[u8]>) {
     match s {
         // serde_json escapes only `"`, `\\` and control characters; most fields have none, and
-        // are copied as they are.
-        Some(s) if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') => {
+        // are copied as they are. The scan has no early exit, so it runs on whole vectors.
+        Some(s)
+            if !s.iter().fold(false, |esc, &b| {
+                esc | (b < 0x20) | (b == b'"') | (b == b'\\')
+            }) =>
+        {
             buf.push(b'"');
-            buf.extend_from_slice(s.as_bytes());
+            buf.extend_from_slice(s);
             buf.push(b'"');
         }
-        // Writing a str to a Vec cannot fail.
-        Some(s) => serde_json::to_writer(&mut *buf, s).unwrap_or_default(),
+        Some(s) => match std::str::from_utf8(s) {
+            // Writing a str to a Vec cannot fail.
+            Ok(s) => serde_json::to_writer(&mut *buf, s).unwrap_or_default(),
+            // Not text the writer could have hashed: the bytes as they are, which cannot match.
+            Err(_) => {
+                buf.push(b'"');
+                buf.extend_from_slice(s);
+                buf.push(b'"');
+            }
+        },
         None => buf.extend_from_slice(b"null"),
     }
 }
@@ -201,14 +214,18 @@ impl ChainVerifier {
                 found: e.seq,
             });
         }
-        if e.prev_hash != self.prev_hash {
+        if e.prev_hash != self.prev_hash.as_bytes() {
             return Err(ChainError::BrokenLink(e.seq));
         }
         buf.clear();
-        buf.extend_from_slice(e.prev_hash.as_bytes());
+        buf.extend_from_slice(e.prev_hash);
         buf.push(b'\n');
-        // Writing to a Vec cannot fail.
-        let _ = write!(buf, "[{},{},", e.seq, e.at_ms);
+        let mut ints = itoa::Buffer::new();
+        buf.push(b'[');
+        buf.extend_from_slice(ints.format(e.seq).as_bytes());
+        buf.push(b',');
+        buf.extend_from_slice(ints.format(e.at_ms).as_bytes());
+        buf.push(b',');
         put_json_str(buf, Some(e.kind));
         for f in [
             e.actor_id,
@@ -221,35 +238,41 @@ impl ChainVerifier {
             put_json_str(buf, f);
         }
         buf.push(b',');
-        buf.extend_from_slice(e.data.as_bytes());
+        buf.extend_from_slice(e.data);
         buf.push(b']');
         let digest = Sha256::digest(&buf[..]);
         let mut hexed = [0_u8; 64];
-        let fast_ok =
-            hex::encode_to_slice(digest, &mut hexed).is_ok() && hexed[..] == *e.hash.as_bytes();
+        let fast_ok = hex::encode_to_slice(digest, &mut hexed).is_ok() && hexed[..] == *e.hash;
         if !fast_ok && !self.slow_matches(e) {
             return Err(ChainError::Tampered(e.seq));
         }
         self.next_seq += 1;
         self.prev_hash.clear();
-        self.prev_hash.push_str(e.hash);
+        // The stored hash matched the hex just written (or, on the slow path, equalled it).
+        self.prev_hash
+            .push_str(std::str::from_utf8(e.hash).unwrap_or_default());
         Ok(())
     }
 
     fn slow_matches(&self, e: &RawEvent<'_>) -> bool {
-        let Ok(data) = serde_json::from_str::<serde_json::Value>(e.data) else {
-            return false;
+        let text = |b: &[u8]| std::str::from_utf8(b).ok().map(str::to_owned);
+        let opt = |b: Option<&[u8]>| match b {
+            None => Some(None),
+            Some(b) => text(b).map(Some),
         };
-        let d = AuditDraft {
-            kind: e.kind.to_owned(),
-            actor_id: e.actor_id.map(str::to_owned),
-            actor_email: e.actor_email.map(str::to_owned),
-            request_id: e.request_id.map(str::to_owned),
-            channel_id: e.channel_id.map(str::to_owned),
-            account_id: e.account_id.map(str::to_owned),
-            data,
+        let parsed = || {
+            let d = AuditDraft {
+                kind: text(e.kind)?,
+                actor_id: opt(e.actor_id)?,
+                actor_email: opt(e.actor_email)?,
+                request_id: opt(e.request_id)?,
+                channel_id: opt(e.channel_id)?,
+                account_id: opt(e.account_id)?,
+                data: serde_json::from_slice(e.data).ok()?,
+            };
+            Some((d, text(e.prev_hash)?, text(e.hash)?))
         };
-        event_hash(e.prev_hash, e.seq, e.at_ms, &d) == e.hash
+        parsed().is_some_and(|(d, prev, hash)| event_hash(&prev, e.seq, e.at_ms, &d) == hash)
     }
 
     /// Checks one event.
@@ -300,7 +323,7 @@ mod tests {
             "</script>",
         ] {
             let mut buf = Vec::new();
-            put_json_str(&mut buf, Some(s));
+            put_json_str(&mut buf, Some(s.as_bytes()));
             assert_eq!(
                 String::from_utf8(buf).unwrap(),
                 serde_json::to_string(s).unwrap(),
@@ -348,15 +371,15 @@ mod tests {
             let raw = RawEvent {
                 seq: e.seq,
                 at_ms: e.at_ms,
-                kind: &e.draft.kind,
-                actor_id: e.draft.actor_id.as_deref(),
-                actor_email: e.draft.actor_email.as_deref(),
-                request_id: e.draft.request_id.as_deref(),
-                channel_id: e.draft.channel_id.as_deref(),
-                account_id: e.draft.account_id.as_deref(),
-                data,
-                prev_hash: &e.prev_hash,
-                hash: &e.hash,
+                kind: e.draft.kind.as_bytes(),
+                actor_id: e.draft.actor_id.as_deref().map(str::as_bytes),
+                actor_email: e.draft.actor_email.as_deref().map(str::as_bytes),
+                request_id: e.draft.request_id.as_deref().map(str::as_bytes),
+                channel_id: e.draft.channel_id.as_deref().map(str::as_bytes),
+                account_id: e.draft.account_id.as_deref().map(str::as_bytes),
+                data: data.as_bytes(),
+                prev_hash: e.prev_hash.as_bytes(),
+                hash: e.hash.as_bytes(),
             };
             v.push_raw(&raw, &mut buf)?;
         }
@@ -402,15 +425,15 @@ mod tests {
             let raw = RawEvent {
                 seq: e.seq,
                 at_ms: e.at_ms,
-                kind: &e.draft.kind,
+                kind: e.draft.kind.as_bytes(),
                 actor_id: None,
                 actor_email: None,
-                request_id: e.draft.request_id.as_deref(),
+                request_id: e.draft.request_id.as_deref().map(str::as_bytes),
                 channel_id: None,
                 account_id: None,
-                data,
-                prev_hash: &e.prev_hash,
-                hash: &e.hash,
+                data: data.as_bytes(),
+                prev_hash: e.prev_hash.as_bytes(),
+                hash: e.hash.as_bytes(),
             };
             v.push_raw(&raw, &mut buf).unwrap();
         }

@@ -1776,20 +1776,20 @@ impl AuditStore for DynamoStore {
             let text = |name: &str| {
                 item.get(name)
                     .and_then(|a| a.as_s().ok())
-                    .map(String::as_str)
+                    .map(String::as_bytes)
             };
             let e = RawEvent {
                 seq: get_n(&item, "seq")?,
                 at_ms: get_n(&item, "at")?,
-                kind: text("type").unwrap_or(""),
+                kind: text("type").unwrap_or_default(),
                 actor_id: text("actor_id"),
                 actor_email: text("actor_email"),
                 request_id: text("request_id"),
                 channel_id: text("channel_id"),
                 account_id: text("account_id"),
-                data: text("data").unwrap_or(""),
-                prev_hash: text("prev").unwrap_or(""),
-                hash: text("hash").unwrap_or(""),
+                data: text("data").unwrap_or_default(),
+                prev_hash: text("prev").unwrap_or_default(),
+                hash: text("hash").unwrap_or_default(),
             };
             if let Err(err) = v.push_raw(&e, &mut buf) {
                 chain_err = Some(err);
