@@ -43,6 +43,8 @@ struct Server {
     child: Option<Child>,
     port: u16,
     env: Vec<(String, String)>,
+    /// Its warnings and errors, appended across restarts (read when an assertion fails).
+    log: PathBuf,
 }
 
 impl Server {
@@ -51,7 +53,13 @@ impl Server {
         cmd.arg("server")
             .env("JIT_LISTEN", format!("127.0.0.1:{}", self.port))
             .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&self.log)
+                    .unwrap(),
+            );
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
@@ -170,6 +178,19 @@ fn grant_log(state: &Path) -> BTreeMap<String, Vec<(f64, String, String)>> {
     by_req
 }
 
+/// Every line the servers logged (warnings and errors), server by server.
+fn servers_logs(dir: &Path) -> Vec<String> {
+    (0..2)
+        .flat_map(|n| {
+            std::fs::read_to_string(dir.join(format!("server{n}.log")))
+                .unwrap_or_default()
+                .lines()
+                .map(|l| format!("server{n}: {l}"))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_servers_killed_at_random_lose_nothing() {
     let db = jit_testkit::fresh_pg_database().unwrap();
@@ -202,12 +223,20 @@ async fn two_servers_killed_at_random_lose_nothing() {
     .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
     .collect();
     let mut servers: Vec<Server> = (0..2)
-        .map(|_| Server {
+        .map(|n| Server {
             child: None,
             port: jit_testkit::free_port().unwrap(),
             env: env.clone(),
+            log: dir.path().join(format!("server{n}.log")),
         })
         .collect();
+    // What the servers said about one request, for a failure message.
+    let said_about = |id: &str| -> Vec<String> {
+        servers_logs(dir.path())
+            .into_iter()
+            .filter(|l| l.contains(id))
+            .collect()
+    };
     for s in &mut servers {
         s.start();
     }
@@ -283,8 +312,9 @@ async fn two_servers_killed_at_random_lose_nothing() {
         assert_eq!(
             grants,
             1,
-            "request {id} was granted {grants} times with two servers up: {:?}",
-            log.get(id)
+            "request {id} was granted {grants} times with two servers up: {:?}; the servers said: {:?}",
+            log.get(id),
+            said_about(id)
         );
     }
     let pids: BTreeSet<&String> = log.values().flatten().map(|(_, _, pid)| pid).collect();

@@ -26,12 +26,21 @@ pub fn free_port() -> anyhow::Result<u16> {
 pub fn wait_for_port(port: u16, limit: Duration) -> anyhow::Result<()> {
     let start = Instant::now();
     while start.elapsed() < limit {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Ok(());
+        if let Ok(s) = TcpStream::connect(("127.0.0.1", port)) {
+            // With nobody listening yet, a connect to a port in the ephemeral range can be
+            // given that same port as its source and connect to itself (TCP simultaneous
+            // open). That is not the server: keep waiting (the socket closes at once).
+            if !is_self_connected(&s) {
+                return Ok(());
+            }
         }
         std::thread::sleep(Duration::from_millis(25));
     }
     bail!("nothing listens on 127.0.0.1:{port} after {limit:?}")
+}
+
+fn is_self_connected(s: &TcpStream) -> bool {
+    matches!((s.local_addr(), s.peer_addr()), (Ok(l), Ok(p)) if l == p)
 }
 
 fn moto_binary() -> PathBuf {
@@ -186,5 +195,29 @@ impl std::io::Write for Captured {
     }
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_socket_connected_to_itself_is_not_a_listener() {
+        use socket2::{Domain, Socket, Type};
+        // TCP simultaneous open: bound to a port, connecting to that same port.
+        let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        s.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
+            .unwrap();
+        let addr = s.local_addr().unwrap();
+        s.connect(&addr).unwrap();
+        let own: TcpStream = s.into();
+        assert!(is_self_connected(&own));
+        // A real listener's connection is not.
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        assert!(!is_self_connected(&c));
+        wait_for_port(l.local_addr().unwrap().port(), Duration::from_secs(5)).unwrap();
     }
 }
