@@ -57,8 +57,9 @@ pub(crate) enum Source {
 /// What one segment found.
 #[derive(Debug)]
 pub(crate) struct Segment {
-    /// Its first event and the hash that event links to (`None`: the range held no events).
-    first: Option<(i64, String)>,
+    /// Its first event and the hash that event links to (`None`: the range held no events;
+    /// no link: that event could not be read, and `end` says so).
+    first: Option<(i64, Option<String>)>,
     /// Where its verifier ended, or the first error it met.
     end: Result<ChainVerifier, ChainError>,
 }
@@ -66,7 +67,7 @@ pub(crate) struct Segment {
 /// Verifies one segment's events as they are read.
 #[derive(Default)]
 struct Check {
-    first: Option<(i64, String)>,
+    first: Option<(i64, Option<String>)>,
     v: Option<ChainVerifier>,
     err: Option<ChainError>,
     buf: Vec<u8>,
@@ -79,7 +80,7 @@ impl Check {
             // Bytes that are not UTF-8 cannot be the hex of a hash, lossy or not: the link
             // fails, when joined or at once.
             let prev = String::from_utf8_lossy(e.prev_hash).into_owned();
-            self.first = Some((e.seq, prev.clone()));
+            self.first = Some((e.seq, Some(prev.clone())));
             ChainVerifier::resume(e.seq - 1, &prev)
         });
         match v.push_raw(e, &mut self.buf) {
@@ -94,6 +95,9 @@ impl Check {
     /// A row that could not be read as an event (a column of the wrong type or encoding) was
     /// written by hand: it is reported as tampered.
     fn unreadable(&mut self, seq: i64) {
+        // As the segment's first event it still marks where the segment starts, so that the
+        // join reports it (after any gap before it) rather than skipping the segment.
+        self.first.get_or_insert((seq, None));
         self.err = Some(ChainError::Tampered(seq));
     }
 
@@ -131,7 +135,7 @@ pub(crate) fn join(
                 found: seq,
             });
         }
-        if prev != run.prev_hash() {
+        if prev.is_some_and(|p| p != run.prev_hash()) {
             return Err(ChainError::BrokenLink(seq));
         }
         run = s.end?;
@@ -267,10 +271,27 @@ fn sqlite_segment(
 }
 
 fn sqlite_event<'r>(r: &'r rusqlite::Row<'_>, seq: i64) -> rusqlite::Result<RawEvent<'r>> {
-    // The stored bytes, unchecked: `RawEvent` needs no UTF-8 (see there).
-    let text = |i: usize| -> rusqlite::Result<&'r [u8]> { Ok(r.get_ref(i)?.as_bytes()?) };
-    let opt =
-        |i: usize| -> rusqlite::Result<Option<&'r [u8]>> { Ok(r.get_ref(i)?.as_bytes_or_null()?) };
+    use rusqlite::types::{FromSqlError, ValueRef};
+    // The stored bytes of TEXT values, unchecked: `RawEvent` needs no UTF-8 (see there). Any
+    // other storage class (a BLOB of the same bytes included) is not what the writer stored.
+    let opt = |i: usize| -> rusqlite::Result<Option<&'r [u8]>> {
+        match r.get_ref(i)? {
+            ValueRef::Null => Ok(None),
+            ValueRef::Text(b) => Ok(Some(b)),
+            _ => Err(rusqlite::Error::FromSqlConversionFailure(
+                i,
+                r.get_ref(i)?.data_type(),
+                Box::new(FromSqlError::InvalidType),
+            )),
+        }
+    };
+    let text = |i: usize| -> rusqlite::Result<&'r [u8]> {
+        opt(i)?.ok_or(rusqlite::Error::InvalidColumnType(
+            i,
+            "NULL".into(),
+            rusqlite::types::Type::Null,
+        ))
+    };
     Ok(RawEvent {
         seq,
         at_ms: r.get_ref(1)?.as_i64()?,
@@ -559,6 +580,20 @@ mod tests {
         let mut edited = rows.clone();
         edited[14].3.data = serde_json::json!({"n": "edited"});
         assert_eq!(whole(&edited).unwrap_err(), ChainError::Tampered(15));
+        // A segment whose first row cannot be read reports it, as one pass would.
+        let unreadable = |seq: i64| {
+            let mut c = Check::default();
+            c.unreadable(seq);
+            c.finish()
+        };
+        assert_eq!(
+            join(
+                ChainVerifier::default(),
+                vec![segment(&rows[..10]), unreadable(11), segment(&rows[20..])]
+            )
+            .unwrap_err(),
+            ChainError::Tampered(11)
+        );
         // An empty segment (its events deleted) is skipped, and the next one shows the gap.
         assert_eq!(
             join(
@@ -719,6 +754,11 @@ mod tests {
                 .await
                 .unwrap();
             assert_eq!(chain_err(check().await), ChainError::Tampered(2));
+            // The right bytes in the wrong storage class are not what the writer stored.
+            exec("UPDATE audit_events SET type = CAST(type AS BLOB) WHERE seq = 1".into())
+                .await
+                .unwrap();
+            assert_eq!(chain_err(check().await), ChainError::Tampered(1));
         }
     }
 
