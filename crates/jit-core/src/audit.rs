@@ -156,29 +156,23 @@ pub struct RawEvent<'a> {
 
 /// Appends `s` as a JSON string, exactly as `serde_json` writes it.
 fn put_json_str(buf: &mut Vec<u8>, s: Option<&[u8]>) {
-    match s {
-        // serde_json escapes only `"`, `\\` and control characters; most fields have none, and
-        // are copied as they are. The scan has no early exit, so it runs on whole vectors.
-        Some(s)
-            if !s.iter().fold(false, |esc, &b| {
-                esc | (b < 0x20) | (b == b'"') | (b == b'\\')
-            }) =>
-        {
-            buf.push(b'"');
-            buf.extend_from_slice(s);
-            buf.push(b'"');
-        }
-        Some(s) => match std::str::from_utf8(s) {
-            // Writing a str to a Vec cannot fail.
-            Ok(s) => serde_json::to_writer(&mut *buf, s).unwrap_or_default(),
-            // Not text the writer could have hashed: the bytes as they are, which cannot match.
-            Err(_) => {
-                buf.push(b'"');
-                buf.extend_from_slice(s);
-                buf.push(b'"');
-            }
-        },
-        None => buf.extend_from_slice(b"null"),
+    let Some(s) = s else {
+        buf.extend_from_slice(b"null");
+        return;
+    };
+    // serde_json escapes only `"`, `\\` and control characters; most fields have none, and are
+    // copied as they are. The scan has no early exit, so it runs on whole vectors.
+    let needs_escape = s.iter().fold(false, |esc, &b| {
+        esc | (b < 0x20) | (b == b'"') | (b == b'\\')
+    });
+    // Writing a str to a Vec cannot fail. Bytes that are not UTF-8 are not text the writer
+    // could have hashed: they are copied as they are, and cannot match.
+    let escaped = needs_escape
+        && std::str::from_utf8(s).is_ok_and(|t| serde_json::to_writer(&mut *buf, t).is_ok());
+    if !escaped {
+        buf.push(b'"');
+        buf.extend_from_slice(s);
+        buf.push(b'"');
     }
 }
 
@@ -333,6 +327,10 @@ mod tests {
         let mut buf = Vec::new();
         put_json_str(&mut buf, None);
         assert_eq!(buf, b"null");
+        // Not UTF-8 (half a character, then a quote): the bytes as they are.
+        let mut buf = Vec::new();
+        put_json_str(&mut buf, Some(b"\xc3\""));
+        assert_eq!(buf, b"\"\xc3\"\"");
     }
 
     fn chain(n: i64) -> Vec<AuditEvent> {

@@ -708,57 +708,54 @@ mod tests {
             100,
             "progress reaches the head"
         );
-        let exec = |sql: String| {
-            let sql: &'static str = Box::leak(sql.into_boxed_str());
-            store.raw_execute(sql)
-        };
         let chain_err = |r: Result<ChainVerifier, crate::VerifyError>| match r {
             Err(crate::VerifyError::Chain(e)) => e,
             other => panic!("expected a chain error, got {other:?}"),
         };
-        // An edit inside the last segment (34..=66 is the second, 67..=100 the third).
-        exec("UPDATE audit_events SET actor_email = 'x@example.com' WHERE seq = 80".into())
-            .await
-            .unwrap();
-        assert_eq!(chain_err(check().await), ChainError::Tampered(80));
-        // Then a deletion at the second segment's first event, before the edit.
-        exec("DELETE FROM audit_events WHERE seq = 34".into())
-            .await
-            .unwrap();
-        assert_eq!(
-            chain_err(check().await),
-            ChainError::Gap {
-                expected: 34,
-                found: 35
-            }
-        );
-        // An edit in the first segment comes before both.
-        exec("UPDATE audit_events SET data = '{}' WHERE seq = 20".into())
-            .await
-            .unwrap();
-        assert_eq!(chain_err(check().await), ChainError::Tampered(20));
-        exec("DELETE FROM audit_events WHERE seq = 3".into())
-            .await
-            .unwrap();
-        assert_eq!(
-            chain_err(check().await),
-            ChainError::Gap {
-                expected: 3,
-                found: 4
-            }
-        );
-        // SQLite keeps whatever bytes it is given as TEXT: half a UTF-8 character is read as
-        // it is stored, and fails its hash (PostgreSQL refuses such text on the way in).
+        // Each edit comes before the ones already made, so each is the error reported.
+        let mut cases = vec![
+            // An edit inside the last segment (34..=66 is the second, 67..=100 the third).
+            (
+                "UPDATE audit_events SET actor_email = 'x@example.com' WHERE seq = 80",
+                ChainError::Tampered(80),
+            ),
+            // A deletion at the second segment's first event.
+            (
+                "DELETE FROM audit_events WHERE seq = 34",
+                ChainError::Gap {
+                    expected: 34,
+                    found: 35,
+                },
+            ),
+            // An edit, then a deletion, in the first segment.
+            (
+                "UPDATE audit_events SET data = '{}' WHERE seq = 20",
+                ChainError::Tampered(20),
+            ),
+            (
+                "DELETE FROM audit_events WHERE seq = 3",
+                ChainError::Gap {
+                    expected: 3,
+                    found: 4,
+                },
+            ),
+        ];
         if matches!(source, Source::Sqlite(_)) {
-            exec("UPDATE audit_events SET actor_email = CAST(x'c3' AS TEXT) WHERE seq = 2".into())
-                .await
-                .unwrap();
-            assert_eq!(chain_err(check().await), ChainError::Tampered(2));
+            // SQLite keeps whatever bytes it is given as TEXT: half a UTF-8 character is read
+            // as it is stored, and fails its hash (PostgreSQL refuses such text on the way in).
+            cases.push((
+                "UPDATE audit_events SET actor_email = CAST(x'c3' AS TEXT) WHERE seq = 2",
+                ChainError::Tampered(2),
+            ));
             // The right bytes in the wrong storage class are not what the writer stored.
-            exec("UPDATE audit_events SET type = CAST(type AS BLOB) WHERE seq = 1".into())
-                .await
-                .unwrap();
-            assert_eq!(chain_err(check().await), ChainError::Tampered(1));
+            cases.push((
+                "UPDATE audit_events SET type = CAST(type AS BLOB) WHERE seq = 1",
+                ChainError::Tampered(1),
+            ));
+        }
+        for (sql, expected) in cases {
+            store.raw_execute(sql).await.unwrap();
+            assert_eq!(chain_err(check().await), expected, "after {sql}");
         }
     }
 
